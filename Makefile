@@ -1,0 +1,53 @@
+# Skiff's entry points. The README's quick start is `make up` and `make test`.
+SHELL := /bin/bash
+GOBIN ?= $(shell go env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+
+.PHONY: all build up test test-unit fuzz generate verify-generate tools bench vet fmt clean
+
+all: build
+
+## build: every binary into bin/ (bin/skiff, bin/apiserver, ...)
+build:
+	@mkdir -p bin
+	go build -o bin/ ./...
+
+## up: build and run the whole control plane in one process (embedded etcd and NATS)
+up: build
+	./bin/skiff up
+
+## test: what CI runs: vet, every test against real etcd/NATS, and a short fuzz of manifest decoding
+test: vet test-unit fuzz
+
+test-unit:
+	go test -count=1 -timeout 20m ./...
+
+fuzz:
+	go test ./pkg/codec -run='^$$' -fuzz=FuzzDecodeManifests -fuzztime=5s
+	go test ./pkg/apis/resource -run='^$$' -fuzz=FuzzParseQuantity -fuzztime=3s
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	go vet ./...
+
+## generate: regenerate Go, gRPC, gateway and OpenAPI code from proto/ with local plugins
+generate: tools
+	buf lint
+	buf generate
+
+## verify-generate: fail if `make generate` would change committed generated code
+verify-generate: generate
+	@git diff --exit-code -- pkg/apis services/apiserver/openapi || \
+		(echo "generated code is stale: run 'make generate' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- pkg/apis services/apiserver/openapi)" || \
+		(echo "generate produced untracked files:"; git status --porcelain -- pkg/apis services/apiserver/openapi; exit 1)
+
+tools:
+	./hack/install-tools.sh
+
+## bench: apiserver create/get/list against raw etcd on the same etcd, with ratios
+bench:
+	go test ./test/bench/ -run='^$$' -bench=. -benchtime=2000x -count=1 -timeout 20m
+
+clean:
+	rm -rf bin .skiff

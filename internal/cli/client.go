@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"context"
+	"time"
+
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/client"
+)
+
+// timeoutClient bounds every request by --request-timeout. It wraps the client rather than
+// the command so that a long apply of many objects is not cut short: only a single slow
+// request is.
+type timeoutClient struct {
+	client.Interface
+	timeout time.Duration
+}
+
+func (c *timeoutClient) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+func (c *timeoutClient) Create(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.Create(ctx, obj)
+}
+
+func (c *timeoutClient) Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.Get(ctx, k, ns, name)
+}
+
+func (c *timeoutClient) List(ctx context.Context, k *scheme.Kind, ns string, opts client.ListOptions) (*client.List, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.List(ctx, k, ns, opts)
+}
+
+func (c *timeoutClient) Update(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.Update(ctx, obj)
+}
+
+func (c *timeoutClient) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.UpdateStatus(ctx, obj)
+}
+
+func (c *timeoutClient) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts client.DeleteOptions) (scheme.Object, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.Delete(ctx, k, ns, name, opts)
+}
+
+func (c *timeoutClient) Bind(ctx context.Context, ns, name, node string) error {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return c.Interface.Bind(ctx, ns, name, node)
+}

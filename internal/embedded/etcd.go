@@ -1,0 +1,113 @@
+// Package embedded runs etcd and NATS JetStream inside the current process: the single-binary
+// `skiff up` and the test harness both use it, so tests exercise the same servers users run.
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Etcd is an embedded single-member etcd.
+type Etcd struct {
+	server *embed.Etcd
+	// Endpoint is the client URL, e.g. http://127.0.0.1:2379.
+	Endpoint string
+}
+
+// EtcdConfig configures StartEtcd.
+type EtcdConfig struct {
+	Dir        string // data directory; created if missing
+	ClientAddr string // host:port for clients; port 0 picks a free one
+	PeerAddr   string // host:port for the (unused) peer listener; port 0 picks a free one
+	// UnsafeNoFsync skips fsync: for throwaway test data only.
+	UnsafeNoFsync bool
+}
+
+// StartEtcd starts etcd and waits until it serves.
+func StartEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd data dir: %w", err)
+	}
+	clientAddr, err := resolvePort(cfg.ClientAddr, "127.0.0.1:2379")
+	if err != nil {
+		return nil, err
+	}
+	peerAddr, err := resolvePort(cfg.PeerAddr, "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ec := embed.NewConfig()
+	ec.Name = "skiff"
+	ec.Dir = filepath.Clean(cfg.Dir)
+	cu := url.URL{Scheme: "http", Host: clientAddr}
+	pu := url.URL{Scheme: "http", Host: peerAddr}
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	ec.InitialCluster = ec.Name + "=" + pu.String()
+	ec.LogLevel = "error"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	// Keep history for watches and paginated lists, but not forever.
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = "1h"
+
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd failed: %w", err)
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("etcd did not become ready in 30s")
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	return &Etcd{server: e, Endpoint: cu.String()}, nil
+}
+
+// Client returns a new client of this etcd; the caller closes it.
+func (e *Etcd) Client() (*clientv3.Client, error) {
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return c, nil
+}
+
+// Close stops etcd.
+func (e *Etcd) Close() { e.server.Close() }
+
+// resolvePort turns "host:0" into "host:N" with a free port N, since etcd's URLs must name
+// the port they advertise.
+func resolvePort(addr, def string) (string, error) {
+	if addr == "" {
+		addr = def
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("address %q: %w", addr, err)
+	}
+	if port != "0" {
+		return addr, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("pick a free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

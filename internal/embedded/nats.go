@@ -1,0 +1,67 @@
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATS is an embedded NATS server with JetStream.
+type NATS struct {
+	server *server.Server
+	// URL is the client URL, e.g. nats://127.0.0.1:4222.
+	URL string
+}
+
+// NATSConfig configures StartNATS.
+type NATSConfig struct {
+	Dir  string // JetStream storage directory
+	Addr string // host:port; port 0 picks a free one
+}
+
+// StartNATS starts NATS with JetStream and waits until it accepts connections.
+func StartNATS(cfg NATSConfig) (*NATS, error) {
+	addr := cfg.Addr
+	if addr == "" {
+		addr = "127.0.0.1:4222"
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("nats address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName: "skiff",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   cfg.Dir,
+		NoSigs:     true,
+		NoLog:      true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("nats did not become ready in 10s")
+	}
+	return &NATS{server: ns, URL: ns.ClientURL()}, nil
+}
+
+// Close stops the server and waits for it.
+func (n *NATS) Close() {
+	n.server.Shutdown()
+	n.server.WaitForShutdown()
+}

@@ -1,0 +1,241 @@
+// Package scheme is the table of API kinds Skiff serves: for each kind its group, version,
+// REST resource name, scope and Go type. The apiserver, the clients and the CLI all key on it,
+// so adding a kind is a proto change plus one entry here.
+package scheme
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+)
+
+// Object is any top-level API object: it has apiVersion, kind and metadata.
+type Object interface {
+	proto.Message
+	GetApiVersion() string
+	GetKind() string
+	GetMetadata() *metav1.ObjectMeta
+}
+
+// Kind describes one API kind.
+type Kind struct {
+	Group      string // "" for the core group, "apps", ...
+	Version    string // "v1"
+	Kind       string // "Pod"
+	ListKind   string // "PodList"
+	Resource   string // "pods": the REST path segment
+	Singular   string // "pod"
+	ShortNames []string
+	Namespaced bool
+	// HasStatus means the kind has a status subresource: Update ignores status changes and
+	// UpdateStatus ignores everything else.
+	HasStatus bool
+
+	newObject func() Object
+	newList   func() proto.Message
+}
+
+// APIVersion is "v1" for the core group and "group/version" otherwise.
+func (k *Kind) APIVersion() string {
+	if k.Group == "" {
+		return k.Version
+	}
+	return k.Group + "/" + k.Version
+}
+
+// GroupResource is "pods" or "deployments.apps", as kubectl prints it.
+func (k *Kind) GroupResource() string {
+	if k.Group == "" {
+		return k.Resource
+	}
+	return k.Resource + "." + k.Group
+}
+
+// New returns an empty object of this kind with apiVersion and kind set.
+func (k *Kind) New() Object {
+	obj := k.newObject()
+	SetTypeMeta(obj, k.APIVersion(), k.Kind)
+	return obj
+}
+
+// NewList returns an empty list of this kind.
+func (k *Kind) NewList() proto.Message { return k.newList() }
+
+// ProtoPackage is the protobuf package of the kind's messages and service, e.g. "skiff.core.v1".
+func (k *Kind) ProtoPackage() string {
+	return string(k.newObject().ProtoReflect().Descriptor().ParentFile().Package())
+}
+
+// ServiceName is the full gRPC service name, e.g. "skiff.core.v1.PodAPI".
+func (k *Kind) ServiceName() string { return k.ProtoPackage() + "." + k.Kind + "API" }
+
+// Path is the REST path of the collection (name == "") or of one object, in namespace ns.
+// An empty ns on a namespaced kind addresses all namespaces (lists only).
+func (k *Kind) Path(ns, name string) string {
+	var b strings.Builder
+	if k.Group == "" {
+		b.WriteString("/api/" + k.Version)
+	} else {
+		b.WriteString("/apis/" + k.Group + "/" + k.Version)
+	}
+	if k.Namespaced && ns != "" {
+		b.WriteString("/namespaces/" + ns)
+	}
+	b.WriteString("/" + k.Resource)
+	if name != "" {
+		b.WriteString("/" + name)
+	}
+	return b.String()
+}
+
+// Scheme is an immutable set of kinds.
+type Scheme struct {
+	kinds []*Kind
+	byGVK map[string]*Kind // "apps/v1/Deployment"
+	names map[string]*Kind // resource, singular, short names, lower-case kind, "deployments.apps"
+}
+
+// New builds a scheme from kinds.
+func New(kinds ...*Kind) *Scheme {
+	s := &Scheme{byGVK: map[string]*Kind{}, names: map[string]*Kind{}}
+	for _, k := range kinds {
+		if k.ListKind == "" {
+			k.ListKind = k.Kind + "List"
+		}
+		if k.Singular == "" {
+			k.Singular = strings.ToLower(k.Kind)
+		}
+		s.kinds = append(s.kinds, k)
+		s.byGVK[k.APIVersion()+"/"+k.Kind] = k
+		for _, n := range append([]string{k.Resource, k.Singular, strings.ToLower(k.Kind), k.GroupResource()}, k.ShortNames...) {
+			s.names[n] = k
+		}
+	}
+	return s
+}
+
+// Kinds lists every kind in registration order.
+func (s *Scheme) Kinds() []*Kind { return append([]*Kind(nil), s.kinds...) }
+
+// ForObject finds the kind of an object by its apiVersion and kind fields.
+func (s *Scheme) ForObject(obj Object) (*Kind, error) {
+	return s.Lookup(obj.GetApiVersion(), obj.GetKind())
+}
+
+// Lookup finds a kind by apiVersion and kind.
+func (s *Scheme) Lookup(apiVersion, kind string) (*Kind, error) {
+	if k, ok := s.byGVK[apiVersion+"/"+kind]; ok {
+		return k, nil
+	}
+	return nil, fmt.Errorf("no kind %q is registered for version %q", kind, apiVersion)
+}
+
+// ForName finds a kind by any of the names kubectl accepts: "pods", "pod", "po", "Pod",
+// "deployments.apps".
+func (s *Scheme) ForName(name string) (*Kind, error) {
+	if k, ok := s.names[strings.ToLower(name)]; ok {
+		return k, nil
+	}
+	return nil, fmt.Errorf("the server doesn't have a resource type %q", name)
+}
+
+// ForMessage finds the kind whose Go type is the same message type as m.
+func (s *Scheme) ForMessage(m proto.Message) (*Kind, error) {
+	name := m.ProtoReflect().Descriptor().FullName()
+	for _, k := range s.kinds {
+		if k.newObject().ProtoReflect().Descriptor().FullName() == name {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("message %s is not a registered kind", name)
+}
+
+// ResourceNames lists the resource names, sorted, for help texts.
+func (s *Scheme) ResourceNames() []string {
+	var out []string
+	for _, k := range s.kinds {
+		out = append(out, k.Resource)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Default is Skiff's built-in scheme.
+func Default() *Scheme { return defaultScheme }
+
+var defaultScheme = New(
+	&Kind{Version: "v1", Kind: "Namespace", Resource: "namespaces", ShortNames: []string{"ns"}, HasStatus: true,
+		newObject: func() Object { return &corev1.Namespace{} }, newList: func() proto.Message { return &corev1.NamespaceList{} }},
+	&Kind{Version: "v1", Kind: "Node", Resource: "nodes", ShortNames: []string{"no"}, HasStatus: true,
+		newObject: func() Object { return &corev1.Node{} }, newList: func() proto.Message { return &corev1.NodeList{} }},
+	&Kind{Version: "v1", Kind: "Pod", Resource: "pods", ShortNames: []string{"po"}, Namespaced: true, HasStatus: true,
+		newObject: func() Object { return &corev1.Pod{} }, newList: func() proto.Message { return &corev1.PodList{} }},
+	&Kind{Version: "v1", Kind: "Service", Resource: "services", ShortNames: []string{"svc"}, Namespaced: true, HasStatus: true,
+		newObject: func() Object { return &corev1.Service{} }, newList: func() proto.Message { return &corev1.ServiceList{} }},
+	&Kind{Version: "v1", Kind: "Endpoints", Resource: "endpoints", Singular: "endpoints", ShortNames: []string{"ep"}, Namespaced: true,
+		newObject: func() Object { return &corev1.Endpoints{} }, newList: func() proto.Message { return &corev1.EndpointsList{} }},
+	&Kind{Version: "v1", Kind: "Event", Resource: "events", ShortNames: []string{"ev"}, Namespaced: true,
+		newObject: func() Object { return &corev1.Event{} }, newList: func() proto.Message { return &corev1.EventList{} }},
+	&Kind{Group: "apps", Version: "v1", Kind: "ReplicaSet", Resource: "replicasets", ShortNames: []string{"rs"}, Namespaced: true, HasStatus: true,
+		newObject: func() Object { return &appsv1.ReplicaSet{} }, newList: func() proto.Message { return &appsv1.ReplicaSetList{} }},
+	&Kind{Group: "apps", Version: "v1", Kind: "Deployment", Resource: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, HasStatus: true,
+		newObject: func() Object { return &appsv1.Deployment{} }, newList: func() proto.Message { return &appsv1.DeploymentList{} }},
+)
+
+// SetTypeMeta sets apiVersion and kind on any object.
+func SetTypeMeta(obj Object, apiVersion, kind string) {
+	m := obj.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	m.Set(fields.ByName("api_version"), protoreflect.ValueOfString(apiVersion))
+	m.Set(fields.ByName("kind"), protoreflect.ValueOfString(kind))
+}
+
+// Meta returns the object's metadata, creating it when absent so callers can write to it.
+func Meta(obj Object) *metav1.ObjectMeta {
+	if md := obj.GetMetadata(); md != nil {
+		return md
+	}
+	m := obj.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("metadata")
+	md := &metav1.ObjectMeta{}
+	m.Set(fd, protoreflect.ValueOfMessage(md.ProtoReflect()))
+	return md
+}
+
+// ListItems returns the items of a list message and its metadata.
+func ListItems(list proto.Message) ([]Object, *metav1.ListMeta) {
+	m := list.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	items := m.Get(fields.ByName("items")).List()
+	out := make([]Object, items.Len())
+	for i := range out {
+		out[i] = items.Get(i).Message().Interface().(Object)
+	}
+	var lm *metav1.ListMeta
+	if m.Has(fields.ByName("metadata")) {
+		lm = m.Get(fields.ByName("metadata")).Message().Interface().(*metav1.ListMeta)
+	}
+	return out, lm
+}
+
+// SetListItems fills a list message with items and list metadata.
+func SetListItems(list proto.Message, k *Kind, items []Object, lm *metav1.ListMeta) {
+	m := list.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	m.Set(fields.ByName("api_version"), protoreflect.ValueOfString(k.APIVersion()))
+	m.Set(fields.ByName("kind"), protoreflect.ValueOfString(k.ListKind))
+	if lm != nil {
+		m.Set(fields.ByName("metadata"), protoreflect.ValueOfMessage(lm.ProtoReflect()))
+	}
+	l := m.Mutable(fields.ByName("items")).List()
+	for _, it := range items {
+		l.Append(protoreflect.ValueOfMessage(it.ProtoReflect()))
+	}
+}

@@ -1,0 +1,87 @@
+// Package client is the Go client of the Skiff API, for the CLI, the controllers and users'
+// own programs. One interface covers every kind of the scheme; it speaks gRPC (the default)
+// or REST, and every error it returns is an *apierrors.StatusError.
+package client
+
+import (
+	"context"
+	"strings"
+
+	"github.com/skiff-project/skiff/pkg/apierrors"
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+)
+
+// ListOptions select and page a list.
+type ListOptions struct {
+	LabelSelector string
+	FieldSelector string
+	Limit         int64
+	Continue      string
+}
+
+// DeleteOptions tune a delete.
+type DeleteOptions struct {
+	// GracePeriodSeconds overrides a pod's grace period; 0 deletes at once.
+	GracePeriodSeconds *int64
+	// ResourceVersion makes the delete conditional on the object's version.
+	ResourceVersion string
+}
+
+// List is one page of a list.
+type List struct {
+	Items           []scheme.Object
+	ResourceVersion string // the revision the list was read at
+	Continue        string // the token of the next page; empty on the last page
+}
+
+// Interface is the API, generic over kinds. Objects name their namespace in metadata.
+type Interface interface {
+	Scheme() *scheme.Scheme
+	Create(ctx context.Context, obj scheme.Object) (scheme.Object, error)
+	Get(ctx context.Context, k *scheme.Kind, namespace, name string) (scheme.Object, error)
+	List(ctx context.Context, k *scheme.Kind, namespace string, opts ListOptions) (*List, error)
+	Update(ctx context.Context, obj scheme.Object) (scheme.Object, error)
+	UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error)
+	Delete(ctx context.Context, k *scheme.Kind, namespace, name string, opts DeleteOptions) (scheme.Object, error)
+	// Bind assigns a pod to a node (the scheduler's binding subresource).
+	Bind(ctx context.Context, namespace, name, node string) error
+	Close() error
+}
+
+// New connects to server: an http:// or https:// URL speaks REST, anything else
+// ("127.0.0.1:9090", "grpc://host:9090") speaks gRPC.
+func New(server string) (Interface, error) {
+	if strings.HasPrefix(server, "http://") || strings.HasPrefix(server, "https://") {
+		return NewREST(server, nil), nil
+	}
+	return NewGRPC(strings.TrimPrefix(server, "grpc://"))
+}
+
+// ListAll follows continue tokens until the list is complete, reading pages of pageSize.
+func ListAll(ctx context.Context, c Interface, k *scheme.Kind, namespace string, opts ListOptions) (*List, error) {
+	var all List
+	for {
+		page, err := c.List(ctx, k, namespace, opts)
+		if err != nil {
+			return nil, err
+		}
+		all.Items = append(all.Items, page.Items...)
+		if all.ResourceVersion == "" {
+			all.ResourceVersion = page.ResourceVersion
+		}
+		if page.Continue == "" {
+			return &all, nil
+		}
+		opts.Continue = page.Continue
+	}
+}
+
+// kindOf finds an object's kind by its Go type, which cannot lie; a body whose apiVersion or
+// kind disagrees is sent as it is and refused by the server.
+func kindOf(s *scheme.Scheme, obj scheme.Object) (*scheme.Kind, error) {
+	k, err := s.ForMessage(obj)
+	if err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	return k, nil
+}

@@ -1,0 +1,170 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiff-project/skiff/pkg/apierrors"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/codec"
+)
+
+// restClient speaks the REST API on Kubernetes' paths with Kubernetes-shaped JSON.
+type restClient struct {
+	base   string
+	http   *http.Client
+	scheme *scheme.Scheme
+}
+
+// NewREST returns a client of the REST API at base (e.g. http://127.0.0.1:8080); a nil
+// httpClient means http.DefaultClient.
+func NewREST(base string, httpClient *http.Client) Interface {
+	if httpClient == nil {
+		httpClient = http.DefaultClient
+	}
+	return &restClient{base: strings.TrimRight(base, "/"), http: httpClient, scheme: scheme.Default()}
+}
+
+func (c *restClient) Scheme() *scheme.Scheme { return c.scheme }
+func (c *restClient) Close() error           { return nil }
+
+// do sends body (if any) and decodes a 2xx answer into out; any other answer becomes the
+// StatusError its Status body describes.
+func (c *restClient) do(ctx context.Context, method, path string, query url.Values, body proto.Message, out proto.Message) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := codec.Marshal(body)
+		if err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("encode request: %v", err))
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return apierrors.NewBadRequest(err.Error())
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("%s %s: %v", method, u, err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("read response of %s %s: %v", method, u, err))
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		st := &metav1.Status{}
+		if err := codec.Unmarshal(data, st); err != nil || st.GetKind() != "Status" {
+			st = &metav1.Status{ApiVersion: "v1", Kind: "Status", Status: "Failure", Code: int32(resp.StatusCode),
+				Message: fmt.Sprintf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(data)))}
+		}
+		if st.Code == 0 {
+			st.Code = int32(resp.StatusCode)
+		}
+		return &apierrors.StatusError{Status: st}
+	}
+	if out != nil {
+		if err := codec.Unmarshal(data, out); err != nil {
+			return apierrors.NewInternal(fmt.Errorf("decode response of %s %s: %w", method, u, err))
+		}
+	}
+	return nil
+}
+
+func (c *restClient) kindOf(obj scheme.Object) (*scheme.Kind, error) {
+	return kindOf(c.scheme, obj)
+}
+
+func (c *restClient) Create(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	k, err := c.kindOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := k.New()
+	return out, c.do(ctx, http.MethodPost, k.Path(obj.GetMetadata().GetNamespace(), ""), nil, obj, out)
+}
+
+func (c *restClient) Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error) {
+	out := k.New()
+	return out, c.do(ctx, http.MethodGet, k.Path(ns, name), nil, nil, out)
+}
+
+func (c *restClient) List(ctx context.Context, k *scheme.Kind, ns string, opts ListOptions) (*List, error) {
+	q := url.Values{}
+	if opts.LabelSelector != "" {
+		q.Set("labelSelector", opts.LabelSelector)
+	}
+	if opts.FieldSelector != "" {
+		q.Set("fieldSelector", opts.FieldSelector)
+	}
+	if opts.Limit > 0 {
+		q.Set("limit", strconv.FormatInt(opts.Limit, 10))
+	}
+	if opts.Continue != "" {
+		q.Set("continue", opts.Continue)
+	}
+	out := k.NewList()
+	if err := c.do(ctx, http.MethodGet, k.Path(ns, ""), q, nil, out); err != nil {
+		return nil, err
+	}
+	return toList(out), nil
+}
+
+func (c *restClient) update(ctx context.Context, obj scheme.Object, suffix string) (scheme.Object, error) {
+	k, err := c.kindOf(obj)
+	if err != nil {
+		return nil, err
+	}
+	md := obj.GetMetadata()
+	out := k.New()
+	return out, c.do(ctx, http.MethodPut, k.Path(md.GetNamespace(), md.GetName())+suffix, nil, obj, out)
+}
+
+func (c *restClient) Update(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	return c.update(ctx, obj, "")
+}
+
+func (c *restClient) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	return c.update(ctx, obj, "/status")
+}
+
+func (c *restClient) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts DeleteOptions) (scheme.Object, error) {
+	q := url.Values{}
+	if opts.GracePeriodSeconds != nil {
+		q.Set("gracePeriodSeconds", strconv.FormatInt(*opts.GracePeriodSeconds, 10))
+	}
+	if opts.ResourceVersion != "" {
+		q.Set("resourceVersion", opts.ResourceVersion)
+	}
+	out := k.New()
+	return out, c.do(ctx, http.MethodDelete, k.Path(ns, name), q, nil, out)
+}
+
+func (c *restClient) Bind(ctx context.Context, ns, name, node string) error {
+	k, err := c.scheme.ForMessage(&corev1.Pod{})
+	if err != nil {
+		return err
+	}
+	b := &corev1.Binding{ApiVersion: "v1", Kind: "Binding",
+		Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns},
+		Target:   &metav1.ObjectReference{Kind: "Node", Name: node}}
+	return c.do(ctx, http.MethodPost, k.Path(ns, name)+"/binding", nil, b, &metav1.Status{})
+}

@@ -1,0 +1,87 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiff-project/skiff/pkg/apierrors"
+	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	"github.com/skiff-project/skiff/pkg/codec"
+)
+
+// restHandlers are the grpc-gateway registrations of every kind's service.
+func restHandlers() []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error {
+	return []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		corev1.RegisterNamespaceAPIHandler, corev1.RegisterNodeAPIHandler, corev1.RegisterPodAPIHandler,
+		corev1.RegisterServiceAPIHandler, corev1.RegisterEndpointsAPIHandler, corev1.RegisterEventAPIHandler,
+		appsv1.RegisterReplicaSetAPIHandler, appsv1.RegisterDeploymentAPIHandler,
+	}
+}
+
+// newGateway serves the REST API on Kubernetes' paths by forwarding to the gRPC services over
+// conn, with Kubernetes-shaped JSON both ways and Status bodies for every error.
+func newGateway(ctx context.Context, conn *grpc.ClientConn) (*runtime.ServeMux, error) {
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &codec.GatewayMarshaler{}),
+		runtime.WithErrorHandler(writeStatusError),
+		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithForwardResponseOption(setHTTPCode),
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+	)
+	for _, register := range restHandlers() {
+		if err := register(ctx, mux, conn); err != nil {
+			return nil, fmt.Errorf("register REST handler: %w", err)
+		}
+	}
+	return mux, nil
+}
+
+// writeStatus writes a Kubernetes Status as the response.
+func writeStatus(w http.ResponseWriter, se *apierrors.StatusError) {
+	body, err := codec.Marshal(se.Status)
+	if err != nil {
+		body = []byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"unencodable error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(int(se.Status.GetCode()))
+	_, _ = w.Write(append(body, '\n'))
+}
+
+func writeStatusError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
+	writeStatus(w, apierrors.FromError(err))
+}
+
+func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+	se := apierrors.FromError(apierrors.NewBadRequest(""))
+	se.Status.Code = int32(code)
+	switch code {
+	case http.StatusMethodNotAllowed:
+		se.Status.Reason, se.Status.Message = apierrors.ReasonMethodNotAllowed,
+			fmt.Sprintf("the server does not allow this method (%s) on the requested resource", r.Method)
+	default:
+		se.Status.Code = http.StatusNotFound
+		se.Status.Reason, se.Status.Message = apierrors.ReasonNotFound, "the server could not find the requested resource"
+	}
+	writeStatus(w, se)
+}
+
+// setHTTPCode applies the code a handler asked for (201 on create).
+func setHTTPCode(ctx context.Context, w http.ResponseWriter, _ proto.Message) error {
+	md, ok := runtime.ServerMetadataFromContext(ctx)
+	if !ok {
+		return nil
+	}
+	if vals := md.HeaderMD.Get(httpCodeHeader); len(vals) > 0 {
+		if code, err := strconv.Atoi(vals[0]); err == nil {
+			w.WriteHeader(code)
+		}
+	}
+	return nil
+}

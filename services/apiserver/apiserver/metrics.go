@@ -1,0 +1,39 @@
+package apiserver
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the apiserver's Prometheus series, on a registry of the server's own.
+type metrics struct {
+	registry *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skiff_apiserver_requests_total",
+			Help: "API requests by resource, verb, subresource and HTTP-equivalent code.",
+		}, []string{"resource", "verb", "subresource", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "skiff_apiserver_request_duration_seconds",
+			Help:    "API request latency by resource and verb, measured in the server.",
+			Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+		}, []string{"resource", "verb", "subresource"}),
+	}
+	m.registry.MustRegister(m.requests, m.latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(resource, verb, sub string, code int32, d time.Duration) {
+	m.requests.WithLabelValues(resource, verb, sub, strconv.Itoa(int(code))).Inc()
+	m.latency.WithLabelValues(resource, verb, sub).Observe(d.Seconds())
+}

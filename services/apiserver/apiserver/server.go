@@ -1,0 +1,239 @@
+// Package apiserver is Skiff's API server: typed gRPC services per kind and the same API over
+// REST on Kubernetes' paths (grpc-gateway), backed by etcd through the registry. It is the only
+// component that talks to etcd.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/services/apiserver/admission"
+	"github.com/skiff-project/skiff/services/apiserver/authz"
+	"github.com/skiff-project/skiff/services/apiserver/openapi"
+	"github.com/skiff-project/skiff/services/apiserver/registry"
+	"github.com/skiff-project/skiff/services/apiserver/storage"
+)
+
+// maxMessageBytes bounds gRPC messages; large lists are the reason it exceeds the 4 MiB default.
+const maxMessageBytes = 256 << 20
+
+// Config configures a Server.
+type Config struct {
+	// EtcdEndpoints are dialled when Etcd is nil.
+	EtcdEndpoints []string
+	// Etcd is an existing client (e.g. to an embedded etcd); the server does not close it.
+	Etcd *clientv3.Client
+	// NATSURL is the event bus (used by the event publisher).
+	NATSURL string
+	// GRPCAddr and HTTPAddr are listen addresses; port 0 picks a free port.
+	GRPCAddr string
+	HTTPAddr string
+
+	Authorizer authz.Authorizer // nil: allow all
+	Admission  *admission.Chain // nil: no plugins
+	Logger     *slog.Logger     // nil: slog.Default()
+}
+
+// Server is a running apiserver's state.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	etcd       *clientv3.Client
+	ownsEtcd   bool
+	registry   *registry.Registry
+	authorizer authz.Authorizer
+	metrics    *metrics
+
+	grpcLis, httpLis net.Listener
+	grpcServer       *grpc.Server
+	health           *health.Server
+	gatewayConn      *grpc.ClientConn
+	httpServer       *http.Server
+}
+
+// New connects to etcd, makes sure the built-in namespaces exist and opens the listeners. Call
+// Serve to answer requests.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics()}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.authorizer == nil {
+		s.authorizer = authz.AllowAll{}
+	}
+	s.etcd = cfg.Etcd
+	if s.etcd == nil {
+		c, err := clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second,
+			Logger: zap.NewNop(), Context: ctx})
+		if err != nil {
+			return nil, fmt.Errorf("connect to etcd %v: %w", cfg.EtcdEndpoints, err)
+		}
+		s.etcd, s.ownsEtcd = c, true
+	}
+	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.Admission})
+	if err := s.bootstrap(ctx); err != nil {
+		s.closeEtcd()
+		return nil, err
+	}
+	if err := s.listen(ctx); err != nil {
+		s.closeEtcd()
+		return nil, err
+	}
+	return s, nil
+}
+
+// bootstrap creates the namespaces that exist from the start, waiting for etcd if needed.
+func (s *Server) bootstrap(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		err := s.registry.EnsureNamespace(ctx, "default")
+		if err == nil {
+			err = s.registry.EnsureNamespace(ctx, "kube-system")
+		}
+		if err == nil {
+			return nil
+		}
+		s.log.Warn("waiting for etcd", "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bootstrap namespaces: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) listen(ctx context.Context) error {
+	var err error
+	if s.grpcLis, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("listen gRPC on %s: %w", s.cfg.GRPCAddr, err)
+	}
+	if s.httpLis, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
+		s.grpcLis.Close()
+		return fmt.Errorf("listen HTTP on %s: %w", s.cfg.HTTPAddr, err)
+	}
+
+	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes))
+	for _, k := range s.registry.Scheme().Kinds() {
+		desc, err := s.serviceDesc(k)
+		if err != nil {
+			return err
+		}
+		s.grpcServer.RegisterService(desc, s)
+	}
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcServer, s.health)
+	reflection.Register(s.grpcServer)
+
+	// The REST gateway forwards to our own gRPC listener, so both paths share one implementation.
+	s.gatewayConn, err = grpc.NewClient(dialAddr(s.grpcLis.Addr()),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)))
+	if err != nil {
+		return fmt.Errorf("dial own gRPC: %w", err)
+	}
+	gw, err := newGateway(ctx, s.gatewayConn)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi/v2", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openapi.V2)
+	})
+	mux.Handle("/", gw)
+	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// dialAddr turns a listener address into one to dial: an unspecified host means this machine.
+func dialAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// readyz answers 200 when etcd answers a read.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.etcd.Get(ctx, s.registry.Prefix()+"/namespaces/default", clientv3.WithCountOnly()); err != nil {
+		http.Error(w, "etcd: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok"))
+}
+
+// GRPCAddr is the address the gRPC API listens on.
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// HTTPAddr is the address the REST API, health and metrics listen on.
+func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
+
+// Registry exposes the object registry (for in-process components and tests).
+func (s *Server) Registry() *registry.Registry { return s.registry }
+
+// Serve answers requests until ctx is cancelled, then stops gracefully.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpcServer.Serve(s.grpcLis) }()
+	go func() {
+		if err := s.httpServer.Serve(s.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("apiserver serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.health.Shutdown()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.httpServer.Shutdown(shutdownCtx)
+	stopped := make(chan struct{})
+	go func() { s.grpcServer.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		s.grpcServer.Stop()
+	}
+	_ = s.gatewayConn.Close()
+	s.closeEtcd()
+	return err
+}
+
+func (s *Server) closeEtcd() {
+	if s.ownsEtcd {
+		_ = s.etcd.Close()
+	}
+}

@@ -1,0 +1,183 @@
+package registry
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/skiff-project/skiff/pkg/apierrors"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/fields"
+	"github.com/skiff-project/skiff/pkg/labels"
+	"github.com/skiff-project/skiff/services/apiserver/storage"
+)
+
+// ListOptions select and page a list.
+type ListOptions struct {
+	LabelSelector string
+	FieldSelector string
+	Limit         int64  // 0: no limit
+	Continue      string // the token of the previous page
+}
+
+// continueToken is what the opaque continue string holds: the revision the list is read at
+// and the first key of the next page.
+type continueToken struct {
+	Revision int64  `json:"rv"`
+	Start    string `json:"start"`
+}
+
+// List returns the kind's objects in namespace ns ("" for every namespace) as the kind's list
+// message. Every page of a paginated list is read at the revision of the first page, so the
+// pages together are one consistent snapshot; a token older than etcd's compaction gets 410.
+func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts ListOptions) (proto.Message, error) {
+	lsel, err := labels.Parse(opts.LabelSelector)
+	if err != nil {
+		return nil, apierrors.NewBadRequestField("labelSelector", fmt.Sprintf("unable to parse labelSelector: %v", err))
+	}
+	fsel, err := fields.Parse(opts.FieldSelector)
+	if err != nil {
+		return nil, apierrors.NewBadRequestField("fieldSelector", fmt.Sprintf("unable to parse fieldSelector: %v", err))
+	}
+	probe := k.New().ProtoReflect()
+	for _, req := range fsel.Requirements() {
+		if _, ok := fieldValue(probe, req.Field); !ok {
+			return nil, apierrors.NewBadRequestField("fieldSelector",
+				fmt.Sprintf("field label not supported: %s", req.Field))
+		}
+	}
+	if opts.Limit < 0 {
+		return nil, apierrors.NewBadRequestField("limit", "limit must not be negative")
+	}
+
+	prefix := r.CollectionPrefix(k, ns)
+	start, end, rev := prefix, storage.PrefixEnd(prefix), int64(0)
+	if opts.Continue != "" {
+		tok, err := decodeContinue(opts.Continue)
+		if err != nil || !strings.HasPrefix(tok.Start, prefix) {
+			return nil, apierrors.NewBadRequestField("continue", "the continue token is not valid for this list")
+		}
+		start, rev = tok.Start, tok.Revision
+	}
+
+	var items []scheme.Object
+	next := ""
+	for {
+		page, err := r.store.Range(ctx, start, end, rev, opts.Limit)
+		if errors.Is(err, storage.ErrCompacted) {
+			return nil, apierrors.NewGone("The provided continue parameter is too old to display a consistent list " +
+				"result. You can start a new list without the continue parameter.")
+		}
+		if err != nil {
+			return nil, apierrors.NewInternal(err)
+		}
+		rev = page.Revision
+		for i, kv := range page.KVs {
+			obj := k.New()
+			if err := storage.Decode(kv.Value, kv.ModRevision, obj); err != nil {
+				return nil, apierrors.NewInternal(err)
+			}
+			scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
+			if !matches(obj, lsel, fsel) {
+				continue
+			}
+			items = append(items, obj)
+			if opts.Limit > 0 && int64(len(items)) == opts.Limit {
+				if i < len(page.KVs)-1 || page.More {
+					next = kv.Key + "\x00"
+				}
+				break
+			}
+		}
+		if next != "" || !page.More || len(page.KVs) == 0 || (opts.Limit > 0 && int64(len(items)) == opts.Limit) {
+			break
+		}
+		start = page.KVs[len(page.KVs)-1].Key + "\x00"
+	}
+
+	lm := &metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)}
+	if next != "" {
+		lm.Continue = encodeContinue(continueToken{Revision: rev, Start: next})
+	}
+	list := k.NewList()
+	scheme.SetListItems(list, k, items, lm)
+	return list, nil
+}
+
+func matches(obj scheme.Object, lsel labels.Selector, fsel fields.Selector) bool {
+	if !lsel.Empty() && !lsel.Matches(obj.GetMetadata().GetLabels()) {
+		return false
+	}
+	if fsel.Empty() {
+		return true
+	}
+	m := obj.ProtoReflect()
+	set := fields.Fields{}
+	for _, req := range fsel.Requirements() {
+		set[req.Field], _ = fieldValue(m, req.Field)
+	}
+	return fsel.Matches(set)
+}
+
+// fieldValue resolves a field selector path such as "spec.nodeName" or "status.phase" by JSON
+// names to a scalar's string form. ok is false when the path names no scalar field of the kind.
+func fieldValue(m protoreflect.Message, path string) (value string, ok bool) {
+	parts := strings.Split(path, ".")
+	for i, p := range parts {
+		fd := m.Descriptor().Fields().ByJSONName(p)
+		if fd == nil || fd.IsList() || fd.IsMap() {
+			return "", false
+		}
+		if fd.Kind() == protoreflect.MessageKind {
+			if i == len(parts)-1 {
+				return "", false
+			}
+			m = m.Get(fd).Message() // an unset message reads as empty
+			continue
+		}
+		if i != len(parts)-1 {
+			return "", false
+		}
+		v := m.Get(fd)
+		switch fd.Kind() {
+		case protoreflect.StringKind:
+			return v.String(), true
+		case protoreflect.BoolKind:
+			return strconv.FormatBool(v.Bool()), true
+		case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind:
+			return strconv.FormatInt(v.Int(), 10), true
+		case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
+			return strconv.FormatUint(v.Uint(), 10), true
+		}
+		return "", false
+	}
+	return "", false
+}
+
+func encodeContinue(t continueToken) string {
+	b, _ := json.Marshal(t)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeContinue(s string) (continueToken, error) {
+	var t continueToken
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return t, err
+	}
+	if err := json.Unmarshal(b, &t); err != nil {
+		return t, err
+	}
+	if t.Revision <= 0 || t.Start == "" {
+		return t, errors.New("incomplete continue token")
+	}
+	return t, nil
+}
