@@ -54,9 +54,9 @@ func runApply(cmd *cobra.Command, o *globalOptions, c client.Interface, files []
 			rep.report(err)
 			continue
 		}
-		result, err := applyObject(cmd.Context(), c, m.Kind, m.Object)
+		result, op, err := applyObject(cmd.Context(), c, m.Kind, m.Object)
 		if err != nil {
-			rep.report(fmt.Errorf("error when applying %q: %w", m.source, err))
+			rep.report(fmt.Errorf("error when %s %q: %w", op, m.source, err))
 			continue
 		}
 		fmt.Fprintf(o.streams.Out, "%s %s\n", objectRef(m.Kind, m.Object.GetMetadata().GetName()), result)
@@ -66,16 +66,18 @@ func runApply(cmd *cobra.Command, o *globalOptions, c client.Interface, files []
 
 // applyObject creates obj, or replaces the existing object's spec and metadata with the
 // manifest's and reports what the server did: "created", "configured", or "unchanged" when the
-// server found nothing to change (it then keeps the resourceVersion).
-func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj scheme.Object) (string, error) {
+// server found nothing to change (it then keeps the resourceVersion). op says what failed, for
+// the error message ("creating", "updating", ...).
+func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj scheme.Object) (result, op string, err error) {
 	md := obj.GetMetadata()
 	if md.GetName() == "" {
-		return "", fmt.Errorf("%s: resource name may not be empty", k.Kind)
+		return "", "applying", fmt.Errorf("%s: resource name may not be empty", k.Kind)
 	}
-	var result string
-	err := retryOnConflict(ctx, func() error {
+	err = retryOnConflict(ctx, func() error {
+		op = "retrieving current configuration of"
 		cur, err := c.Get(ctx, k, md.GetNamespace(), md.GetName())
 		if apierrors.IsNotFound(err) {
+			op = "creating"
 			_, err = c.Create(ctx, obj)
 			if apierrors.IsAlreadyExists(err) {
 				// Created by someone else since our Get: retry as an update.
@@ -87,6 +89,7 @@ func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj sc
 		if err != nil {
 			return err
 		}
+		op = "updating"
 		next := proto.Clone(obj).(scheme.Object)
 		keepAllocatedFields(next, cur)
 		rv := cur.GetMetadata().GetResourceVersion()
@@ -101,7 +104,7 @@ func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj sc
 		}
 		return nil
 	})
-	return result, err
+	return result, op, err
 }
 
 // keepAllocatedFields copies into a manifest the fields the cluster filled in after creation

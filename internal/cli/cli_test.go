@@ -8,8 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/skiff-project/skiff/internal/testenv"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
 )
 
 // webManifest is a standard Kubernetes Deployment and Service, as users write them.
@@ -285,5 +289,45 @@ func TestVersion(t *testing.T) {
 	r := mustSkiff(t, "127.0.0.1:1", "version")
 	if r.stdout != "Client Version: "+Version+"\n" {
 		t.Errorf("version: %q", r.stdout)
+	}
+}
+
+// TestDescribePod checks the pod view and that describe finds the pod's events by field
+// selector on the involved object.
+func TestDescribePod(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Format(time.RFC3339)
+	objs := []scheme.Object{
+		&corev1.Pod{ApiVersion: "v1", Kind: "Pod", Metadata: &metav1.ObjectMeta{Name: "p1", Namespace: "default", Labels: map[string]string{"app": "x"}},
+			Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "c", Image: "busybox:1.36",
+				Resources: &corev1.ResourceRequirements{Requests: map[string]string{"cpu": "250m"}}}}}},
+		&corev1.Event{ApiVersion: "v1", Kind: "Event", Metadata: &metav1.ObjectMeta{Name: "p1.1", Namespace: "default"},
+			InvolvedObject: &metav1.ObjectReference{Kind: "Pod", Name: "p1", Namespace: "default"},
+			Reason:         "Scheduled", Message: "Successfully assigned default/p1 to node-a", Type: "Normal",
+			Source: &corev1.EventSource{Component: "scheduler"}, FirstTimestamp: now, LastTimestamp: now, Count: 1},
+		// An event about another object must not show up.
+		&corev1.Event{ApiVersion: "v1", Kind: "Event", Metadata: &metav1.ObjectMeta{Name: "p2.1", Namespace: "default"},
+			InvolvedObject: &metav1.ObjectReference{Kind: "Pod", Name: "p2", Namespace: "default"},
+			Reason:         "Killing", Message: "Stopping container", Type: "Normal", LastTimestamp: now},
+	}
+	for _, obj := range objs {
+		if _, err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatalf("create %s: %v", obj.GetMetadata().GetName(), err)
+		}
+	}
+	r := mustSkiff(t, env.GRPCAddr, "describe", "pod", "p1")
+	for _, want := range []string{"Name:", "p1", "Labels:", "app=x", "Status:", "Pending", "busybox:1.36", "Requests:", "250m",
+		"Events:", "Scheduled", "Successfully assigned default/p1 to node-a"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("describe pod: no %q in\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "Killing") {
+		t.Errorf("describe pod shows another pod's event:\n%s", r.stdout)
+	}
+	r = mustSkiff(t, env.GRPCAddr, "get", "events")
+	if !strings.HasPrefix(r.stdout, "LAST SEEN") || !strings.Contains(r.stdout, "pod/p1") {
+		t.Errorf("get events:\n%s", r.stdout)
 	}
 }

@@ -431,9 +431,7 @@ func describeService(d *describer, svc *corev1.Service, ep *corev1.Endpoints) {
 		if p.GetNodePort() != 0 {
 			d.printf(0, "NodePort:\t%s\t%d/%s\n", name, p.GetNodePort(), proto)
 		}
-		if ep != nil {
-			d.printf(0, "Endpoints:\t%s\n", formatEndpoints(ep, -1))
-		}
+		d.printf(0, "Endpoints:\t%s\n", formatEndpoints(ep, -1))
 	}
 	d.printf(0, "Session Affinity:\t%s\n", orDefault(spec.GetSessionAffinity(), "None"))
 }
@@ -487,6 +485,9 @@ func describeNode(d *describer, n *corev1.Node) {
 		}
 	}
 	d.printf(0, "Addresses:\n")
+	if len(st.GetAddresses()) == 0 {
+		d.printf(1, "%s\n", none)
+	}
 	for _, a := range st.GetAddresses() {
 		d.printf(1, "%s:\t%s\n", a.GetType(), a.GetAddress())
 	}

@@ -18,6 +18,10 @@ import (
 
 const maxMessageBytes = 256 << 20
 
+// flowWindowBytes is the HTTP/2 flow-control window: large lists arrive without waiting on
+// window updates (gRPC's default is 64 KiB).
+const flowWindowBytes = 16 << 20
+
 // grpcClient calls the typed per-kind services (skiff.core.v1.PodAPI/Create, ...) with request
 // messages built by name, so one implementation serves every kind.
 type grpcClient struct {
@@ -29,6 +33,7 @@ type grpcClient struct {
 func NewGRPC(target string, opts ...grpc.DialOption) (Interface, error) {
 	opts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(flowWindowBytes), grpc.WithInitialConnWindowSize(flowWindowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 	}, opts...)
 	conn, err := grpc.NewClient(target, opts...)

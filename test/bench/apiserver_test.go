@@ -81,11 +81,18 @@ func BenchmarkAPIServer(b *testing.B) {
 	next := func(prefix string) string { seq++; return prefix + "-" + strconv.Itoa(seq) }
 
 	run("etcd-put", func(int) error { _, err := env.Etcd.Put(ctx, "/bench/raw/"+next("p"), string(value)); return err })
-	run("grpc-create", func(int) error { _, err := env.Client.Create(ctx, benchPod(next("g"))); return err })
+	firstPod := ""
+	run("grpc-create", func(int) error {
+		p, err := env.Client.Create(ctx, benchPod(next("g")))
+		if err == nil && firstPod == "" {
+			firstPod = p.GetMetadata().GetName()
+		}
+		return err
+	})
 	run("rest-create", func(int) error { _, err := rest.Create(ctx, benchPod(next("r"))); return err })
 	run("etcd-get", func(int) error { _, err := env.Etcd.Get(ctx, "/bench/raw/p-1"); return err })
-	run("grpc-get", func(int) error { _, err := env.Client.Get(ctx, podKind, "default", "g-2"); return err })
-	run("rest-get", func(int) error { _, err := rest.Get(ctx, podKind, "default", "g-2"); return err })
+	run("grpc-get", func(int) error { _, err := env.Client.Get(ctx, podKind, "default", firstPod); return err })
+	run("rest-get", func(int) error { _, err := rest.Get(ctx, podKind, "default", firstPod); return err })
 
 	// Lists of exactly 1,000 pods: a namespace holding 1,000, and the same bytes raw.
 	if _, err := env.Client.Create(ctx, &corev1.Namespace{ApiVersion: "v1", Kind: "Namespace", Metadata: &metav1.ObjectMeta{Name: "list1000"}}); err != nil {

@@ -32,6 +32,10 @@ import (
 // maxMessageBytes bounds gRPC messages; large lists are the reason it exceeds the 4 MiB default.
 const maxMessageBytes = 256 << 20
 
+// flowWindowBytes is the HTTP/2 flow-control window. gRPC's 64 KiB default makes a 1 MiB list
+// wait for a dozen window updates; a large window sends it in one go.
+const flowWindowBytes = 16 << 20
+
 // Config configures a Server.
 type Config struct {
 	// EtcdEndpoints are dialled when Etcd is nil.
@@ -128,7 +132,8 @@ func (s *Server) listen(ctx context.Context) error {
 		return fmt.Errorf("listen HTTP on %s: %w", s.cfg.HTTPAddr, err)
 	}
 
-	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes))
+	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.InitialWindowSize(flowWindowBytes), grpc.InitialConnWindowSize(flowWindowBytes))
 	for _, k := range s.registry.Scheme().Kinds() {
 		desc, err := s.serviceDesc(k)
 		if err != nil {
@@ -143,6 +148,7 @@ func (s *Server) listen(ctx context.Context) error {
 	// The REST gateway forwards to our own gRPC listener, so both paths share one implementation.
 	s.gatewayConn, err = grpc.NewClient(dialAddr(s.grpcLis.Addr()),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(flowWindowBytes), grpc.WithInitialConnWindowSize(flowWindowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)))
 	if err != nil {
 		return fmt.Errorf("dial own gRPC: %w", err)

@@ -1,0 +1,43 @@
+package up
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// NewCommand is `skiff up`: flags wired to Run.
+func NewCommand() *cobra.Command {
+	o := Options{}
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a whole Skiff control plane in this process (embedded etcd and NATS)",
+		Long: "up runs embedded etcd, embedded NATS JetStream and the apiserver in one process, with\n" +
+			"their data under --data-dir, until interrupted (Ctrl-C or SIGTERM).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return err
+			}
+			o.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			o.Out = cmd.OutOrStdout()
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", "./.skiff", "directory for etcd and JetStream data (kept across restarts)")
+	f.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:8080", "REST, health and metrics listen address")
+	f.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
+	f.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
+	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
