@@ -47,7 +47,7 @@ tools:
 
 ## bench: apiserver create/get/list against raw etcd on the same etcd, with ratios
 bench:
-	go test ./test/bench/ -run='^$$' -bench=. -benchtime=2000x -count=1 -timeout 20m
+	go test ./test/bench/ -run='^$$' -bench=. -benchtime=1000x -count=1 -timeout 20m
 
 clean:
 	rm -rf bin .skiff

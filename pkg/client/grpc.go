@@ -64,7 +64,7 @@ func (c *grpcClient) call(ctx context.Context, k *scheme.Kind, method, requestPr
 	}
 	req := mt.New()
 	fds := req.Descriptor().Fields()
-	objType := k.New().ProtoReflect().Descriptor().FullName()
+	objType := k.MessageName()
 	for i := 0; i < fds.Len(); i++ {
 		fd := fds.Get(i)
 		if obj != nil && fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == objType {

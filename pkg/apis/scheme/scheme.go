@@ -40,6 +40,9 @@ type Kind struct {
 
 	newObject func() Object
 	newList   func() proto.Message
+	// Derived once by New, since clients and the server need them on every request.
+	message protoreflect.FullName
+	pkg     string
 }
 
 // APIVersion is "v1" for the core group and "group/version" otherwise.
@@ -69,9 +72,10 @@ func (k *Kind) New() Object {
 func (k *Kind) NewList() proto.Message { return k.newList() }
 
 // ProtoPackage is the protobuf package of the kind's messages and service, e.g. "skiff.core.v1".
-func (k *Kind) ProtoPackage() string {
-	return string(k.newObject().ProtoReflect().Descriptor().ParentFile().Package())
-}
+func (k *Kind) ProtoPackage() string { return k.pkg }
+
+// MessageName is the full protobuf name of the kind's message, e.g. "skiff.core.v1.Pod".
+func (k *Kind) MessageName() protoreflect.FullName { return k.message }
 
 // ServiceName is the full gRPC service name, e.g. "skiff.core.v1.PodAPI".
 func (k *Kind) ServiceName() string { return k.ProtoPackage() + "." + k.Kind + "API" }
@@ -112,6 +116,8 @@ func New(kinds ...*Kind) *Scheme {
 		if k.Singular == "" {
 			k.Singular = strings.ToLower(k.Kind)
 		}
+		desc := k.newObject().ProtoReflect().Descriptor()
+		k.message, k.pkg = desc.FullName(), string(desc.ParentFile().Package())
 		s.kinds = append(s.kinds, k)
 		s.byGVK[k.APIVersion()+"/"+k.Kind] = k
 		for _, n := range append([]string{k.Resource, k.Singular, strings.ToLower(k.Kind), k.GroupResource()}, k.ShortNames...) {
@@ -150,7 +156,7 @@ func (s *Scheme) ForName(name string) (*Kind, error) {
 func (s *Scheme) ForMessage(m proto.Message) (*Kind, error) {
 	name := m.ProtoReflect().Descriptor().FullName()
 	for _, k := range s.kinds {
-		if k.newObject().ProtoReflect().Descriptor().FullName() == name {
+		if k.message == name {
 			return k, nil
 		}
 	}

@@ -38,7 +38,7 @@ type request struct {
 func parseRequest(k *scheme.Kind, m proto.Message) request {
 	var req request
 	r := m.ProtoReflect()
-	objName := k.New().ProtoReflect().Descriptor().FullName()
+	objName := k.MessageName()
 	r.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == objName:
