@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -329,5 +330,55 @@ func TestDescribePod(t *testing.T) {
 	r = mustSkiff(t, env.GRPCAddr, "get", "events")
 	if !strings.HasPrefix(r.stdout, "LAST SEEN") || !strings.Contains(r.stdout, "pod/p1") {
 		t.Errorf("get events:\n%s", r.stdout)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reading test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestGetWatch(t *testing.T) {
+	env := testenv.Start(t)
+	for name, server := range map[string]string{"grpc": env.GRPCAddr, "rest": env.HTTPURL} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var out, errOut syncBuffer
+			done := make(chan int, 1)
+			go func() {
+				done <- Execute(ctx, IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut},
+					[]string{"--server", server, "get", "pods", "-w"})
+			}()
+			pod := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "watched-" + name, Namespace: "default"},
+				Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "c", Image: "busybox:1"}}}}
+			// The watch starts at the list's revision; create once the header shows.
+			for !strings.Contains(out.String(), "NAME") && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if _, err := env.Client.Create(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			for !strings.Contains(out.String(), "watched-"+name) && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			if code := <-done; code != 0 || !strings.Contains(out.String(), "watched-"+name) {
+				t.Errorf("get -w: exit %d, out %q, err %q", code, out.String(), errOut.String())
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ type getOptions struct {
 	fieldSelector string
 	allNamespaces bool
 	chunkSize     int64
+	watch         bool
 }
 
 func newGetCommand(o *globalOptions) *cobra.Command {
@@ -41,11 +42,17 @@ func newGetCommand(o *globalOptions) *cobra.Command {
 			if ra.byName && g.selector != "" {
 				return usageErrorf(cmd, "name cannot be provided when a selector is specified")
 			}
+			if g.watch && (len(ra.targets) != 1 || len(ra.targets[0].names) > 1) {
+				return usageErrorf(cmd, "watch is only supported on one kind and at most one name")
+			}
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			if g.watch {
+				return runGetWatch(cmd.Context(), o, g, c, ra.targets[0])
+			}
 			return runGet(cmd.Context(), o, g, c, ra)
 		},
 	}
@@ -55,6 +62,7 @@ func newGetCommand(o *globalOptions) *cobra.Command {
 	f.StringVar(&g.fieldSelector, "field-selector", "", "field selector to filter on, e.g. status.phase=Running")
 	f.BoolVarP(&g.allNamespaces, "all-namespaces", "A", false, "list objects of every namespace")
 	f.Int64Var(&g.chunkSize, "chunk-size", 500, "read large lists in pages of this many objects (0: one request)")
+	f.BoolVarP(&g.watch, "watch", "w", false, "after listing, print each change as it happens (until interrupted)")
 	return cmd
 }
 
@@ -184,3 +192,53 @@ func noResourcesFound(w io.Writer, ra *resourceArgs, ns string, allNamespaces bo
 
 // joinKinds lists the resource names for help texts.
 func joinKinds(s *scheme.Scheme) string { return strings.Join(s.ResourceNames(), ", ") }
+
+// runGetWatch lists, prints, then prints every later change, like `kubectl get -w`: the watch
+// starts at the list's resourceVersion, so no change between the two is missed.
+func runGetWatch(ctx context.Context, o *globalOptions, g *getOptions, c client.Interface, t resourceTarget) error {
+	ns := namespaceFor(t.kind, o.namespace)
+	if g.allNamespaces {
+		ns = ""
+	}
+	fieldSelector := g.fieldSelector
+	if len(t.names) == 1 {
+		fieldSelector = strings.Trim(fieldSelector+",metadata.name="+t.names[0], ",")
+	}
+	list, err := client.ListAll(ctx, c, t.kind, ns, client.ListOptions{
+		LabelSelector: g.selector, FieldSelector: fieldSelector, Limit: max(g.chunkSize, 0)})
+	if err != nil {
+		return fmt.Errorf("list %s: %w", t.kind.GroupResource(), err)
+	}
+	opts := tableOptions{wide: g.output == "wide", withNamespace: g.allNamespaces, now: o.now()}
+	print := func(objs []scheme.Object) error {
+		for _, obj := range objs {
+			if obj.GetKind() == "" {
+				scheme.SetTypeMeta(obj, t.kind.APIVersion(), t.kind.Kind)
+			}
+		}
+		switch g.output {
+		case "json":
+			return printJSON(o.streams.Out, objs, true)
+		case "yaml":
+			return printYAML(o.streams.Out, objs, true)
+		case "name":
+			for _, obj := range objs {
+				fmt.Fprintf(o.streams.Out, "%s/%s\n", t.kind.Singular, obj.GetMetadata().GetName())
+			}
+			return nil
+		}
+		opts.now = o.now()
+		err := printTable(o.streams.Out, t.kind, objs, opts)
+		opts.noHeaders = true
+		return err
+	}
+	if len(list.Items) > 0 || g.output == "" || g.output == "wide" {
+		if err := print(list.Items); err != nil {
+			return err
+		}
+	}
+	return c.Watch(ctx, t.kind, ns, client.WatchOptions{LabelSelector: g.selector, FieldSelector: fieldSelector,
+		ResourceVersion: list.ResourceVersion}, func(ev client.WatchEvent) error {
+		return print([]scheme.Object{ev.Object})
+	})
+}

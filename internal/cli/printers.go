@@ -67,6 +67,7 @@ type tableOptions struct {
 	wide          bool
 	withNamespace bool   // -A: a leading NAMESPACE column
 	namePrefix    string // "deployment.apps/" when several kinds are printed
+	noHeaders     bool   // rows only (the rows that `get -w` prints as changes arrive)
 	now           time.Time
 }
 
@@ -82,7 +83,9 @@ func printTable(w io.Writer, k *scheme.Kind, objs []scheme.Object, opts tableOpt
 		headers = append([]string{"NAMESPACE"}, headers...)
 	}
 	tw := newTabWriter(w)
-	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	if !opts.noHeaders {
+		fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	}
 	for _, obj := range objs {
 		md := obj.GetMetadata()
 		cells := t.row(obj, opts.namePrefix+md.GetName(), opts.now)

@@ -62,6 +62,7 @@ func NATS(t testing.TB) *embedded.NATS {
 // Env is a running control plane for a test.
 type Env struct {
 	Etcd      *clientv3.Client
+	NATSURL   string
 	APIServer *apiserver.Server
 	GRPCAddr  string // host:port of the gRPC API
 	HTTPURL   string // http://host:port of the REST API
@@ -84,8 +85,9 @@ func Start(t testing.TB, opts ...Options) *Env {
 		fsync = fsync || o.Fsync
 	}
 	_, etcd := startEtcd(t, fsync)
+	natsServer := NATS(t)
 	cfg := apiserver.Config{
-		Etcd: etcd, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Etcd: etcd, NATSURL: natsServer.URL, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {
@@ -119,5 +121,5 @@ func Start(t testing.TB, opts ...Options) *Env {
 		t.Fatalf("client: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &Env{Etcd: etcd, APIServer: srv, GRPCAddr: srv.GRPCAddr(), HTTPURL: "http://" + srv.HTTPAddr(), Client: c}
+	return &Env{Etcd: etcd, NATSURL: natsServer.URL, APIServer: srv, GRPCAddr: srv.GRPCAddr(), HTTPURL: "http://" + srv.HTTPAddr(), Client: c}
 }

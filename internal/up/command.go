@@ -8,11 +8,13 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/skiff-project/skiff/internal/bus"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.
 func NewCommand() *cobra.Command {
-	o := Options{}
+	o := Options{Stream: bus.DefaultStreamConfig()}
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -39,5 +41,7 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
 	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
+	f.Int64Var(&o.Stream.MaxBytes, "stream-max-bytes", o.Stream.MaxBytes, "bound the bus stream's size; oldest events go first")
 	return cmd
 }

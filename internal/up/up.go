@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/internal/embedded"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 )
@@ -21,6 +22,7 @@ type Options struct {
 	GRPCAddr string
 	EtcdAddr string // embedded etcd's client address
 	NATSAddr string // embedded NATS's client address
+	Stream   bus.StreamConfig
 	Logger   *slog.Logger
 	Out      io.Writer // where the "listening on" banner goes
 }
@@ -53,7 +55,7 @@ func Run(ctx context.Context, o Options) error {
 	defer nats.Close()
 
 	srv, err := apiserver.New(ctx, apiserver.Config{
-		Etcd: etcdClient, NATSURL: nats.URL, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, Logger: log,
+		Etcd: etcdClient, NATSURL: nats.URL, Stream: &o.Stream, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package up
 
 import (
 	"context"
+
+	"github.com/skiff-project/skiff/internal/bus"
 	"io"
 	"log/slog"
 	"net"
@@ -26,7 +28,7 @@ func freeAddr(t *testing.T) string {
 func start(t *testing.T, dir string) (string, func()) {
 	t.Helper()
 	opts := Options{DataDir: dir, HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), EtcdAddr: freeAddr(t),
-		NATSAddr: freeAddr(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		NATSAddr: freeAddr(t), Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	began := time.Now()

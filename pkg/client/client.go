@@ -27,6 +27,19 @@ type DeleteOptions struct {
 	ResourceVersion string
 }
 
+// WatchOptions select what a watch delivers.
+type WatchOptions struct {
+	LabelSelector   string
+	FieldSelector   string
+	ResourceVersion string
+}
+
+// WatchEvent is one change: Type is ADDED, MODIFIED or DELETED.
+type WatchEvent struct {
+	Type   string
+	Object scheme.Object
+}
+
 // List is one page of a list.
 type List struct {
 	Items           []scheme.Object
@@ -45,6 +58,10 @@ type Interface interface {
 	Delete(ctx context.Context, k *scheme.Kind, namespace, name string, opts DeleteOptions) (scheme.Object, error)
 	// Bind assigns a pod to a node (the scheduler's binding subresource).
 	Bind(ctx context.Context, namespace, name, node string) error
+	// Watch calls handle for every change after opts.ResourceVersion (with an empty one, the
+	// current objects first, as ADDED) until ctx ends (nil), handle fails (its error) or the
+	// server ends the watch. A resourceVersion older than the server keeps is a 410 error.
+	Watch(ctx context.Context, k *scheme.Kind, namespace string, opts WatchOptions, handle func(WatchEvent) error) error
 	Close() error
 }
 

@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -160,4 +162,51 @@ func (c *grpcClient) Bind(ctx context.Context, ns, name, node string) error {
 	return c.call(ctx, k, "Bind", "Bind", nil, map[protoreflect.Name]any{
 		"namespace": ns, "name": name, "binding": b.ProtoReflect(),
 	}, &metav1.Status{})
+}
+
+func (c *grpcClient) Watch(ctx context.Context, k *scheme.Kind, ns string, opts WatchOptions, handle func(WatchEvent) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reqType, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(k.ProtoPackage() + ".List" + k.Kind + "Request"))
+	if err != nil {
+		return err
+	}
+	evType, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(k.ProtoPackage() + "." + k.Kind + "WatchEvent"))
+	if err != nil {
+		return err
+	}
+	req := reqType.New()
+	set := func(name protoreflect.Name, v string) {
+		if fd := req.Descriptor().Fields().ByName(name); fd != nil && v != "" {
+			req.Set(fd, protoreflect.ValueOfString(v))
+		}
+	}
+	set("namespace", ns)
+	set("label_selector", opts.LabelSelector)
+	set("field_selector", opts.FieldSelector)
+	set("resource_version", opts.ResourceVersion)
+	stream, err := c.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/"+k.ServiceName()+"/Watch")
+	if err != nil {
+		return apierrors.FromError(err)
+	}
+	if err := stream.SendMsg(req.Interface()); err != nil {
+		return apierrors.FromError(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		return apierrors.FromError(err)
+	}
+	fields := evType.Descriptor().Fields()
+	for {
+		ev := evType.New()
+		if err := stream.RecvMsg(ev.Interface()); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return apierrors.FromError(err)
+		}
+		obj := ev.Get(fields.ByName("object")).Message().Interface().(scheme.Object)
+		if err := handle(WatchEvent{Type: ev.Get(fields.ByName("type")).String(), Object: obj}); err != nil {
+			return err
+		}
+	}
 }

@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -167,4 +169,56 @@ func (c *restClient) Bind(ctx context.Context, ns, name, node string) error {
 		Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns},
 		Target:   &metav1.ObjectReference{Kind: "Node", Name: node}}
 	return c.do(ctx, http.MethodPost, k.Path(ns, name)+"/binding", nil, b, &metav1.Status{})
+}
+
+func (c *restClient) Watch(ctx context.Context, k *scheme.Kind, ns string, opts WatchOptions, handle func(WatchEvent) error) error {
+	q := url.Values{"watch": {"true"}}
+	for name, v := range map[string]string{"labelSelector": opts.LabelSelector, "fieldSelector": opts.FieldSelector,
+		"resourceVersion": opts.ResourceVersion} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	u := c.base + k.Path(ns, "") + "?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return apierrors.NewBadRequest(err.Error())
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("GET %s: %v", u, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(resp.Body)
+		st := &metav1.Status{}
+		if err := codec.Unmarshal(data, st); err != nil || st.GetKind() != "Status" {
+			st = &metav1.Status{Status: "Failure", Message: strings.TrimSpace(string(data))}
+		}
+		st.Code = int32(resp.StatusCode)
+		return &apierrors.StatusError{Status: st}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var line struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&line); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return apierrors.NewServiceUnavailable(fmt.Sprintf("watch %s: %v", u, err))
+		}
+		obj := k.New()
+		if err := codec.Unmarshal(line.Object, obj); err != nil {
+			return apierrors.NewInternal(fmt.Errorf("decode watch event: %w", err))
+		}
+		if err := handle(WatchEvent{Type: line.Type, Object: obj}); err != nil {
+			return err
+		}
+	}
 }

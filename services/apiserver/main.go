@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 )
 
@@ -18,6 +19,12 @@ func main() {
 	natsURL := flag.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL (the event bus)")
 	grpcAddr := flag.String("grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	httpAddr := flag.String("http-addr", "127.0.0.1:8080", "REST, health and metrics listen address")
+	identity := flag.String("identity", "", "this replica's name in the publisher election (default host-pid)")
+	stream := bus.DefaultStreamConfig()
+	flag.DurationVar(&stream.MaxAge, "stream-max-age", stream.MaxAge, "drop bus events older than this (readers further behind relist)")
+	flag.Int64Var(&stream.MaxBytes, "stream-max-bytes", stream.MaxBytes, "bound the bus stream's size; oldest events go first")
+	flag.IntVar(&stream.Replicas, "stream-replicas", stream.Replicas, "replicas of the bus stream in a NATS cluster")
+	flag.BoolVar(&stream.Memory, "stream-memory", stream.Memory, "keep the bus stream in memory only (a NATS restart makes every reader relist)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -27,6 +34,8 @@ func main() {
 	srv, err := apiserver.New(ctx, apiserver.Config{
 		EtcdEndpoints: strings.Split(*etcdEndpoints, ","),
 		NATSURL:       *natsURL,
+		Stream:        &stream,
+		Identity:      *identity,
 		GRPCAddr:      *grpcAddr,
 		HTTPAddr:      *httpAddr,
 		Logger:        log,

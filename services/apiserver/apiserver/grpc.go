@@ -109,7 +109,12 @@ func (s *Server) serviceDesc(k *scheme.Kind) (*grpc.ServiceDesc, error) {
 	methods := sd.Methods()
 	for i := 0; i < methods.Len(); i++ {
 		md := methods.Get(i)
-		if md.IsStreamingClient() || md.IsStreamingServer() {
+		if md.IsStreamingServer() && md.Name() == "Watch" {
+			sd, err := s.watchStreamDesc(k, md)
+			if err != nil {
+				return nil, fmt.Errorf("watch of %s: %w", k.Kind, err)
+			}
+			desc.Streams = append(desc.Streams, sd)
 			continue
 		}
 		in, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())

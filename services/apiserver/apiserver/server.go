@@ -10,8 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -21,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
 	"github.com/skiff-project/skiff/services/apiserver/authz"
@@ -42,8 +46,12 @@ type Config struct {
 	EtcdEndpoints []string
 	// Etcd is an existing client (e.g. to an embedded etcd); the server does not close it.
 	Etcd *clientv3.Client
-	// NATSURL is the event bus (used by the event publisher).
+	// NATSURL is the event bus. Empty: no events are published and Watch is unavailable.
 	NATSURL string
+	// Stream configures the bus's JetStream stream (zero value: bus.DefaultStreamConfig()).
+	Stream *bus.StreamConfig
+	// Identity names this replica in the publisher election (default: host name and pid).
+	Identity string
 	// GRPCAddr and HTTPAddr are listen addresses; port 0 picks a free port.
 	GRPCAddr string
 	HTTPAddr string
@@ -63,6 +71,14 @@ type Server struct {
 	authorizer authz.Authorizer
 	metrics    *metrics
 
+	nats      *nats.Conn
+	js        jetstream.JetStream
+	publisher *bus.Publisher
+
+	// stopping is cancelled when shutdown begins, to end long-running watches that would
+	// otherwise hold a graceful stop until its deadline.
+	stopping         context.Context
+	stopStreams      context.CancelFunc
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
 	health           *health.Server
@@ -74,6 +90,7 @@ type Server struct {
 // Serve to answer requests.
 func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics()}
+	s.stopping, s.stopStreams = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -94,11 +111,56 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeEtcd()
 		return nil, err
 	}
+	if cfg.NATSURL != "" {
+		if err := s.connectBus(ctx); err != nil {
+			s.closeEtcd()
+			return nil, err
+		}
+	}
 	if err := s.listen(ctx); err != nil {
+		s.closeBus()
 		s.closeEtcd()
 		return nil, err
 	}
 	return s, nil
+}
+
+// connectBus connects to NATS and prepares the publisher. The connection retries forever: a
+// NATS restart pauses publishing (the publisher resumes from the stream), it loses nothing.
+func (s *Server) connectBus(ctx context.Context) error {
+	nc, err := nats.Connect(s.cfg.NATSURL, nats.Name("skiff-apiserver"), nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", s.cfg.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	streamCfg := bus.DefaultStreamConfig()
+	if s.cfg.Stream != nil {
+		streamCfg = *s.cfg.Stream
+	}
+	identity := s.cfg.Identity
+	if identity == "" {
+		host, _ := os.Hostname()
+		identity = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	pub, err := bus.NewPublisher(ctx, bus.PublisherConfig{Etcd: s.etcd, NATS: nc, Scheme: s.registry.Scheme(),
+		Prefix: s.registry.Prefix(), Stream: streamCfg, Identity: identity, Logger: s.log})
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	s.nats, s.js, s.publisher = nc, js, pub
+	return nil
+}
+
+func (s *Server) closeBus() {
+	if s.nats != nil {
+		s.nats.Close()
+	}
 }
 
 // bootstrap creates the namespaces that exist from the start, waiting for etcd if needed.
@@ -166,7 +228,13 @@ func (s *Server) listen(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.V2)
 	})
-	mux.Handle("/", gw)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWatch(r) {
+			s.serveWatch(w, r)
+			return
+		}
+		gw.ServeHTTP(w, r)
+	}))
 	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
@@ -214,6 +282,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		errc <- nil
 	}()
+	pubDone := make(chan struct{})
+	pubCtx, stopPublisher := context.WithCancel(ctx)
+	if s.publisher != nil {
+		go func() { defer close(pubDone); _ = s.publisher.Run(pubCtx) }()
+	} else {
+		close(pubDone)
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("apiserver serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 
@@ -223,6 +298,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 	}
 	s.health.Shutdown()
+	s.stopStreams()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.httpServer.Shutdown(shutdownCtx)
@@ -233,7 +309,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-shutdownCtx.Done():
 		s.grpcServer.Stop()
 	}
+	stopPublisher()
+	<-pubDone
 	_ = s.gatewayConn.Close()
+	s.closeBus()
 	s.closeEtcd()
 	return err
 }

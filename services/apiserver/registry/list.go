@@ -39,20 +39,9 @@ type continueToken struct {
 // message. Every page of a paginated list is read at the revision of the first page, so the
 // pages together are one consistent snapshot; a token older than etcd's compaction gets 410.
 func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts ListOptions) (proto.Message, error) {
-	lsel, err := labels.Parse(opts.LabelSelector)
+	filter, err := NewFilter(k, opts.LabelSelector, opts.FieldSelector)
 	if err != nil {
-		return nil, apierrors.NewBadRequestField("labelSelector", fmt.Sprintf("unable to parse labelSelector: %v", err))
-	}
-	fsel, err := fields.Parse(opts.FieldSelector)
-	if err != nil {
-		return nil, apierrors.NewBadRequestField("fieldSelector", fmt.Sprintf("unable to parse fieldSelector: %v", err))
-	}
-	probe := k.New().ProtoReflect()
-	for _, req := range fsel.Requirements() {
-		if _, ok := fieldValue(probe, req.Field); !ok {
-			return nil, apierrors.NewBadRequestField("fieldSelector",
-				fmt.Sprintf("field label not supported: %s", req.Field))
-		}
+		return nil, err
 	}
 	if opts.Limit < 0 {
 		return nil, apierrors.NewBadRequestField("limit", "limit must not be negative")
@@ -86,7 +75,7 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 				return nil, apierrors.NewInternal(err)
 			}
 			scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
-			if !matches(obj, lsel, fsel) {
+			if !filter.Matches(obj) {
 				continue
 			}
 			items = append(items, obj)
@@ -112,19 +101,46 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 	return list, nil
 }
 
-func matches(obj scheme.Object, lsel labels.Selector, fsel fields.Selector) bool {
-	if !lsel.Empty() && !lsel.Matches(obj.GetMetadata().GetLabels()) {
+// Filter selects objects by label and field selectors (lists and watches).
+type Filter struct {
+	labels labels.Selector
+	fields fields.Selector
+}
+
+// NewFilter parses selectors for kind k; a bad one is a 400 naming the parameter.
+func NewFilter(k *scheme.Kind, labelSelector, fieldSelector string) (*Filter, error) {
+	lsel, err := labels.Parse(labelSelector)
+	if err != nil {
+		return nil, apierrors.NewBadRequestField("labelSelector", fmt.Sprintf("unable to parse labelSelector: %v", err))
+	}
+	fsel, err := fields.Parse(fieldSelector)
+	if err != nil {
+		return nil, apierrors.NewBadRequestField("fieldSelector", fmt.Sprintf("unable to parse fieldSelector: %v", err))
+	}
+	probe := k.New().ProtoReflect()
+	for _, req := range fsel.Requirements() {
+		if _, ok := fieldValue(probe, req.Field); !ok {
+			return nil, apierrors.NewBadRequestField("fieldSelector",
+				fmt.Sprintf("field label not supported: %s", req.Field))
+		}
+	}
+	return &Filter{labels: lsel, fields: fsel}, nil
+}
+
+// Matches reports whether obj passes both selectors.
+func (f *Filter) Matches(obj scheme.Object) bool {
+	if !f.labels.Empty() && !f.labels.Matches(obj.GetMetadata().GetLabels()) {
 		return false
 	}
-	if fsel.Empty() {
+	if f.fields.Empty() {
 		return true
 	}
 	m := obj.ProtoReflect()
 	set := fields.Fields{}
-	for _, req := range fsel.Requirements() {
+	for _, req := range f.fields.Requirements() {
 		set[req.Field], _ = fieldValue(m, req.Field)
 	}
-	return fsel.Matches(set)
+	return f.fields.Matches(set)
 }
 
 // fieldValue resolves a field selector path such as "spec.nodeName" or "status.phase" by JSON

@@ -280,6 +280,59 @@ func (x *UpdateReplicaSetRequest) GetReplicaSet() *ReplicaSet {
 	return nil
 }
 
+// ReplicaSetWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type ReplicaSetWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *ReplicaSet            `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaSetWatchEvent) Reset() {
+	*x = ReplicaSetWatchEvent{}
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaSetWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaSetWatchEvent) ProtoMessage() {}
+
+func (x *ReplicaSetWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaSetWatchEvent.ProtoReflect.Descriptor instead.
+func (*ReplicaSetWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReplicaSetWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ReplicaSetWatchEvent) GetObject() *ReplicaSet {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeleteReplicaSetRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -294,7 +347,7 @@ type DeleteReplicaSetRequest struct {
 
 func (x *DeleteReplicaSetRequest) Reset() {
 	*x = DeleteReplicaSetRequest{}
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[4]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +359,7 @@ func (x *DeleteReplicaSetRequest) String() string {
 func (*DeleteReplicaSetRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[4]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +372,7 @@ func (x *DeleteReplicaSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaSetRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaSetRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{4}
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteReplicaSetRequest) GetNamespace() string {
@@ -360,7 +413,7 @@ type CreateDeploymentRequest struct {
 
 func (x *CreateDeploymentRequest) Reset() {
 	*x = CreateDeploymentRequest{}
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[5]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +425,7 @@ func (x *CreateDeploymentRequest) String() string {
 func (*CreateDeploymentRequest) ProtoMessage() {}
 
 func (x *CreateDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[5]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +438,7 @@ func (x *CreateDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*CreateDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{5}
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateDeploymentRequest) GetNamespace() string {
@@ -413,7 +466,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[6]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +478,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[6]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +491,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{6}
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetDeploymentRequest) GetNamespace() string {
@@ -476,7 +529,7 @@ type ListDeploymentRequest struct {
 
 func (x *ListDeploymentRequest) Reset() {
 	*x = ListDeploymentRequest{}
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[7]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +541,7 @@ func (x *ListDeploymentRequest) String() string {
 func (*ListDeploymentRequest) ProtoMessage() {}
 
 func (x *ListDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[7]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +554,7 @@ func (x *ListDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{7}
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListDeploymentRequest) GetNamespace() string {
@@ -557,7 +610,7 @@ type UpdateDeploymentRequest struct {
 
 func (x *UpdateDeploymentRequest) Reset() {
 	*x = UpdateDeploymentRequest{}
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[8]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +622,7 @@ func (x *UpdateDeploymentRequest) String() string {
 func (*UpdateDeploymentRequest) ProtoMessage() {}
 
 func (x *UpdateDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[8]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +635,7 @@ func (x *UpdateDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{8}
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateDeploymentRequest) GetNamespace() string {
@@ -606,6 +659,59 @@ func (x *UpdateDeploymentRequest) GetDeployment() *Deployment {
 	return nil
 }
 
+// DeploymentWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type DeploymentWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Deployment            `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentWatchEvent) Reset() {
+	*x = DeploymentWatchEvent{}
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentWatchEvent) ProtoMessage() {}
+
+func (x *DeploymentWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentWatchEvent.ProtoReflect.Descriptor instead.
+func (*DeploymentWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeploymentWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *DeploymentWatchEvent) GetObject() *Deployment {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeleteDeploymentRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -620,7 +726,7 @@ type DeleteDeploymentRequest struct {
 
 func (x *DeleteDeploymentRequest) Reset() {
 	*x = DeleteDeploymentRequest{}
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[9]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +738,7 @@ func (x *DeleteDeploymentRequest) String() string {
 func (*DeleteDeploymentRequest) ProtoMessage() {}
 
 func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_apps_v1_api_proto_msgTypes[9]
+	mi := &file_skiff_apps_v1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +751,7 @@ func (x *DeleteDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{9}
+	return file_skiff_apps_v1_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteDeploymentRequest) GetNamespace() string {
@@ -700,7 +806,10 @@ const file_skiff_apps_v1_api_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12:\n" +
 	"\vreplica_set\x18\x03 \x01(\v2\x19.skiff.apps.v1.ReplicaSetR\n" +
-	"replicaSet\"\xc6\x01\n" +
+	"replicaSet\"]\n" +
+	"\x14ReplicaSetWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x121\n" +
+	"\x06object\x18\x02 \x01(\v2\x19.skiff.apps.v1.ReplicaSetR\x06object\"\xc6\x01\n" +
 	"\x17DeleteReplicaSetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
@@ -728,20 +837,24 @@ const file_skiff_apps_v1_api_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"deployment\x18\x03 \x01(\v2\x19.skiff.apps.v1.DeploymentR\n" +
-	"deployment\"\xc6\x01\n" +
+	"deployment\"]\n" +
+	"\x14DeploymentWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x121\n" +
+	"\x06object\x18\x02 \x01(\v2\x19.skiff.apps.v1.DeploymentR\x06object\"\xc6\x01\n" +
 	"\x17DeleteDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
 	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds2\xa6\a\n" +
+	"\x15_grace_period_seconds2\xfc\a\n" +
 	"\rReplicaSetAPI\x12\x92\x01\n" +
 	"\x06Create\x12&.skiff.apps.v1.CreateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"E\x82\xd3\xe4\x93\x02?:\vreplica_set\"0/apis/apps/v1/namespaces/{namespace}/replicasets\x12\x86\x01\n" +
 	"\x03Get\x12#.skiff.apps.v1.GetReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"?\x82\xd3\xe4\x93\x029\x127/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12\xa2\x01\n" +
 	"\x04List\x12$.skiff.apps.v1.ListReplicaSetRequest\x1a\x1d.skiff.apps.v1.ReplicaSetList\"U\x82\xd3\xe4\x93\x02OZ\x1b\x12\x19/apis/apps/v1/replicasets\x120/apis/apps/v1/namespaces/{namespace}/replicasets\x12\x99\x01\n" +
 	"\x06Update\x12&.skiff.apps.v1.UpdateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"L\x82\xd3\xe4\x93\x02F:\vreplica_set\x1a7/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12\xa6\x01\n" +
 	"\fUpdateStatus\x12&.skiff.apps.v1.UpdateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"S\x82\xd3\xe4\x93\x02M:\vreplica_set\x1a>/apis/apps/v1/namespaces/{namespace}/replicasets/{name}/status\x12\x8c\x01\n" +
-	"\x06Delete\x12&.skiff.apps.v1.DeleteReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"?\x82\xd3\xe4\x93\x029*7/apis/apps/v1/namespaces/{namespace}/replicasets/{name}2\xa3\a\n" +
+	"\x06Delete\x12&.skiff.apps.v1.DeleteReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"?\x82\xd3\xe4\x93\x029*7/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12T\n" +
+	"\x05Watch\x12$.skiff.apps.v1.ListReplicaSetRequest\x1a#.skiff.apps.v1.ReplicaSetWatchEvent0\x012\xf9\a\n" +
 	"\rDeploymentAPI\x12\x91\x01\n" +
 	"\x06Create\x12&.skiff.apps.v1.CreateDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"D\x82\xd3\xe4\x93\x02>:\n" +
 	"deployment\"0/apis/apps/v1/namespaces/{namespace}/deployments\x12\x86\x01\n" +
@@ -751,7 +864,8 @@ const file_skiff_apps_v1_api_proto_rawDesc = "" +
 	"deployment\x1a7/apis/apps/v1/namespaces/{namespace}/deployments/{name}\x12\xa5\x01\n" +
 	"\fUpdateStatus\x12&.skiff.apps.v1.UpdateDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"R\x82\xd3\xe4\x93\x02L:\n" +
 	"deployment\x1a>/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status\x12\x8c\x01\n" +
-	"\x06Delete\x12&.skiff.apps.v1.DeleteDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"?\x82\xd3\xe4\x93\x029*7/apis/apps/v1/namespaces/{namespace}/deployments/{name}B8Z6github.com/skiff-project/skiff/pkg/apis/apps/v1;appsv1b\x06proto3"
+	"\x06Delete\x12&.skiff.apps.v1.DeleteDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"?\x82\xd3\xe4\x93\x029*7/apis/apps/v1/namespaces/{namespace}/deployments/{name}\x12T\n" +
+	"\x05Watch\x12$.skiff.apps.v1.ListDeploymentRequest\x1a#.skiff.apps.v1.DeploymentWatchEvent0\x01B8Z6github.com/skiff-project/skiff/pkg/apis/apps/v1;appsv1b\x06proto3"
 
 var (
 	file_skiff_apps_v1_api_proto_rawDescOnce sync.Once
@@ -765,57 +879,65 @@ func file_skiff_apps_v1_api_proto_rawDescGZIP() []byte {
 	return file_skiff_apps_v1_api_proto_rawDescData
 }
 
-var file_skiff_apps_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_skiff_apps_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_skiff_apps_v1_api_proto_goTypes = []any{
 	(*CreateReplicaSetRequest)(nil), // 0: skiff.apps.v1.CreateReplicaSetRequest
 	(*GetReplicaSetRequest)(nil),    // 1: skiff.apps.v1.GetReplicaSetRequest
 	(*ListReplicaSetRequest)(nil),   // 2: skiff.apps.v1.ListReplicaSetRequest
 	(*UpdateReplicaSetRequest)(nil), // 3: skiff.apps.v1.UpdateReplicaSetRequest
-	(*DeleteReplicaSetRequest)(nil), // 4: skiff.apps.v1.DeleteReplicaSetRequest
-	(*CreateDeploymentRequest)(nil), // 5: skiff.apps.v1.CreateDeploymentRequest
-	(*GetDeploymentRequest)(nil),    // 6: skiff.apps.v1.GetDeploymentRequest
-	(*ListDeploymentRequest)(nil),   // 7: skiff.apps.v1.ListDeploymentRequest
-	(*UpdateDeploymentRequest)(nil), // 8: skiff.apps.v1.UpdateDeploymentRequest
-	(*DeleteDeploymentRequest)(nil), // 9: skiff.apps.v1.DeleteDeploymentRequest
-	(*ReplicaSet)(nil),              // 10: skiff.apps.v1.ReplicaSet
-	(*Deployment)(nil),              // 11: skiff.apps.v1.Deployment
-	(*ReplicaSetList)(nil),          // 12: skiff.apps.v1.ReplicaSetList
-	(*DeploymentList)(nil),          // 13: skiff.apps.v1.DeploymentList
+	(*ReplicaSetWatchEvent)(nil),    // 4: skiff.apps.v1.ReplicaSetWatchEvent
+	(*DeleteReplicaSetRequest)(nil), // 5: skiff.apps.v1.DeleteReplicaSetRequest
+	(*CreateDeploymentRequest)(nil), // 6: skiff.apps.v1.CreateDeploymentRequest
+	(*GetDeploymentRequest)(nil),    // 7: skiff.apps.v1.GetDeploymentRequest
+	(*ListDeploymentRequest)(nil),   // 8: skiff.apps.v1.ListDeploymentRequest
+	(*UpdateDeploymentRequest)(nil), // 9: skiff.apps.v1.UpdateDeploymentRequest
+	(*DeploymentWatchEvent)(nil),    // 10: skiff.apps.v1.DeploymentWatchEvent
+	(*DeleteDeploymentRequest)(nil), // 11: skiff.apps.v1.DeleteDeploymentRequest
+	(*ReplicaSet)(nil),              // 12: skiff.apps.v1.ReplicaSet
+	(*Deployment)(nil),              // 13: skiff.apps.v1.Deployment
+	(*ReplicaSetList)(nil),          // 14: skiff.apps.v1.ReplicaSetList
+	(*DeploymentList)(nil),          // 15: skiff.apps.v1.DeploymentList
 }
 var file_skiff_apps_v1_api_proto_depIdxs = []int32{
-	10, // 0: skiff.apps.v1.CreateReplicaSetRequest.replica_set:type_name -> skiff.apps.v1.ReplicaSet
-	10, // 1: skiff.apps.v1.UpdateReplicaSetRequest.replica_set:type_name -> skiff.apps.v1.ReplicaSet
-	11, // 2: skiff.apps.v1.CreateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
-	11, // 3: skiff.apps.v1.UpdateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
-	0,  // 4: skiff.apps.v1.ReplicaSetAPI.Create:input_type -> skiff.apps.v1.CreateReplicaSetRequest
-	1,  // 5: skiff.apps.v1.ReplicaSetAPI.Get:input_type -> skiff.apps.v1.GetReplicaSetRequest
-	2,  // 6: skiff.apps.v1.ReplicaSetAPI.List:input_type -> skiff.apps.v1.ListReplicaSetRequest
-	3,  // 7: skiff.apps.v1.ReplicaSetAPI.Update:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
-	3,  // 8: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
-	4,  // 9: skiff.apps.v1.ReplicaSetAPI.Delete:input_type -> skiff.apps.v1.DeleteReplicaSetRequest
-	5,  // 10: skiff.apps.v1.DeploymentAPI.Create:input_type -> skiff.apps.v1.CreateDeploymentRequest
-	6,  // 11: skiff.apps.v1.DeploymentAPI.Get:input_type -> skiff.apps.v1.GetDeploymentRequest
-	7,  // 12: skiff.apps.v1.DeploymentAPI.List:input_type -> skiff.apps.v1.ListDeploymentRequest
-	8,  // 13: skiff.apps.v1.DeploymentAPI.Update:input_type -> skiff.apps.v1.UpdateDeploymentRequest
-	8,  // 14: skiff.apps.v1.DeploymentAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateDeploymentRequest
-	9,  // 15: skiff.apps.v1.DeploymentAPI.Delete:input_type -> skiff.apps.v1.DeleteDeploymentRequest
-	10, // 16: skiff.apps.v1.ReplicaSetAPI.Create:output_type -> skiff.apps.v1.ReplicaSet
-	10, // 17: skiff.apps.v1.ReplicaSetAPI.Get:output_type -> skiff.apps.v1.ReplicaSet
-	12, // 18: skiff.apps.v1.ReplicaSetAPI.List:output_type -> skiff.apps.v1.ReplicaSetList
-	10, // 19: skiff.apps.v1.ReplicaSetAPI.Update:output_type -> skiff.apps.v1.ReplicaSet
-	10, // 20: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:output_type -> skiff.apps.v1.ReplicaSet
-	10, // 21: skiff.apps.v1.ReplicaSetAPI.Delete:output_type -> skiff.apps.v1.ReplicaSet
-	11, // 22: skiff.apps.v1.DeploymentAPI.Create:output_type -> skiff.apps.v1.Deployment
-	11, // 23: skiff.apps.v1.DeploymentAPI.Get:output_type -> skiff.apps.v1.Deployment
-	13, // 24: skiff.apps.v1.DeploymentAPI.List:output_type -> skiff.apps.v1.DeploymentList
-	11, // 25: skiff.apps.v1.DeploymentAPI.Update:output_type -> skiff.apps.v1.Deployment
-	11, // 26: skiff.apps.v1.DeploymentAPI.UpdateStatus:output_type -> skiff.apps.v1.Deployment
-	11, // 27: skiff.apps.v1.DeploymentAPI.Delete:output_type -> skiff.apps.v1.Deployment
-	16, // [16:28] is the sub-list for method output_type
-	4,  // [4:16] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	12, // 0: skiff.apps.v1.CreateReplicaSetRequest.replica_set:type_name -> skiff.apps.v1.ReplicaSet
+	12, // 1: skiff.apps.v1.UpdateReplicaSetRequest.replica_set:type_name -> skiff.apps.v1.ReplicaSet
+	12, // 2: skiff.apps.v1.ReplicaSetWatchEvent.object:type_name -> skiff.apps.v1.ReplicaSet
+	13, // 3: skiff.apps.v1.CreateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
+	13, // 4: skiff.apps.v1.UpdateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
+	13, // 5: skiff.apps.v1.DeploymentWatchEvent.object:type_name -> skiff.apps.v1.Deployment
+	0,  // 6: skiff.apps.v1.ReplicaSetAPI.Create:input_type -> skiff.apps.v1.CreateReplicaSetRequest
+	1,  // 7: skiff.apps.v1.ReplicaSetAPI.Get:input_type -> skiff.apps.v1.GetReplicaSetRequest
+	2,  // 8: skiff.apps.v1.ReplicaSetAPI.List:input_type -> skiff.apps.v1.ListReplicaSetRequest
+	3,  // 9: skiff.apps.v1.ReplicaSetAPI.Update:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
+	3,  // 10: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
+	5,  // 11: skiff.apps.v1.ReplicaSetAPI.Delete:input_type -> skiff.apps.v1.DeleteReplicaSetRequest
+	2,  // 12: skiff.apps.v1.ReplicaSetAPI.Watch:input_type -> skiff.apps.v1.ListReplicaSetRequest
+	6,  // 13: skiff.apps.v1.DeploymentAPI.Create:input_type -> skiff.apps.v1.CreateDeploymentRequest
+	7,  // 14: skiff.apps.v1.DeploymentAPI.Get:input_type -> skiff.apps.v1.GetDeploymentRequest
+	8,  // 15: skiff.apps.v1.DeploymentAPI.List:input_type -> skiff.apps.v1.ListDeploymentRequest
+	9,  // 16: skiff.apps.v1.DeploymentAPI.Update:input_type -> skiff.apps.v1.UpdateDeploymentRequest
+	9,  // 17: skiff.apps.v1.DeploymentAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateDeploymentRequest
+	11, // 18: skiff.apps.v1.DeploymentAPI.Delete:input_type -> skiff.apps.v1.DeleteDeploymentRequest
+	8,  // 19: skiff.apps.v1.DeploymentAPI.Watch:input_type -> skiff.apps.v1.ListDeploymentRequest
+	12, // 20: skiff.apps.v1.ReplicaSetAPI.Create:output_type -> skiff.apps.v1.ReplicaSet
+	12, // 21: skiff.apps.v1.ReplicaSetAPI.Get:output_type -> skiff.apps.v1.ReplicaSet
+	14, // 22: skiff.apps.v1.ReplicaSetAPI.List:output_type -> skiff.apps.v1.ReplicaSetList
+	12, // 23: skiff.apps.v1.ReplicaSetAPI.Update:output_type -> skiff.apps.v1.ReplicaSet
+	12, // 24: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:output_type -> skiff.apps.v1.ReplicaSet
+	12, // 25: skiff.apps.v1.ReplicaSetAPI.Delete:output_type -> skiff.apps.v1.ReplicaSet
+	4,  // 26: skiff.apps.v1.ReplicaSetAPI.Watch:output_type -> skiff.apps.v1.ReplicaSetWatchEvent
+	13, // 27: skiff.apps.v1.DeploymentAPI.Create:output_type -> skiff.apps.v1.Deployment
+	13, // 28: skiff.apps.v1.DeploymentAPI.Get:output_type -> skiff.apps.v1.Deployment
+	15, // 29: skiff.apps.v1.DeploymentAPI.List:output_type -> skiff.apps.v1.DeploymentList
+	13, // 30: skiff.apps.v1.DeploymentAPI.Update:output_type -> skiff.apps.v1.Deployment
+	13, // 31: skiff.apps.v1.DeploymentAPI.UpdateStatus:output_type -> skiff.apps.v1.Deployment
+	13, // 32: skiff.apps.v1.DeploymentAPI.Delete:output_type -> skiff.apps.v1.Deployment
+	10, // 33: skiff.apps.v1.DeploymentAPI.Watch:output_type -> skiff.apps.v1.DeploymentWatchEvent
+	20, // [20:34] is the sub-list for method output_type
+	6,  // [6:20] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_skiff_apps_v1_api_proto_init() }
@@ -824,15 +946,15 @@ func file_skiff_apps_v1_api_proto_init() {
 		return
 	}
 	file_skiff_apps_v1_types_proto_init()
-	file_skiff_apps_v1_api_proto_msgTypes[4].OneofWrappers = []any{}
-	file_skiff_apps_v1_api_proto_msgTypes[9].OneofWrappers = []any{}
+	file_skiff_apps_v1_api_proto_msgTypes[5].OneofWrappers = []any{}
+	file_skiff_apps_v1_api_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_apps_v1_api_proto_rawDesc), len(file_skiff_apps_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

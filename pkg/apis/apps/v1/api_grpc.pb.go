@@ -27,6 +27,7 @@ const (
 	ReplicaSetAPI_Update_FullMethodName       = "/skiff.apps.v1.ReplicaSetAPI/Update"
 	ReplicaSetAPI_UpdateStatus_FullMethodName = "/skiff.apps.v1.ReplicaSetAPI/UpdateStatus"
 	ReplicaSetAPI_Delete_FullMethodName       = "/skiff.apps.v1.ReplicaSetAPI/Delete"
+	ReplicaSetAPI_Watch_FullMethodName        = "/skiff.apps.v1.ReplicaSetAPI/Watch"
 )
 
 // ReplicaSetAPIClient is the client API for ReplicaSetAPI service.
@@ -41,6 +42,9 @@ type ReplicaSetAPIClient interface {
 	Update(ctx context.Context, in *UpdateReplicaSetRequest, opts ...grpc.CallOption) (*ReplicaSet, error)
 	UpdateStatus(ctx context.Context, in *UpdateReplicaSetRequest, opts ...grpc.CallOption) (*ReplicaSet, error)
 	Delete(ctx context.Context, in *DeleteReplicaSetRequest, opts ...grpc.CallOption) (*ReplicaSet, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListReplicaSetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReplicaSetWatchEvent], error)
 }
 
 type replicaSetAPIClient struct {
@@ -111,6 +115,25 @@ func (c *replicaSetAPIClient) Delete(ctx context.Context, in *DeleteReplicaSetRe
 	return out, nil
 }
 
+func (c *replicaSetAPIClient) Watch(ctx context.Context, in *ListReplicaSetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReplicaSetWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ReplicaSetAPI_ServiceDesc.Streams[0], ReplicaSetAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListReplicaSetRequest, ReplicaSetWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReplicaSetAPI_WatchClient = grpc.ServerStreamingClient[ReplicaSetWatchEvent]
+
 // ReplicaSetAPIServer is the server API for ReplicaSetAPI service.
 // All implementations must embed UnimplementedReplicaSetAPIServer
 // for forward compatibility.
@@ -123,6 +146,9 @@ type ReplicaSetAPIServer interface {
 	Update(context.Context, *UpdateReplicaSetRequest) (*ReplicaSet, error)
 	UpdateStatus(context.Context, *UpdateReplicaSetRequest) (*ReplicaSet, error)
 	Delete(context.Context, *DeleteReplicaSetRequest) (*ReplicaSet, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListReplicaSetRequest, grpc.ServerStreamingServer[ReplicaSetWatchEvent]) error
 	mustEmbedUnimplementedReplicaSetAPIServer()
 }
 
@@ -150,6 +176,9 @@ func (UnimplementedReplicaSetAPIServer) UpdateStatus(context.Context, *UpdateRep
 }
 func (UnimplementedReplicaSetAPIServer) Delete(context.Context, *DeleteReplicaSetRequest) (*ReplicaSet, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedReplicaSetAPIServer) Watch(*ListReplicaSetRequest, grpc.ServerStreamingServer[ReplicaSetWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedReplicaSetAPIServer) mustEmbedUnimplementedReplicaSetAPIServer() {}
 func (UnimplementedReplicaSetAPIServer) testEmbeddedByValue()                       {}
@@ -280,6 +309,17 @@ func _ReplicaSetAPI_Delete_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReplicaSetAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListReplicaSetRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ReplicaSetAPIServer).Watch(m, &grpc.GenericServerStream[ListReplicaSetRequest, ReplicaSetWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReplicaSetAPI_WatchServer = grpc.ServerStreamingServer[ReplicaSetWatchEvent]
+
 // ReplicaSetAPI_ServiceDesc is the grpc.ServiceDesc for ReplicaSetAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -312,7 +352,13 @@ var ReplicaSetAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ReplicaSetAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _ReplicaSetAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/apps/v1/api.proto",
 }
 
@@ -323,6 +369,7 @@ const (
 	DeploymentAPI_Update_FullMethodName       = "/skiff.apps.v1.DeploymentAPI/Update"
 	DeploymentAPI_UpdateStatus_FullMethodName = "/skiff.apps.v1.DeploymentAPI/UpdateStatus"
 	DeploymentAPI_Delete_FullMethodName       = "/skiff.apps.v1.DeploymentAPI/Delete"
+	DeploymentAPI_Watch_FullMethodName        = "/skiff.apps.v1.DeploymentAPI/Watch"
 )
 
 // DeploymentAPIClient is the client API for DeploymentAPI service.
@@ -337,6 +384,9 @@ type DeploymentAPIClient interface {
 	Update(ctx context.Context, in *UpdateDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error)
 	UpdateStatus(ctx context.Context, in *UpdateDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error)
 	Delete(ctx context.Context, in *DeleteDeploymentRequest, opts ...grpc.CallOption) (*Deployment, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeploymentWatchEvent], error)
 }
 
 type deploymentAPIClient struct {
@@ -407,6 +457,25 @@ func (c *deploymentAPIClient) Delete(ctx context.Context, in *DeleteDeploymentRe
 	return out, nil
 }
 
+func (c *deploymentAPIClient) Watch(ctx context.Context, in *ListDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DeploymentWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DeploymentAPI_ServiceDesc.Streams[0], DeploymentAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListDeploymentRequest, DeploymentWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeploymentAPI_WatchClient = grpc.ServerStreamingClient[DeploymentWatchEvent]
+
 // DeploymentAPIServer is the server API for DeploymentAPI service.
 // All implementations must embed UnimplementedDeploymentAPIServer
 // for forward compatibility.
@@ -419,6 +488,9 @@ type DeploymentAPIServer interface {
 	Update(context.Context, *UpdateDeploymentRequest) (*Deployment, error)
 	UpdateStatus(context.Context, *UpdateDeploymentRequest) (*Deployment, error)
 	Delete(context.Context, *DeleteDeploymentRequest) (*Deployment, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListDeploymentRequest, grpc.ServerStreamingServer[DeploymentWatchEvent]) error
 	mustEmbedUnimplementedDeploymentAPIServer()
 }
 
@@ -446,6 +518,9 @@ func (UnimplementedDeploymentAPIServer) UpdateStatus(context.Context, *UpdateDep
 }
 func (UnimplementedDeploymentAPIServer) Delete(context.Context, *DeleteDeploymentRequest) (*Deployment, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedDeploymentAPIServer) Watch(*ListDeploymentRequest, grpc.ServerStreamingServer[DeploymentWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedDeploymentAPIServer) mustEmbedUnimplementedDeploymentAPIServer() {}
 func (UnimplementedDeploymentAPIServer) testEmbeddedByValue()                       {}
@@ -576,6 +651,17 @@ func _DeploymentAPI_Delete_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeploymentAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListDeploymentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DeploymentAPIServer).Watch(m, &grpc.GenericServerStream[ListDeploymentRequest, DeploymentWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeploymentAPI_WatchServer = grpc.ServerStreamingServer[DeploymentWatchEvent]
+
 // DeploymentAPI_ServiceDesc is the grpc.ServiceDesc for DeploymentAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -608,6 +694,12 @@ var DeploymentAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _DeploymentAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _DeploymentAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/apps/v1/api.proto",
 }

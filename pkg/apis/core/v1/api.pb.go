@@ -249,6 +249,59 @@ func (x *UpdateNamespaceRequest) GetNamespace() *Namespace {
 	return nil
 }
 
+// NamespaceWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type NamespaceWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Namespace             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamespaceWatchEvent) Reset() {
+	*x = NamespaceWatchEvent{}
+	mi := &file_skiff_core_v1_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamespaceWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamespaceWatchEvent) ProtoMessage() {}
+
+func (x *NamespaceWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamespaceWatchEvent.ProtoReflect.Descriptor instead.
+func (*NamespaceWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NamespaceWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *NamespaceWatchEvent) GetObject() *Namespace {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeleteNamespaceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
@@ -262,7 +315,7 @@ type DeleteNamespaceRequest struct {
 
 func (x *DeleteNamespaceRequest) Reset() {
 	*x = DeleteNamespaceRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[4]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +327,7 @@ func (x *DeleteNamespaceRequest) String() string {
 func (*DeleteNamespaceRequest) ProtoMessage() {}
 
 func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[4]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +340,7 @@ func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{4}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteNamespaceRequest) GetName() string {
@@ -320,7 +373,7 @@ type CreateNodeRequest struct {
 
 func (x *CreateNodeRequest) Reset() {
 	*x = CreateNodeRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[5]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +385,7 @@ func (x *CreateNodeRequest) String() string {
 func (*CreateNodeRequest) ProtoMessage() {}
 
 func (x *CreateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[5]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +398,7 @@ func (x *CreateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNodeRequest.ProtoReflect.Descriptor instead.
 func (*CreateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{5}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateNodeRequest) GetNode() *Node {
@@ -365,7 +418,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[6]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +430,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[6]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +443,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{6}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetNodeRequest) GetName() string {
@@ -420,7 +473,7 @@ type ListNodeRequest struct {
 
 func (x *ListNodeRequest) Reset() {
 	*x = ListNodeRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[7]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +485,7 @@ func (x *ListNodeRequest) String() string {
 func (*ListNodeRequest) ProtoMessage() {}
 
 func (x *ListNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[7]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +498,7 @@ func (x *ListNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodeRequest.ProtoReflect.Descriptor instead.
 func (*ListNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{7}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListNodeRequest) GetLabelSelector() string {
@@ -493,7 +546,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[8]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +558,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[8]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +571,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{8}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpdateNodeRequest) GetName() string {
@@ -531,6 +584,59 @@ func (x *UpdateNodeRequest) GetName() string {
 func (x *UpdateNodeRequest) GetNode() *Node {
 	if x != nil {
 		return x.Node
+	}
+	return nil
+}
+
+// NodeWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type NodeWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Node                  `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeWatchEvent) Reset() {
+	*x = NodeWatchEvent{}
+	mi := &file_skiff_core_v1_api_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeWatchEvent) ProtoMessage() {}
+
+func (x *NodeWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_api_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeWatchEvent.ProtoReflect.Descriptor instead.
+func (*NodeWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NodeWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *NodeWatchEvent) GetObject() *Node {
+	if x != nil {
+		return x.Object
 	}
 	return nil
 }
@@ -548,7 +654,7 @@ type DeleteNodeRequest struct {
 
 func (x *DeleteNodeRequest) Reset() {
 	*x = DeleteNodeRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[9]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +666,7 @@ func (x *DeleteNodeRequest) String() string {
 func (*DeleteNodeRequest) ProtoMessage() {}
 
 func (x *DeleteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[9]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +679,7 @@ func (x *DeleteNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNodeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{9}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteNodeRequest) GetName() string {
@@ -607,7 +713,7 @@ type CreatePodRequest struct {
 
 func (x *CreatePodRequest) Reset() {
 	*x = CreatePodRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[10]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +725,7 @@ func (x *CreatePodRequest) String() string {
 func (*CreatePodRequest) ProtoMessage() {}
 
 func (x *CreatePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[10]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +738,7 @@ func (x *CreatePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePodRequest.ProtoReflect.Descriptor instead.
 func (*CreatePodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{10}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreatePodRequest) GetNamespace() string {
@@ -660,7 +766,7 @@ type GetPodRequest struct {
 
 func (x *GetPodRequest) Reset() {
 	*x = GetPodRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[11]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +778,7 @@ func (x *GetPodRequest) String() string {
 func (*GetPodRequest) ProtoMessage() {}
 
 func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[11]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +791,7 @@ func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
 func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{11}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetPodRequest) GetNamespace() string {
@@ -723,7 +829,7 @@ type ListPodRequest struct {
 
 func (x *ListPodRequest) Reset() {
 	*x = ListPodRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[12]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +841,7 @@ func (x *ListPodRequest) String() string {
 func (*ListPodRequest) ProtoMessage() {}
 
 func (x *ListPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[12]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +854,7 @@ func (x *ListPodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPodRequest.ProtoReflect.Descriptor instead.
 func (*ListPodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{12}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListPodRequest) GetNamespace() string {
@@ -804,7 +910,7 @@ type UpdatePodRequest struct {
 
 func (x *UpdatePodRequest) Reset() {
 	*x = UpdatePodRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[13]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +922,7 @@ func (x *UpdatePodRequest) String() string {
 func (*UpdatePodRequest) ProtoMessage() {}
 
 func (x *UpdatePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[13]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +935,7 @@ func (x *UpdatePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePodRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{13}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdatePodRequest) GetNamespace() string {
@@ -853,6 +959,59 @@ func (x *UpdatePodRequest) GetPod() *Pod {
 	return nil
 }
 
+// PodWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type PodWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Pod                   `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodWatchEvent) Reset() {
+	*x = PodWatchEvent{}
+	mi := &file_skiff_core_v1_api_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodWatchEvent) ProtoMessage() {}
+
+func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_api_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodWatchEvent.ProtoReflect.Descriptor instead.
+func (*PodWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PodWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *PodWatchEvent) GetObject() *Pod {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeletePodRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -867,7 +1026,7 @@ type DeletePodRequest struct {
 
 func (x *DeletePodRequest) Reset() {
 	*x = DeletePodRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[14]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1038,7 @@ func (x *DeletePodRequest) String() string {
 func (*DeletePodRequest) ProtoMessage() {}
 
 func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[14]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1051,7 @@ func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
 func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{14}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeletePodRequest) GetNamespace() string {
@@ -934,7 +1093,7 @@ type CreateBindingRequest struct {
 
 func (x *CreateBindingRequest) Reset() {
 	*x = CreateBindingRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[15]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1105,7 @@ func (x *CreateBindingRequest) String() string {
 func (*CreateBindingRequest) ProtoMessage() {}
 
 func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[15]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1118,7 @@ func (x *CreateBindingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBindingRequest.ProtoReflect.Descriptor instead.
 func (*CreateBindingRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{15}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateBindingRequest) GetNamespace() string {
@@ -993,7 +1152,7 @@ type CreateServiceRequest struct {
 
 func (x *CreateServiceRequest) Reset() {
 	*x = CreateServiceRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[16]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1164,7 @@ func (x *CreateServiceRequest) String() string {
 func (*CreateServiceRequest) ProtoMessage() {}
 
 func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[16]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1177,7 @@ func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{16}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateServiceRequest) GetNamespace() string {
@@ -1046,7 +1205,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[17]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1217,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[17]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1230,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{17}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetServiceRequest) GetNamespace() string {
@@ -1109,7 +1268,7 @@ type ListServiceRequest struct {
 
 func (x *ListServiceRequest) Reset() {
 	*x = ListServiceRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[18]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1280,7 @@ func (x *ListServiceRequest) String() string {
 func (*ListServiceRequest) ProtoMessage() {}
 
 func (x *ListServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[18]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1293,7 @@ func (x *ListServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServiceRequest.ProtoReflect.Descriptor instead.
 func (*ListServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{18}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListServiceRequest) GetNamespace() string {
@@ -1190,7 +1349,7 @@ type UpdateServiceRequest struct {
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[19]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1361,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[19]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1374,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{19}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateServiceRequest) GetNamespace() string {
@@ -1239,6 +1398,59 @@ func (x *UpdateServiceRequest) GetService() *Service {
 	return nil
 }
 
+// ServiceWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type ServiceWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Service               `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceWatchEvent) Reset() {
+	*x = ServiceWatchEvent{}
+	mi := &file_skiff_core_v1_api_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceWatchEvent) ProtoMessage() {}
+
+func (x *ServiceWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_api_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceWatchEvent.ProtoReflect.Descriptor instead.
+func (*ServiceWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ServiceWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ServiceWatchEvent) GetObject() *Service {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeleteServiceRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1253,7 +1465,7 @@ type DeleteServiceRequest struct {
 
 func (x *DeleteServiceRequest) Reset() {
 	*x = DeleteServiceRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[20]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1477,7 @@ func (x *DeleteServiceRequest) String() string {
 func (*DeleteServiceRequest) ProtoMessage() {}
 
 func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[20]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1490,7 @@ func (x *DeleteServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteServiceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{20}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteServiceRequest) GetNamespace() string {
@@ -1319,7 +1531,7 @@ type CreateEndpointsRequest struct {
 
 func (x *CreateEndpointsRequest) Reset() {
 	*x = CreateEndpointsRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[21]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1543,7 @@ func (x *CreateEndpointsRequest) String() string {
 func (*CreateEndpointsRequest) ProtoMessage() {}
 
 func (x *CreateEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[21]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1556,7 @@ func (x *CreateEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*CreateEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{21}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateEndpointsRequest) GetNamespace() string {
@@ -1372,7 +1584,7 @@ type GetEndpointsRequest struct {
 
 func (x *GetEndpointsRequest) Reset() {
 	*x = GetEndpointsRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[22]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1596,7 @@ func (x *GetEndpointsRequest) String() string {
 func (*GetEndpointsRequest) ProtoMessage() {}
 
 func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[22]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1609,7 @@ func (x *GetEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*GetEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{22}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetEndpointsRequest) GetNamespace() string {
@@ -1435,7 +1647,7 @@ type ListEndpointsRequest struct {
 
 func (x *ListEndpointsRequest) Reset() {
 	*x = ListEndpointsRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[23]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1659,7 @@ func (x *ListEndpointsRequest) String() string {
 func (*ListEndpointsRequest) ProtoMessage() {}
 
 func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[23]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1672,7 @@ func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{23}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListEndpointsRequest) GetNamespace() string {
@@ -1516,7 +1728,7 @@ type UpdateEndpointsRequest struct {
 
 func (x *UpdateEndpointsRequest) Reset() {
 	*x = UpdateEndpointsRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[24]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1740,7 @@ func (x *UpdateEndpointsRequest) String() string {
 func (*UpdateEndpointsRequest) ProtoMessage() {}
 
 func (x *UpdateEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[24]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1753,7 @@ func (x *UpdateEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{24}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdateEndpointsRequest) GetNamespace() string {
@@ -1565,6 +1777,59 @@ func (x *UpdateEndpointsRequest) GetEndpoints() *Endpoints {
 	return nil
 }
 
+// EndpointsWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type EndpointsWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Endpoints             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointsWatchEvent) Reset() {
+	*x = EndpointsWatchEvent{}
+	mi := &file_skiff_core_v1_api_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointsWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointsWatchEvent) ProtoMessage() {}
+
+func (x *EndpointsWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_api_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointsWatchEvent.ProtoReflect.Descriptor instead.
+func (*EndpointsWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *EndpointsWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EndpointsWatchEvent) GetObject() *Endpoints {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeleteEndpointsRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1579,7 +1844,7 @@ type DeleteEndpointsRequest struct {
 
 func (x *DeleteEndpointsRequest) Reset() {
 	*x = DeleteEndpointsRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[25]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1856,7 @@ func (x *DeleteEndpointsRequest) String() string {
 func (*DeleteEndpointsRequest) ProtoMessage() {}
 
 func (x *DeleteEndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[25]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1869,7 @@ func (x *DeleteEndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEndpointsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{25}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteEndpointsRequest) GetNamespace() string {
@@ -1645,7 +1910,7 @@ type CreateEventRequest struct {
 
 func (x *CreateEventRequest) Reset() {
 	*x = CreateEventRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[26]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1922,7 @@ func (x *CreateEventRequest) String() string {
 func (*CreateEventRequest) ProtoMessage() {}
 
 func (x *CreateEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[26]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1935,7 @@ func (x *CreateEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEventRequest.ProtoReflect.Descriptor instead.
 func (*CreateEventRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{26}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateEventRequest) GetNamespace() string {
@@ -1698,7 +1963,7 @@ type GetEventRequest struct {
 
 func (x *GetEventRequest) Reset() {
 	*x = GetEventRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[27]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1975,7 @@ func (x *GetEventRequest) String() string {
 func (*GetEventRequest) ProtoMessage() {}
 
 func (x *GetEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[27]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1988,7 @@ func (x *GetEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEventRequest.ProtoReflect.Descriptor instead.
 func (*GetEventRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{27}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetEventRequest) GetNamespace() string {
@@ -1761,7 +2026,7 @@ type ListEventRequest struct {
 
 func (x *ListEventRequest) Reset() {
 	*x = ListEventRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[28]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2038,7 @@ func (x *ListEventRequest) String() string {
 func (*ListEventRequest) ProtoMessage() {}
 
 func (x *ListEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[28]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2051,7 @@ func (x *ListEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventRequest.ProtoReflect.Descriptor instead.
 func (*ListEventRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{28}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListEventRequest) GetNamespace() string {
@@ -1842,7 +2107,7 @@ type UpdateEventRequest struct {
 
 func (x *UpdateEventRequest) Reset() {
 	*x = UpdateEventRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[29]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2119,7 @@ func (x *UpdateEventRequest) String() string {
 func (*UpdateEventRequest) ProtoMessage() {}
 
 func (x *UpdateEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[29]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2132,7 @@ func (x *UpdateEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEventRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEventRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{29}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateEventRequest) GetNamespace() string {
@@ -1891,6 +2156,59 @@ func (x *UpdateEventRequest) GetEvent() *Event {
 	return nil
 }
 
+// EventWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
+type EventWatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Object        *Event                 `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventWatchEvent) Reset() {
+	*x = EventWatchEvent{}
+	mi := &file_skiff_core_v1_api_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventWatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventWatchEvent) ProtoMessage() {}
+
+func (x *EventWatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_api_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventWatchEvent.ProtoReflect.Descriptor instead.
+func (*EventWatchEvent) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *EventWatchEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EventWatchEvent) GetObject() *Event {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 type DeleteEventRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1905,7 +2223,7 @@ type DeleteEventRequest struct {
 
 func (x *DeleteEventRequest) Reset() {
 	*x = DeleteEventRequest{}
-	mi := &file_skiff_core_v1_api_proto_msgTypes[30]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2235,7 @@ func (x *DeleteEventRequest) String() string {
 func (*DeleteEventRequest) ProtoMessage() {}
 
 func (x *DeleteEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_api_proto_msgTypes[30]
+	mi := &file_skiff_core_v1_api_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2248,7 @@ func (x *DeleteEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEventRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEventRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{30}
+	return file_skiff_core_v1_api_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DeleteEventRequest) GetNamespace() string {
@@ -1979,7 +2297,10 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"d\n" +
 	"\x16UpdateNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
-	"\tnamespace\x18\x03 \x01(\v2\x18.skiff.core.v1.NamespaceR\tnamespace\"\xa7\x01\n" +
+	"\tnamespace\x18\x03 \x01(\v2\x18.skiff.core.v1.NamespaceR\tnamespace\"[\n" +
+	"\x13NamespaceWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
+	"\x06object\x18\x02 \x01(\v2\x18.skiff.core.v1.NamespaceR\x06object\"\xa7\x01\n" +
 	"\x16DeleteNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
@@ -1998,7 +2319,10 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"P\n" +
 	"\x11UpdateNodeRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12'\n" +
-	"\x04node\x18\x03 \x01(\v2\x13.skiff.core.v1.NodeR\x04node\"\xa2\x01\n" +
+	"\x04node\x18\x03 \x01(\v2\x13.skiff.core.v1.NodeR\x04node\"Q\n" +
+	"\x0eNodeWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12+\n" +
+	"\x06object\x18\x02 \x01(\v2\x13.skiff.core.v1.NodeR\x06object\"\xa2\x01\n" +
 	"\x11DeleteNodeRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
@@ -2021,7 +2345,10 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x10UpdatePodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12$\n" +
-	"\x03pod\x18\x03 \x01(\v2\x12.skiff.core.v1.PodR\x03pod\"\xbf\x01\n" +
+	"\x03pod\x18\x03 \x01(\v2\x12.skiff.core.v1.PodR\x03pod\"O\n" +
+	"\rPodWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12*\n" +
+	"\x06object\x18\x02 \x01(\v2\x12.skiff.core.v1.PodR\x06object\"\xbf\x01\n" +
 	"\x10DeletePodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
@@ -2049,7 +2376,10 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x14UpdateServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x120\n" +
-	"\aservice\x18\x03 \x01(\v2\x16.skiff.core.v1.ServiceR\aservice\"\xc3\x01\n" +
+	"\aservice\x18\x03 \x01(\v2\x16.skiff.core.v1.ServiceR\aservice\"W\n" +
+	"\x11ServiceWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12.\n" +
+	"\x06object\x18\x02 \x01(\v2\x16.skiff.core.v1.ServiceR\x06object\"\xc3\x01\n" +
 	"\x14DeleteServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
@@ -2073,7 +2403,10 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x16UpdateEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
-	"\tendpoints\x18\x03 \x01(\v2\x18.skiff.core.v1.EndpointsR\tendpoints\"\xc5\x01\n" +
+	"\tendpoints\x18\x03 \x01(\v2\x18.skiff.core.v1.EndpointsR\tendpoints\"[\n" +
+	"\x13EndpointsWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
+	"\x06object\x18\x02 \x01(\v2\x18.skiff.core.v1.EndpointsR\x06object\"\xc5\x01\n" +
 	"\x16DeleteEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
@@ -2097,35 +2430,41 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x12UpdateEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
-	"\x05event\x18\x03 \x01(\v2\x14.skiff.core.v1.EventR\x05event\"\xc1\x01\n" +
+	"\x05event\x18\x03 \x01(\v2\x14.skiff.core.v1.EventR\x05event\"S\n" +
+	"\x0fEventWatchEvent\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12,\n" +
+	"\x06object\x18\x02 \x01(\v2\x14.skiff.core.v1.EventR\x06object\"\xc1\x01\n" +
 	"\x12DeleteEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
 	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds2\xbd\x05\n" +
+	"\x15_grace_period_seconds2\x91\x06\n" +
 	"\fNamespaceAPI\x12p\n" +
 	"\x06Create\x12%.skiff.core.v1.CreateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"%\x82\xd3\xe4\x93\x02\x1f:\tnamespace\"\x12/api/v1/namespaces\x12f\n" +
 	"\x03Get\x12\".skiff.core.v1.GetNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/namespaces/{name}\x12e\n" +
 	"\x04List\x12#.skiff.core.v1.ListNamespaceRequest\x1a\x1c.skiff.core.v1.NamespaceList\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/namespaces\x12w\n" +
 	"\x06Update\x12%.skiff.core.v1.UpdateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\",\x82\xd3\xe4\x93\x02&:\tnamespace\x1a\x19/api/v1/namespaces/{name}\x12\x84\x01\n" +
 	"\fUpdateStatus\x12%.skiff.core.v1.UpdateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"3\x82\xd3\xe4\x93\x02-:\tnamespace\x1a /api/v1/namespaces/{name}/status\x12l\n" +
-	"\x06Delete\x12%.skiff.core.v1.DeleteNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/namespaces/{name}2\xce\x04\n" +
+	"\x06Delete\x12%.skiff.core.v1.DeleteNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/namespaces/{name}\x12R\n" +
+	"\x05Watch\x12#.skiff.core.v1.ListNamespaceRequest\x1a\".skiff.core.v1.NamespaceWatchEvent0\x012\x98\x05\n" +
 	"\aNodeAPI\x12\\\n" +
 	"\x06Create\x12 .skiff.core.v1.CreateNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1b\x82\xd3\xe4\x93\x02\x15:\x04node\"\r/api/v1/nodes\x12W\n" +
 	"\x03Get\x12\x1d.skiff.core.v1.GetNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/nodes/{name}\x12V\n" +
 	"\x04List\x12\x1e.skiff.core.v1.ListNodeRequest\x1a\x17.skiff.core.v1.NodeList\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/nodes\x12c\n" +
 	"\x06Update\x12 .skiff.core.v1.UpdateNodeRequest\x1a\x13.skiff.core.v1.Node\"\"\x82\xd3\xe4\x93\x02\x1c:\x04node\x1a\x14/api/v1/nodes/{name}\x12p\n" +
 	"\fUpdateStatus\x12 .skiff.core.v1.UpdateNodeRequest\x1a\x13.skiff.core.v1.Node\")\x82\xd3\xe4\x93\x02#:\x04node\x1a\x1b/api/v1/nodes/{name}/status\x12]\n" +
-	"\x06Delete\x12 .skiff.core.v1.DeleteNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/api/v1/nodes/{name}2\xdd\x06\n" +
+	"\x06Delete\x12 .skiff.core.v1.DeleteNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/api/v1/nodes/{name}\x12H\n" +
+	"\x05Watch\x12\x1e.skiff.core.v1.ListNodeRequest\x1a\x1d.skiff.core.v1.NodeWatchEvent0\x012\xa5\a\n" +
 	"\x06PodAPI\x12o\n" +
 	"\x06Create\x12\x1f.skiff.core.v1.CreatePodRequest\x1a\x12.skiff.core.v1.Pod\"0\x82\xd3\xe4\x93\x02*:\x03pod\"#/api/v1/namespaces/{namespace}/pods\x12k\n" +
 	"\x03Get\x12\x1c.skiff.core.v1.GetPodRequest\x1a\x12.skiff.core.v1.Pod\"2\x82\xd3\xe4\x93\x02,\x12*/api/v1/namespaces/{namespace}/pods/{name}\x12z\n" +
 	"\x04List\x12\x1d.skiff.core.v1.ListPodRequest\x1a\x16.skiff.core.v1.PodList\";\x82\xd3\xe4\x93\x025Z\x0e\x12\f/api/v1/pods\x12#/api/v1/namespaces/{namespace}/pods\x12v\n" +
 	"\x06Update\x12\x1f.skiff.core.v1.UpdatePodRequest\x1a\x12.skiff.core.v1.Pod\"7\x82\xd3\xe4\x93\x021:\x03pod\x1a*/api/v1/namespaces/{namespace}/pods/{name}\x12\x83\x01\n" +
 	"\fUpdateStatus\x12\x1f.skiff.core.v1.UpdatePodRequest\x1a\x12.skiff.core.v1.Pod\">\x82\xd3\xe4\x93\x028:\x03pod\x1a1/api/v1/namespaces/{namespace}/pods/{name}/status\x12q\n" +
-	"\x06Delete\x12\x1f.skiff.core.v1.DeletePodRequest\x1a\x12.skiff.core.v1.Pod\"2\x82\xd3\xe4\x93\x02,**/api/v1/namespaces/{namespace}/pods/{name}\x12\x87\x01\n" +
-	"\x04Bind\x12#.skiff.core.v1.CreateBindingRequest\x1a\x15.skiff.meta.v1.Status\"C\x82\xd3\xe4\x93\x02=:\abinding\"2/api/v1/namespaces/{namespace}/pods/{name}/binding2\xb1\x06\n" +
+	"\x06Delete\x12\x1f.skiff.core.v1.DeletePodRequest\x1a\x12.skiff.core.v1.Pod\"2\x82\xd3\xe4\x93\x02,**/api/v1/namespaces/{namespace}/pods/{name}\x12F\n" +
+	"\x05Watch\x12\x1d.skiff.core.v1.ListPodRequest\x1a\x1c.skiff.core.v1.PodWatchEvent0\x01\x12\x87\x01\n" +
+	"\x04Bind\x12#.skiff.core.v1.CreateBindingRequest\x1a\x15.skiff.meta.v1.Status\"C\x82\xd3\xe4\x93\x02=:\abinding\"2/api/v1/namespaces/{namespace}/pods/{name}/binding2\x81\a\n" +
 	"\n" +
 	"ServiceAPI\x12\x7f\n" +
 	"\x06Create\x12#.skiff.core.v1.CreateServiceRequest\x1a\x16.skiff.core.v1.Service\"8\x82\xd3\xe4\x93\x022:\aservice\"'/api/v1/namespaces/{namespace}/services\x12w\n" +
@@ -2133,19 +2472,22 @@ const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\x04List\x12!.skiff.core.v1.ListServiceRequest\x1a\x1a.skiff.core.v1.ServiceList\"C\x82\xd3\xe4\x93\x02=Z\x12\x12\x10/api/v1/services\x12'/api/v1/namespaces/{namespace}/services\x12\x86\x01\n" +
 	"\x06Update\x12#.skiff.core.v1.UpdateServiceRequest\x1a\x16.skiff.core.v1.Service\"?\x82\xd3\xe4\x93\x029:\aservice\x1a./api/v1/namespaces/{namespace}/services/{name}\x12\x93\x01\n" +
 	"\fUpdateStatus\x12#.skiff.core.v1.UpdateServiceRequest\x1a\x16.skiff.core.v1.Service\"F\x82\xd3\xe4\x93\x02@:\aservice\x1a5/api/v1/namespaces/{namespace}/services/{name}/status\x12}\n" +
-	"\x06Delete\x12#.skiff.core.v1.DeleteServiceRequest\x1a\x16.skiff.core.v1.Service\"6\x82\xd3\xe4\x93\x020*./api/v1/namespaces/{namespace}/services/{name}2\xbd\x05\n" +
+	"\x06Delete\x12#.skiff.core.v1.DeleteServiceRequest\x1a\x16.skiff.core.v1.Service\"6\x82\xd3\xe4\x93\x020*./api/v1/namespaces/{namespace}/services/{name}\x12N\n" +
+	"\x05Watch\x12!.skiff.core.v1.ListServiceRequest\x1a .skiff.core.v1.ServiceWatchEvent0\x012\x91\x06\n" +
 	"\fEndpointsAPI\x12\x86\x01\n" +
 	"\x06Create\x12%.skiff.core.v1.CreateEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\";\x82\xd3\xe4\x93\x025:\tendpoints\"(/api/v1/namespaces/{namespace}/endpoints\x12|\n" +
 	"\x03Get\x12\".skiff.core.v1.GetEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"7\x82\xd3\xe4\x93\x021\x12//api/v1/namespaces/{namespace}/endpoints/{name}\x12\x90\x01\n" +
 	"\x04List\x12#.skiff.core.v1.ListEndpointsRequest\x1a\x1c.skiff.core.v1.EndpointsList\"E\x82\xd3\xe4\x93\x02?Z\x13\x12\x11/api/v1/endpoints\x12(/api/v1/namespaces/{namespace}/endpoints\x12\x8d\x01\n" +
 	"\x06Update\x12%.skiff.core.v1.UpdateEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"B\x82\xd3\xe4\x93\x02<:\tendpoints\x1a//api/v1/namespaces/{namespace}/endpoints/{name}\x12\x82\x01\n" +
-	"\x06Delete\x12%.skiff.core.v1.DeleteEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"7\x82\xd3\xe4\x93\x021*//api/v1/namespaces/{namespace}/endpoints/{name}2\xf4\x04\n" +
+	"\x06Delete\x12%.skiff.core.v1.DeleteEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"7\x82\xd3\xe4\x93\x021*//api/v1/namespaces/{namespace}/endpoints/{name}\x12R\n" +
+	"\x05Watch\x12#.skiff.core.v1.ListEndpointsRequest\x1a\".skiff.core.v1.EndpointsWatchEvent0\x012\xc0\x05\n" +
 	"\bEventAPI\x12w\n" +
 	"\x06Create\x12!.skiff.core.v1.CreateEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.:\x05event\"%/api/v1/namespaces/{namespace}/events\x12q\n" +
 	"\x03Get\x12\x1e.skiff.core.v1.GetEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.\x12,/api/v1/namespaces/{namespace}/events/{name}\x12\x82\x01\n" +
 	"\x04List\x12\x1f.skiff.core.v1.ListEventRequest\x1a\x18.skiff.core.v1.EventList\"?\x82\xd3\xe4\x93\x029Z\x10\x12\x0e/api/v1/events\x12%/api/v1/namespaces/{namespace}/events\x12~\n" +
 	"\x06Update\x12!.skiff.core.v1.UpdateEventRequest\x1a\x14.skiff.core.v1.Event\";\x82\xd3\xe4\x93\x025:\x05event\x1a,/api/v1/namespaces/{namespace}/events/{name}\x12w\n" +
-	"\x06Delete\x12!.skiff.core.v1.DeleteEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.*,/api/v1/namespaces/{namespace}/events/{name}B8Z6github.com/skiff-project/skiff/pkg/apis/core/v1;corev1b\x06proto3"
+	"\x06Delete\x12!.skiff.core.v1.DeleteEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.*,/api/v1/namespaces/{namespace}/events/{name}\x12J\n" +
+	"\x05Watch\x12\x1f.skiff.core.v1.ListEventRequest\x1a\x1e.skiff.core.v1.EventWatchEvent0\x01B8Z6github.com/skiff-project/skiff/pkg/apis/core/v1;corev1b\x06proto3"
 
 var (
 	file_skiff_core_v1_api_proto_rawDescOnce sync.Once
@@ -2159,143 +2501,167 @@ func file_skiff_core_v1_api_proto_rawDescGZIP() []byte {
 	return file_skiff_core_v1_api_proto_rawDescData
 }
 
-var file_skiff_core_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_skiff_core_v1_api_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_skiff_core_v1_api_proto_goTypes = []any{
 	(*CreateNamespaceRequest)(nil), // 0: skiff.core.v1.CreateNamespaceRequest
 	(*GetNamespaceRequest)(nil),    // 1: skiff.core.v1.GetNamespaceRequest
 	(*ListNamespaceRequest)(nil),   // 2: skiff.core.v1.ListNamespaceRequest
 	(*UpdateNamespaceRequest)(nil), // 3: skiff.core.v1.UpdateNamespaceRequest
-	(*DeleteNamespaceRequest)(nil), // 4: skiff.core.v1.DeleteNamespaceRequest
-	(*CreateNodeRequest)(nil),      // 5: skiff.core.v1.CreateNodeRequest
-	(*GetNodeRequest)(nil),         // 6: skiff.core.v1.GetNodeRequest
-	(*ListNodeRequest)(nil),        // 7: skiff.core.v1.ListNodeRequest
-	(*UpdateNodeRequest)(nil),      // 8: skiff.core.v1.UpdateNodeRequest
-	(*DeleteNodeRequest)(nil),      // 9: skiff.core.v1.DeleteNodeRequest
-	(*CreatePodRequest)(nil),       // 10: skiff.core.v1.CreatePodRequest
-	(*GetPodRequest)(nil),          // 11: skiff.core.v1.GetPodRequest
-	(*ListPodRequest)(nil),         // 12: skiff.core.v1.ListPodRequest
-	(*UpdatePodRequest)(nil),       // 13: skiff.core.v1.UpdatePodRequest
-	(*DeletePodRequest)(nil),       // 14: skiff.core.v1.DeletePodRequest
-	(*CreateBindingRequest)(nil),   // 15: skiff.core.v1.CreateBindingRequest
-	(*CreateServiceRequest)(nil),   // 16: skiff.core.v1.CreateServiceRequest
-	(*GetServiceRequest)(nil),      // 17: skiff.core.v1.GetServiceRequest
-	(*ListServiceRequest)(nil),     // 18: skiff.core.v1.ListServiceRequest
-	(*UpdateServiceRequest)(nil),   // 19: skiff.core.v1.UpdateServiceRequest
-	(*DeleteServiceRequest)(nil),   // 20: skiff.core.v1.DeleteServiceRequest
-	(*CreateEndpointsRequest)(nil), // 21: skiff.core.v1.CreateEndpointsRequest
-	(*GetEndpointsRequest)(nil),    // 22: skiff.core.v1.GetEndpointsRequest
-	(*ListEndpointsRequest)(nil),   // 23: skiff.core.v1.ListEndpointsRequest
-	(*UpdateEndpointsRequest)(nil), // 24: skiff.core.v1.UpdateEndpointsRequest
-	(*DeleteEndpointsRequest)(nil), // 25: skiff.core.v1.DeleteEndpointsRequest
-	(*CreateEventRequest)(nil),     // 26: skiff.core.v1.CreateEventRequest
-	(*GetEventRequest)(nil),        // 27: skiff.core.v1.GetEventRequest
-	(*ListEventRequest)(nil),       // 28: skiff.core.v1.ListEventRequest
-	(*UpdateEventRequest)(nil),     // 29: skiff.core.v1.UpdateEventRequest
-	(*DeleteEventRequest)(nil),     // 30: skiff.core.v1.DeleteEventRequest
-	(*Namespace)(nil),              // 31: skiff.core.v1.Namespace
-	(*Node)(nil),                   // 32: skiff.core.v1.Node
-	(*Pod)(nil),                    // 33: skiff.core.v1.Pod
-	(*Binding)(nil),                // 34: skiff.core.v1.Binding
-	(*Service)(nil),                // 35: skiff.core.v1.Service
-	(*Endpoints)(nil),              // 36: skiff.core.v1.Endpoints
-	(*Event)(nil),                  // 37: skiff.core.v1.Event
-	(*NamespaceList)(nil),          // 38: skiff.core.v1.NamespaceList
-	(*NodeList)(nil),               // 39: skiff.core.v1.NodeList
-	(*PodList)(nil),                // 40: skiff.core.v1.PodList
-	(*v1.Status)(nil),              // 41: skiff.meta.v1.Status
-	(*ServiceList)(nil),            // 42: skiff.core.v1.ServiceList
-	(*EndpointsList)(nil),          // 43: skiff.core.v1.EndpointsList
-	(*EventList)(nil),              // 44: skiff.core.v1.EventList
+	(*NamespaceWatchEvent)(nil),    // 4: skiff.core.v1.NamespaceWatchEvent
+	(*DeleteNamespaceRequest)(nil), // 5: skiff.core.v1.DeleteNamespaceRequest
+	(*CreateNodeRequest)(nil),      // 6: skiff.core.v1.CreateNodeRequest
+	(*GetNodeRequest)(nil),         // 7: skiff.core.v1.GetNodeRequest
+	(*ListNodeRequest)(nil),        // 8: skiff.core.v1.ListNodeRequest
+	(*UpdateNodeRequest)(nil),      // 9: skiff.core.v1.UpdateNodeRequest
+	(*NodeWatchEvent)(nil),         // 10: skiff.core.v1.NodeWatchEvent
+	(*DeleteNodeRequest)(nil),      // 11: skiff.core.v1.DeleteNodeRequest
+	(*CreatePodRequest)(nil),       // 12: skiff.core.v1.CreatePodRequest
+	(*GetPodRequest)(nil),          // 13: skiff.core.v1.GetPodRequest
+	(*ListPodRequest)(nil),         // 14: skiff.core.v1.ListPodRequest
+	(*UpdatePodRequest)(nil),       // 15: skiff.core.v1.UpdatePodRequest
+	(*PodWatchEvent)(nil),          // 16: skiff.core.v1.PodWatchEvent
+	(*DeletePodRequest)(nil),       // 17: skiff.core.v1.DeletePodRequest
+	(*CreateBindingRequest)(nil),   // 18: skiff.core.v1.CreateBindingRequest
+	(*CreateServiceRequest)(nil),   // 19: skiff.core.v1.CreateServiceRequest
+	(*GetServiceRequest)(nil),      // 20: skiff.core.v1.GetServiceRequest
+	(*ListServiceRequest)(nil),     // 21: skiff.core.v1.ListServiceRequest
+	(*UpdateServiceRequest)(nil),   // 22: skiff.core.v1.UpdateServiceRequest
+	(*ServiceWatchEvent)(nil),      // 23: skiff.core.v1.ServiceWatchEvent
+	(*DeleteServiceRequest)(nil),   // 24: skiff.core.v1.DeleteServiceRequest
+	(*CreateEndpointsRequest)(nil), // 25: skiff.core.v1.CreateEndpointsRequest
+	(*GetEndpointsRequest)(nil),    // 26: skiff.core.v1.GetEndpointsRequest
+	(*ListEndpointsRequest)(nil),   // 27: skiff.core.v1.ListEndpointsRequest
+	(*UpdateEndpointsRequest)(nil), // 28: skiff.core.v1.UpdateEndpointsRequest
+	(*EndpointsWatchEvent)(nil),    // 29: skiff.core.v1.EndpointsWatchEvent
+	(*DeleteEndpointsRequest)(nil), // 30: skiff.core.v1.DeleteEndpointsRequest
+	(*CreateEventRequest)(nil),     // 31: skiff.core.v1.CreateEventRequest
+	(*GetEventRequest)(nil),        // 32: skiff.core.v1.GetEventRequest
+	(*ListEventRequest)(nil),       // 33: skiff.core.v1.ListEventRequest
+	(*UpdateEventRequest)(nil),     // 34: skiff.core.v1.UpdateEventRequest
+	(*EventWatchEvent)(nil),        // 35: skiff.core.v1.EventWatchEvent
+	(*DeleteEventRequest)(nil),     // 36: skiff.core.v1.DeleteEventRequest
+	(*Namespace)(nil),              // 37: skiff.core.v1.Namespace
+	(*Node)(nil),                   // 38: skiff.core.v1.Node
+	(*Pod)(nil),                    // 39: skiff.core.v1.Pod
+	(*Binding)(nil),                // 40: skiff.core.v1.Binding
+	(*Service)(nil),                // 41: skiff.core.v1.Service
+	(*Endpoints)(nil),              // 42: skiff.core.v1.Endpoints
+	(*Event)(nil),                  // 43: skiff.core.v1.Event
+	(*NamespaceList)(nil),          // 44: skiff.core.v1.NamespaceList
+	(*NodeList)(nil),               // 45: skiff.core.v1.NodeList
+	(*PodList)(nil),                // 46: skiff.core.v1.PodList
+	(*v1.Status)(nil),              // 47: skiff.meta.v1.Status
+	(*ServiceList)(nil),            // 48: skiff.core.v1.ServiceList
+	(*EndpointsList)(nil),          // 49: skiff.core.v1.EndpointsList
+	(*EventList)(nil),              // 50: skiff.core.v1.EventList
 }
 var file_skiff_core_v1_api_proto_depIdxs = []int32{
-	31, // 0: skiff.core.v1.CreateNamespaceRequest.namespace:type_name -> skiff.core.v1.Namespace
-	31, // 1: skiff.core.v1.UpdateNamespaceRequest.namespace:type_name -> skiff.core.v1.Namespace
-	32, // 2: skiff.core.v1.CreateNodeRequest.node:type_name -> skiff.core.v1.Node
-	32, // 3: skiff.core.v1.UpdateNodeRequest.node:type_name -> skiff.core.v1.Node
-	33, // 4: skiff.core.v1.CreatePodRequest.pod:type_name -> skiff.core.v1.Pod
-	33, // 5: skiff.core.v1.UpdatePodRequest.pod:type_name -> skiff.core.v1.Pod
-	34, // 6: skiff.core.v1.CreateBindingRequest.binding:type_name -> skiff.core.v1.Binding
-	35, // 7: skiff.core.v1.CreateServiceRequest.service:type_name -> skiff.core.v1.Service
-	35, // 8: skiff.core.v1.UpdateServiceRequest.service:type_name -> skiff.core.v1.Service
-	36, // 9: skiff.core.v1.CreateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
-	36, // 10: skiff.core.v1.UpdateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
-	37, // 11: skiff.core.v1.CreateEventRequest.event:type_name -> skiff.core.v1.Event
-	37, // 12: skiff.core.v1.UpdateEventRequest.event:type_name -> skiff.core.v1.Event
-	0,  // 13: skiff.core.v1.NamespaceAPI.Create:input_type -> skiff.core.v1.CreateNamespaceRequest
-	1,  // 14: skiff.core.v1.NamespaceAPI.Get:input_type -> skiff.core.v1.GetNamespaceRequest
-	2,  // 15: skiff.core.v1.NamespaceAPI.List:input_type -> skiff.core.v1.ListNamespaceRequest
-	3,  // 16: skiff.core.v1.NamespaceAPI.Update:input_type -> skiff.core.v1.UpdateNamespaceRequest
-	3,  // 17: skiff.core.v1.NamespaceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNamespaceRequest
-	4,  // 18: skiff.core.v1.NamespaceAPI.Delete:input_type -> skiff.core.v1.DeleteNamespaceRequest
-	5,  // 19: skiff.core.v1.NodeAPI.Create:input_type -> skiff.core.v1.CreateNodeRequest
-	6,  // 20: skiff.core.v1.NodeAPI.Get:input_type -> skiff.core.v1.GetNodeRequest
-	7,  // 21: skiff.core.v1.NodeAPI.List:input_type -> skiff.core.v1.ListNodeRequest
-	8,  // 22: skiff.core.v1.NodeAPI.Update:input_type -> skiff.core.v1.UpdateNodeRequest
-	8,  // 23: skiff.core.v1.NodeAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNodeRequest
-	9,  // 24: skiff.core.v1.NodeAPI.Delete:input_type -> skiff.core.v1.DeleteNodeRequest
-	10, // 25: skiff.core.v1.PodAPI.Create:input_type -> skiff.core.v1.CreatePodRequest
-	11, // 26: skiff.core.v1.PodAPI.Get:input_type -> skiff.core.v1.GetPodRequest
-	12, // 27: skiff.core.v1.PodAPI.List:input_type -> skiff.core.v1.ListPodRequest
-	13, // 28: skiff.core.v1.PodAPI.Update:input_type -> skiff.core.v1.UpdatePodRequest
-	13, // 29: skiff.core.v1.PodAPI.UpdateStatus:input_type -> skiff.core.v1.UpdatePodRequest
-	14, // 30: skiff.core.v1.PodAPI.Delete:input_type -> skiff.core.v1.DeletePodRequest
-	15, // 31: skiff.core.v1.PodAPI.Bind:input_type -> skiff.core.v1.CreateBindingRequest
-	16, // 32: skiff.core.v1.ServiceAPI.Create:input_type -> skiff.core.v1.CreateServiceRequest
-	17, // 33: skiff.core.v1.ServiceAPI.Get:input_type -> skiff.core.v1.GetServiceRequest
-	18, // 34: skiff.core.v1.ServiceAPI.List:input_type -> skiff.core.v1.ListServiceRequest
-	19, // 35: skiff.core.v1.ServiceAPI.Update:input_type -> skiff.core.v1.UpdateServiceRequest
-	19, // 36: skiff.core.v1.ServiceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateServiceRequest
-	20, // 37: skiff.core.v1.ServiceAPI.Delete:input_type -> skiff.core.v1.DeleteServiceRequest
-	21, // 38: skiff.core.v1.EndpointsAPI.Create:input_type -> skiff.core.v1.CreateEndpointsRequest
-	22, // 39: skiff.core.v1.EndpointsAPI.Get:input_type -> skiff.core.v1.GetEndpointsRequest
-	23, // 40: skiff.core.v1.EndpointsAPI.List:input_type -> skiff.core.v1.ListEndpointsRequest
-	24, // 41: skiff.core.v1.EndpointsAPI.Update:input_type -> skiff.core.v1.UpdateEndpointsRequest
-	25, // 42: skiff.core.v1.EndpointsAPI.Delete:input_type -> skiff.core.v1.DeleteEndpointsRequest
-	26, // 43: skiff.core.v1.EventAPI.Create:input_type -> skiff.core.v1.CreateEventRequest
-	27, // 44: skiff.core.v1.EventAPI.Get:input_type -> skiff.core.v1.GetEventRequest
-	28, // 45: skiff.core.v1.EventAPI.List:input_type -> skiff.core.v1.ListEventRequest
-	29, // 46: skiff.core.v1.EventAPI.Update:input_type -> skiff.core.v1.UpdateEventRequest
-	30, // 47: skiff.core.v1.EventAPI.Delete:input_type -> skiff.core.v1.DeleteEventRequest
-	31, // 48: skiff.core.v1.NamespaceAPI.Create:output_type -> skiff.core.v1.Namespace
-	31, // 49: skiff.core.v1.NamespaceAPI.Get:output_type -> skiff.core.v1.Namespace
-	38, // 50: skiff.core.v1.NamespaceAPI.List:output_type -> skiff.core.v1.NamespaceList
-	31, // 51: skiff.core.v1.NamespaceAPI.Update:output_type -> skiff.core.v1.Namespace
-	31, // 52: skiff.core.v1.NamespaceAPI.UpdateStatus:output_type -> skiff.core.v1.Namespace
-	31, // 53: skiff.core.v1.NamespaceAPI.Delete:output_type -> skiff.core.v1.Namespace
-	32, // 54: skiff.core.v1.NodeAPI.Create:output_type -> skiff.core.v1.Node
-	32, // 55: skiff.core.v1.NodeAPI.Get:output_type -> skiff.core.v1.Node
-	39, // 56: skiff.core.v1.NodeAPI.List:output_type -> skiff.core.v1.NodeList
-	32, // 57: skiff.core.v1.NodeAPI.Update:output_type -> skiff.core.v1.Node
-	32, // 58: skiff.core.v1.NodeAPI.UpdateStatus:output_type -> skiff.core.v1.Node
-	32, // 59: skiff.core.v1.NodeAPI.Delete:output_type -> skiff.core.v1.Node
-	33, // 60: skiff.core.v1.PodAPI.Create:output_type -> skiff.core.v1.Pod
-	33, // 61: skiff.core.v1.PodAPI.Get:output_type -> skiff.core.v1.Pod
-	40, // 62: skiff.core.v1.PodAPI.List:output_type -> skiff.core.v1.PodList
-	33, // 63: skiff.core.v1.PodAPI.Update:output_type -> skiff.core.v1.Pod
-	33, // 64: skiff.core.v1.PodAPI.UpdateStatus:output_type -> skiff.core.v1.Pod
-	33, // 65: skiff.core.v1.PodAPI.Delete:output_type -> skiff.core.v1.Pod
-	41, // 66: skiff.core.v1.PodAPI.Bind:output_type -> skiff.meta.v1.Status
-	35, // 67: skiff.core.v1.ServiceAPI.Create:output_type -> skiff.core.v1.Service
-	35, // 68: skiff.core.v1.ServiceAPI.Get:output_type -> skiff.core.v1.Service
-	42, // 69: skiff.core.v1.ServiceAPI.List:output_type -> skiff.core.v1.ServiceList
-	35, // 70: skiff.core.v1.ServiceAPI.Update:output_type -> skiff.core.v1.Service
-	35, // 71: skiff.core.v1.ServiceAPI.UpdateStatus:output_type -> skiff.core.v1.Service
-	35, // 72: skiff.core.v1.ServiceAPI.Delete:output_type -> skiff.core.v1.Service
-	36, // 73: skiff.core.v1.EndpointsAPI.Create:output_type -> skiff.core.v1.Endpoints
-	36, // 74: skiff.core.v1.EndpointsAPI.Get:output_type -> skiff.core.v1.Endpoints
-	43, // 75: skiff.core.v1.EndpointsAPI.List:output_type -> skiff.core.v1.EndpointsList
-	36, // 76: skiff.core.v1.EndpointsAPI.Update:output_type -> skiff.core.v1.Endpoints
-	36, // 77: skiff.core.v1.EndpointsAPI.Delete:output_type -> skiff.core.v1.Endpoints
-	37, // 78: skiff.core.v1.EventAPI.Create:output_type -> skiff.core.v1.Event
-	37, // 79: skiff.core.v1.EventAPI.Get:output_type -> skiff.core.v1.Event
-	44, // 80: skiff.core.v1.EventAPI.List:output_type -> skiff.core.v1.EventList
-	37, // 81: skiff.core.v1.EventAPI.Update:output_type -> skiff.core.v1.Event
-	37, // 82: skiff.core.v1.EventAPI.Delete:output_type -> skiff.core.v1.Event
-	48, // [48:83] is the sub-list for method output_type
-	13, // [13:48] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	37, // 0: skiff.core.v1.CreateNamespaceRequest.namespace:type_name -> skiff.core.v1.Namespace
+	37, // 1: skiff.core.v1.UpdateNamespaceRequest.namespace:type_name -> skiff.core.v1.Namespace
+	37, // 2: skiff.core.v1.NamespaceWatchEvent.object:type_name -> skiff.core.v1.Namespace
+	38, // 3: skiff.core.v1.CreateNodeRequest.node:type_name -> skiff.core.v1.Node
+	38, // 4: skiff.core.v1.UpdateNodeRequest.node:type_name -> skiff.core.v1.Node
+	38, // 5: skiff.core.v1.NodeWatchEvent.object:type_name -> skiff.core.v1.Node
+	39, // 6: skiff.core.v1.CreatePodRequest.pod:type_name -> skiff.core.v1.Pod
+	39, // 7: skiff.core.v1.UpdatePodRequest.pod:type_name -> skiff.core.v1.Pod
+	39, // 8: skiff.core.v1.PodWatchEvent.object:type_name -> skiff.core.v1.Pod
+	40, // 9: skiff.core.v1.CreateBindingRequest.binding:type_name -> skiff.core.v1.Binding
+	41, // 10: skiff.core.v1.CreateServiceRequest.service:type_name -> skiff.core.v1.Service
+	41, // 11: skiff.core.v1.UpdateServiceRequest.service:type_name -> skiff.core.v1.Service
+	41, // 12: skiff.core.v1.ServiceWatchEvent.object:type_name -> skiff.core.v1.Service
+	42, // 13: skiff.core.v1.CreateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
+	42, // 14: skiff.core.v1.UpdateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
+	42, // 15: skiff.core.v1.EndpointsWatchEvent.object:type_name -> skiff.core.v1.Endpoints
+	43, // 16: skiff.core.v1.CreateEventRequest.event:type_name -> skiff.core.v1.Event
+	43, // 17: skiff.core.v1.UpdateEventRequest.event:type_name -> skiff.core.v1.Event
+	43, // 18: skiff.core.v1.EventWatchEvent.object:type_name -> skiff.core.v1.Event
+	0,  // 19: skiff.core.v1.NamespaceAPI.Create:input_type -> skiff.core.v1.CreateNamespaceRequest
+	1,  // 20: skiff.core.v1.NamespaceAPI.Get:input_type -> skiff.core.v1.GetNamespaceRequest
+	2,  // 21: skiff.core.v1.NamespaceAPI.List:input_type -> skiff.core.v1.ListNamespaceRequest
+	3,  // 22: skiff.core.v1.NamespaceAPI.Update:input_type -> skiff.core.v1.UpdateNamespaceRequest
+	3,  // 23: skiff.core.v1.NamespaceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNamespaceRequest
+	5,  // 24: skiff.core.v1.NamespaceAPI.Delete:input_type -> skiff.core.v1.DeleteNamespaceRequest
+	2,  // 25: skiff.core.v1.NamespaceAPI.Watch:input_type -> skiff.core.v1.ListNamespaceRequest
+	6,  // 26: skiff.core.v1.NodeAPI.Create:input_type -> skiff.core.v1.CreateNodeRequest
+	7,  // 27: skiff.core.v1.NodeAPI.Get:input_type -> skiff.core.v1.GetNodeRequest
+	8,  // 28: skiff.core.v1.NodeAPI.List:input_type -> skiff.core.v1.ListNodeRequest
+	9,  // 29: skiff.core.v1.NodeAPI.Update:input_type -> skiff.core.v1.UpdateNodeRequest
+	9,  // 30: skiff.core.v1.NodeAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNodeRequest
+	11, // 31: skiff.core.v1.NodeAPI.Delete:input_type -> skiff.core.v1.DeleteNodeRequest
+	8,  // 32: skiff.core.v1.NodeAPI.Watch:input_type -> skiff.core.v1.ListNodeRequest
+	12, // 33: skiff.core.v1.PodAPI.Create:input_type -> skiff.core.v1.CreatePodRequest
+	13, // 34: skiff.core.v1.PodAPI.Get:input_type -> skiff.core.v1.GetPodRequest
+	14, // 35: skiff.core.v1.PodAPI.List:input_type -> skiff.core.v1.ListPodRequest
+	15, // 36: skiff.core.v1.PodAPI.Update:input_type -> skiff.core.v1.UpdatePodRequest
+	15, // 37: skiff.core.v1.PodAPI.UpdateStatus:input_type -> skiff.core.v1.UpdatePodRequest
+	17, // 38: skiff.core.v1.PodAPI.Delete:input_type -> skiff.core.v1.DeletePodRequest
+	14, // 39: skiff.core.v1.PodAPI.Watch:input_type -> skiff.core.v1.ListPodRequest
+	18, // 40: skiff.core.v1.PodAPI.Bind:input_type -> skiff.core.v1.CreateBindingRequest
+	19, // 41: skiff.core.v1.ServiceAPI.Create:input_type -> skiff.core.v1.CreateServiceRequest
+	20, // 42: skiff.core.v1.ServiceAPI.Get:input_type -> skiff.core.v1.GetServiceRequest
+	21, // 43: skiff.core.v1.ServiceAPI.List:input_type -> skiff.core.v1.ListServiceRequest
+	22, // 44: skiff.core.v1.ServiceAPI.Update:input_type -> skiff.core.v1.UpdateServiceRequest
+	22, // 45: skiff.core.v1.ServiceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateServiceRequest
+	24, // 46: skiff.core.v1.ServiceAPI.Delete:input_type -> skiff.core.v1.DeleteServiceRequest
+	21, // 47: skiff.core.v1.ServiceAPI.Watch:input_type -> skiff.core.v1.ListServiceRequest
+	25, // 48: skiff.core.v1.EndpointsAPI.Create:input_type -> skiff.core.v1.CreateEndpointsRequest
+	26, // 49: skiff.core.v1.EndpointsAPI.Get:input_type -> skiff.core.v1.GetEndpointsRequest
+	27, // 50: skiff.core.v1.EndpointsAPI.List:input_type -> skiff.core.v1.ListEndpointsRequest
+	28, // 51: skiff.core.v1.EndpointsAPI.Update:input_type -> skiff.core.v1.UpdateEndpointsRequest
+	30, // 52: skiff.core.v1.EndpointsAPI.Delete:input_type -> skiff.core.v1.DeleteEndpointsRequest
+	27, // 53: skiff.core.v1.EndpointsAPI.Watch:input_type -> skiff.core.v1.ListEndpointsRequest
+	31, // 54: skiff.core.v1.EventAPI.Create:input_type -> skiff.core.v1.CreateEventRequest
+	32, // 55: skiff.core.v1.EventAPI.Get:input_type -> skiff.core.v1.GetEventRequest
+	33, // 56: skiff.core.v1.EventAPI.List:input_type -> skiff.core.v1.ListEventRequest
+	34, // 57: skiff.core.v1.EventAPI.Update:input_type -> skiff.core.v1.UpdateEventRequest
+	36, // 58: skiff.core.v1.EventAPI.Delete:input_type -> skiff.core.v1.DeleteEventRequest
+	33, // 59: skiff.core.v1.EventAPI.Watch:input_type -> skiff.core.v1.ListEventRequest
+	37, // 60: skiff.core.v1.NamespaceAPI.Create:output_type -> skiff.core.v1.Namespace
+	37, // 61: skiff.core.v1.NamespaceAPI.Get:output_type -> skiff.core.v1.Namespace
+	44, // 62: skiff.core.v1.NamespaceAPI.List:output_type -> skiff.core.v1.NamespaceList
+	37, // 63: skiff.core.v1.NamespaceAPI.Update:output_type -> skiff.core.v1.Namespace
+	37, // 64: skiff.core.v1.NamespaceAPI.UpdateStatus:output_type -> skiff.core.v1.Namespace
+	37, // 65: skiff.core.v1.NamespaceAPI.Delete:output_type -> skiff.core.v1.Namespace
+	4,  // 66: skiff.core.v1.NamespaceAPI.Watch:output_type -> skiff.core.v1.NamespaceWatchEvent
+	38, // 67: skiff.core.v1.NodeAPI.Create:output_type -> skiff.core.v1.Node
+	38, // 68: skiff.core.v1.NodeAPI.Get:output_type -> skiff.core.v1.Node
+	45, // 69: skiff.core.v1.NodeAPI.List:output_type -> skiff.core.v1.NodeList
+	38, // 70: skiff.core.v1.NodeAPI.Update:output_type -> skiff.core.v1.Node
+	38, // 71: skiff.core.v1.NodeAPI.UpdateStatus:output_type -> skiff.core.v1.Node
+	38, // 72: skiff.core.v1.NodeAPI.Delete:output_type -> skiff.core.v1.Node
+	10, // 73: skiff.core.v1.NodeAPI.Watch:output_type -> skiff.core.v1.NodeWatchEvent
+	39, // 74: skiff.core.v1.PodAPI.Create:output_type -> skiff.core.v1.Pod
+	39, // 75: skiff.core.v1.PodAPI.Get:output_type -> skiff.core.v1.Pod
+	46, // 76: skiff.core.v1.PodAPI.List:output_type -> skiff.core.v1.PodList
+	39, // 77: skiff.core.v1.PodAPI.Update:output_type -> skiff.core.v1.Pod
+	39, // 78: skiff.core.v1.PodAPI.UpdateStatus:output_type -> skiff.core.v1.Pod
+	39, // 79: skiff.core.v1.PodAPI.Delete:output_type -> skiff.core.v1.Pod
+	16, // 80: skiff.core.v1.PodAPI.Watch:output_type -> skiff.core.v1.PodWatchEvent
+	47, // 81: skiff.core.v1.PodAPI.Bind:output_type -> skiff.meta.v1.Status
+	41, // 82: skiff.core.v1.ServiceAPI.Create:output_type -> skiff.core.v1.Service
+	41, // 83: skiff.core.v1.ServiceAPI.Get:output_type -> skiff.core.v1.Service
+	48, // 84: skiff.core.v1.ServiceAPI.List:output_type -> skiff.core.v1.ServiceList
+	41, // 85: skiff.core.v1.ServiceAPI.Update:output_type -> skiff.core.v1.Service
+	41, // 86: skiff.core.v1.ServiceAPI.UpdateStatus:output_type -> skiff.core.v1.Service
+	41, // 87: skiff.core.v1.ServiceAPI.Delete:output_type -> skiff.core.v1.Service
+	23, // 88: skiff.core.v1.ServiceAPI.Watch:output_type -> skiff.core.v1.ServiceWatchEvent
+	42, // 89: skiff.core.v1.EndpointsAPI.Create:output_type -> skiff.core.v1.Endpoints
+	42, // 90: skiff.core.v1.EndpointsAPI.Get:output_type -> skiff.core.v1.Endpoints
+	49, // 91: skiff.core.v1.EndpointsAPI.List:output_type -> skiff.core.v1.EndpointsList
+	42, // 92: skiff.core.v1.EndpointsAPI.Update:output_type -> skiff.core.v1.Endpoints
+	42, // 93: skiff.core.v1.EndpointsAPI.Delete:output_type -> skiff.core.v1.Endpoints
+	29, // 94: skiff.core.v1.EndpointsAPI.Watch:output_type -> skiff.core.v1.EndpointsWatchEvent
+	43, // 95: skiff.core.v1.EventAPI.Create:output_type -> skiff.core.v1.Event
+	43, // 96: skiff.core.v1.EventAPI.Get:output_type -> skiff.core.v1.Event
+	50, // 97: skiff.core.v1.EventAPI.List:output_type -> skiff.core.v1.EventList
+	43, // 98: skiff.core.v1.EventAPI.Update:output_type -> skiff.core.v1.Event
+	43, // 99: skiff.core.v1.EventAPI.Delete:output_type -> skiff.core.v1.Event
+	35, // 100: skiff.core.v1.EventAPI.Watch:output_type -> skiff.core.v1.EventWatchEvent
+	60, // [60:101] is the sub-list for method output_type
+	19, // [19:60] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_skiff_core_v1_api_proto_init() }
@@ -2304,19 +2670,19 @@ func file_skiff_core_v1_api_proto_init() {
 		return
 	}
 	file_skiff_core_v1_types_proto_init()
-	file_skiff_core_v1_api_proto_msgTypes[4].OneofWrappers = []any{}
-	file_skiff_core_v1_api_proto_msgTypes[9].OneofWrappers = []any{}
-	file_skiff_core_v1_api_proto_msgTypes[14].OneofWrappers = []any{}
-	file_skiff_core_v1_api_proto_msgTypes[20].OneofWrappers = []any{}
-	file_skiff_core_v1_api_proto_msgTypes[25].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[5].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[11].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[17].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[24].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[30].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_core_v1_api_proto_rawDesc), len(file_skiff_core_v1_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

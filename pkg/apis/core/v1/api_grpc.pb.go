@@ -28,6 +28,7 @@ const (
 	NamespaceAPI_Update_FullMethodName       = "/skiff.core.v1.NamespaceAPI/Update"
 	NamespaceAPI_UpdateStatus_FullMethodName = "/skiff.core.v1.NamespaceAPI/UpdateStatus"
 	NamespaceAPI_Delete_FullMethodName       = "/skiff.core.v1.NamespaceAPI/Delete"
+	NamespaceAPI_Watch_FullMethodName        = "/skiff.core.v1.NamespaceAPI/Watch"
 )
 
 // NamespaceAPIClient is the client API for NamespaceAPI service.
@@ -42,6 +43,9 @@ type NamespaceAPIClient interface {
 	Update(ctx context.Context, in *UpdateNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error)
 	UpdateStatus(ctx context.Context, in *UpdateNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error)
 	Delete(ctx context.Context, in *DeleteNamespaceRequest, opts ...grpc.CallOption) (*Namespace, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListNamespaceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NamespaceWatchEvent], error)
 }
 
 type namespaceAPIClient struct {
@@ -112,6 +116,25 @@ func (c *namespaceAPIClient) Delete(ctx context.Context, in *DeleteNamespaceRequ
 	return out, nil
 }
 
+func (c *namespaceAPIClient) Watch(ctx context.Context, in *ListNamespaceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NamespaceWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NamespaceAPI_ServiceDesc.Streams[0], NamespaceAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListNamespaceRequest, NamespaceWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NamespaceAPI_WatchClient = grpc.ServerStreamingClient[NamespaceWatchEvent]
+
 // NamespaceAPIServer is the server API for NamespaceAPI service.
 // All implementations must embed UnimplementedNamespaceAPIServer
 // for forward compatibility.
@@ -124,6 +147,9 @@ type NamespaceAPIServer interface {
 	Update(context.Context, *UpdateNamespaceRequest) (*Namespace, error)
 	UpdateStatus(context.Context, *UpdateNamespaceRequest) (*Namespace, error)
 	Delete(context.Context, *DeleteNamespaceRequest) (*Namespace, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListNamespaceRequest, grpc.ServerStreamingServer[NamespaceWatchEvent]) error
 	mustEmbedUnimplementedNamespaceAPIServer()
 }
 
@@ -151,6 +177,9 @@ func (UnimplementedNamespaceAPIServer) UpdateStatus(context.Context, *UpdateName
 }
 func (UnimplementedNamespaceAPIServer) Delete(context.Context, *DeleteNamespaceRequest) (*Namespace, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedNamespaceAPIServer) Watch(*ListNamespaceRequest, grpc.ServerStreamingServer[NamespaceWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedNamespaceAPIServer) mustEmbedUnimplementedNamespaceAPIServer() {}
 func (UnimplementedNamespaceAPIServer) testEmbeddedByValue()                      {}
@@ -281,6 +310,17 @@ func _NamespaceAPI_Delete_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NamespaceAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListNamespaceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NamespaceAPIServer).Watch(m, &grpc.GenericServerStream[ListNamespaceRequest, NamespaceWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NamespaceAPI_WatchServer = grpc.ServerStreamingServer[NamespaceWatchEvent]
+
 // NamespaceAPI_ServiceDesc is the grpc.ServiceDesc for NamespaceAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -313,7 +353,13 @@ var NamespaceAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NamespaceAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _NamespaceAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/core/v1/api.proto",
 }
 
@@ -324,6 +370,7 @@ const (
 	NodeAPI_Update_FullMethodName       = "/skiff.core.v1.NodeAPI/Update"
 	NodeAPI_UpdateStatus_FullMethodName = "/skiff.core.v1.NodeAPI/UpdateStatus"
 	NodeAPI_Delete_FullMethodName       = "/skiff.core.v1.NodeAPI/Delete"
+	NodeAPI_Watch_FullMethodName        = "/skiff.core.v1.NodeAPI/Watch"
 )
 
 // NodeAPIClient is the client API for NodeAPI service.
@@ -338,6 +385,9 @@ type NodeAPIClient interface {
 	Update(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*Node, error)
 	UpdateStatus(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*Node, error)
 	Delete(ctx context.Context, in *DeleteNodeRequest, opts ...grpc.CallOption) (*Node, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListNodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeWatchEvent], error)
 }
 
 type nodeAPIClient struct {
@@ -408,6 +458,25 @@ func (c *nodeAPIClient) Delete(ctx context.Context, in *DeleteNodeRequest, opts 
 	return out, nil
 }
 
+func (c *nodeAPIClient) Watch(ctx context.Context, in *ListNodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NodeAPI_ServiceDesc.Streams[0], NodeAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListNodeRequest, NodeWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeAPI_WatchClient = grpc.ServerStreamingClient[NodeWatchEvent]
+
 // NodeAPIServer is the server API for NodeAPI service.
 // All implementations must embed UnimplementedNodeAPIServer
 // for forward compatibility.
@@ -420,6 +489,9 @@ type NodeAPIServer interface {
 	Update(context.Context, *UpdateNodeRequest) (*Node, error)
 	UpdateStatus(context.Context, *UpdateNodeRequest) (*Node, error)
 	Delete(context.Context, *DeleteNodeRequest) (*Node, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListNodeRequest, grpc.ServerStreamingServer[NodeWatchEvent]) error
 	mustEmbedUnimplementedNodeAPIServer()
 }
 
@@ -447,6 +519,9 @@ func (UnimplementedNodeAPIServer) UpdateStatus(context.Context, *UpdateNodeReque
 }
 func (UnimplementedNodeAPIServer) Delete(context.Context, *DeleteNodeRequest) (*Node, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedNodeAPIServer) Watch(*ListNodeRequest, grpc.ServerStreamingServer[NodeWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedNodeAPIServer) mustEmbedUnimplementedNodeAPIServer() {}
 func (UnimplementedNodeAPIServer) testEmbeddedByValue()                 {}
@@ -577,6 +652,17 @@ func _NodeAPI_Delete_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListNodeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeAPIServer).Watch(m, &grpc.GenericServerStream[ListNodeRequest, NodeWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeAPI_WatchServer = grpc.ServerStreamingServer[NodeWatchEvent]
+
 // NodeAPI_ServiceDesc is the grpc.ServiceDesc for NodeAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -609,7 +695,13 @@ var NodeAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NodeAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _NodeAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/core/v1/api.proto",
 }
 
@@ -620,6 +712,7 @@ const (
 	PodAPI_Update_FullMethodName       = "/skiff.core.v1.PodAPI/Update"
 	PodAPI_UpdateStatus_FullMethodName = "/skiff.core.v1.PodAPI/UpdateStatus"
 	PodAPI_Delete_FullMethodName       = "/skiff.core.v1.PodAPI/Delete"
+	PodAPI_Watch_FullMethodName        = "/skiff.core.v1.PodAPI/Watch"
 	PodAPI_Bind_FullMethodName         = "/skiff.core.v1.PodAPI/Bind"
 )
 
@@ -635,6 +728,9 @@ type PodAPIClient interface {
 	Update(ctx context.Context, in *UpdatePodRequest, opts ...grpc.CallOption) (*Pod, error)
 	UpdateStatus(ctx context.Context, in *UpdatePodRequest, opts ...grpc.CallOption) (*Pod, error)
 	Delete(ctx context.Context, in *DeletePodRequest, opts ...grpc.CallOption) (*Pod, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListPodRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PodWatchEvent], error)
 	Bind(ctx context.Context, in *CreateBindingRequest, opts ...grpc.CallOption) (*v1.Status, error)
 }
 
@@ -706,6 +802,25 @@ func (c *podAPIClient) Delete(ctx context.Context, in *DeletePodRequest, opts ..
 	return out, nil
 }
 
+func (c *podAPIClient) Watch(ctx context.Context, in *ListPodRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PodWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PodAPI_ServiceDesc.Streams[0], PodAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListPodRequest, PodWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PodAPI_WatchClient = grpc.ServerStreamingClient[PodWatchEvent]
+
 func (c *podAPIClient) Bind(ctx context.Context, in *CreateBindingRequest, opts ...grpc.CallOption) (*v1.Status, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(v1.Status)
@@ -728,6 +843,9 @@ type PodAPIServer interface {
 	Update(context.Context, *UpdatePodRequest) (*Pod, error)
 	UpdateStatus(context.Context, *UpdatePodRequest) (*Pod, error)
 	Delete(context.Context, *DeletePodRequest) (*Pod, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListPodRequest, grpc.ServerStreamingServer[PodWatchEvent]) error
 	Bind(context.Context, *CreateBindingRequest) (*v1.Status, error)
 	mustEmbedUnimplementedPodAPIServer()
 }
@@ -756,6 +874,9 @@ func (UnimplementedPodAPIServer) UpdateStatus(context.Context, *UpdatePodRequest
 }
 func (UnimplementedPodAPIServer) Delete(context.Context, *DeletePodRequest) (*Pod, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedPodAPIServer) Watch(*ListPodRequest, grpc.ServerStreamingServer[PodWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedPodAPIServer) Bind(context.Context, *CreateBindingRequest) (*v1.Status, error) {
 	return nil, status.Error(codes.Unimplemented, "method Bind not implemented")
@@ -889,6 +1010,17 @@ func _PodAPI_Delete_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PodAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListPodRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PodAPIServer).Watch(m, &grpc.GenericServerStream[ListPodRequest, PodWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PodAPI_WatchServer = grpc.ServerStreamingServer[PodWatchEvent]
+
 func _PodAPI_Bind_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateBindingRequest)
 	if err := dec(in); err != nil {
@@ -943,7 +1075,13 @@ var PodAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _PodAPI_Bind_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _PodAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/core/v1/api.proto",
 }
 
@@ -954,6 +1092,7 @@ const (
 	ServiceAPI_Update_FullMethodName       = "/skiff.core.v1.ServiceAPI/Update"
 	ServiceAPI_UpdateStatus_FullMethodName = "/skiff.core.v1.ServiceAPI/UpdateStatus"
 	ServiceAPI_Delete_FullMethodName       = "/skiff.core.v1.ServiceAPI/Delete"
+	ServiceAPI_Watch_FullMethodName        = "/skiff.core.v1.ServiceAPI/Watch"
 )
 
 // ServiceAPIClient is the client API for ServiceAPI service.
@@ -968,6 +1107,9 @@ type ServiceAPIClient interface {
 	Update(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*Service, error)
 	UpdateStatus(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*Service, error)
 	Delete(ctx context.Context, in *DeleteServiceRequest, opts ...grpc.CallOption) (*Service, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListServiceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ServiceWatchEvent], error)
 }
 
 type serviceAPIClient struct {
@@ -1038,6 +1180,25 @@ func (c *serviceAPIClient) Delete(ctx context.Context, in *DeleteServiceRequest,
 	return out, nil
 }
 
+func (c *serviceAPIClient) Watch(ctx context.Context, in *ListServiceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ServiceWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ServiceAPI_ServiceDesc.Streams[0], ServiceAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListServiceRequest, ServiceWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ServiceAPI_WatchClient = grpc.ServerStreamingClient[ServiceWatchEvent]
+
 // ServiceAPIServer is the server API for ServiceAPI service.
 // All implementations must embed UnimplementedServiceAPIServer
 // for forward compatibility.
@@ -1050,6 +1211,9 @@ type ServiceAPIServer interface {
 	Update(context.Context, *UpdateServiceRequest) (*Service, error)
 	UpdateStatus(context.Context, *UpdateServiceRequest) (*Service, error)
 	Delete(context.Context, *DeleteServiceRequest) (*Service, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListServiceRequest, grpc.ServerStreamingServer[ServiceWatchEvent]) error
 	mustEmbedUnimplementedServiceAPIServer()
 }
 
@@ -1077,6 +1241,9 @@ func (UnimplementedServiceAPIServer) UpdateStatus(context.Context, *UpdateServic
 }
 func (UnimplementedServiceAPIServer) Delete(context.Context, *DeleteServiceRequest) (*Service, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedServiceAPIServer) Watch(*ListServiceRequest, grpc.ServerStreamingServer[ServiceWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedServiceAPIServer) mustEmbedUnimplementedServiceAPIServer() {}
 func (UnimplementedServiceAPIServer) testEmbeddedByValue()                    {}
@@ -1207,6 +1374,17 @@ func _ServiceAPI_Delete_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ServiceAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListServiceRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ServiceAPIServer).Watch(m, &grpc.GenericServerStream[ListServiceRequest, ServiceWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ServiceAPI_WatchServer = grpc.ServerStreamingServer[ServiceWatchEvent]
+
 // ServiceAPI_ServiceDesc is the grpc.ServiceDesc for ServiceAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1239,7 +1417,13 @@ var ServiceAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ServiceAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _ServiceAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/core/v1/api.proto",
 }
 
@@ -1249,6 +1433,7 @@ const (
 	EndpointsAPI_List_FullMethodName   = "/skiff.core.v1.EndpointsAPI/List"
 	EndpointsAPI_Update_FullMethodName = "/skiff.core.v1.EndpointsAPI/Update"
 	EndpointsAPI_Delete_FullMethodName = "/skiff.core.v1.EndpointsAPI/Delete"
+	EndpointsAPI_Watch_FullMethodName  = "/skiff.core.v1.EndpointsAPI/Watch"
 )
 
 // EndpointsAPIClient is the client API for EndpointsAPI service.
@@ -1262,6 +1447,9 @@ type EndpointsAPIClient interface {
 	List(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*EndpointsList, error)
 	Update(ctx context.Context, in *UpdateEndpointsRequest, opts ...grpc.CallOption) (*Endpoints, error)
 	Delete(ctx context.Context, in *DeleteEndpointsRequest, opts ...grpc.CallOption) (*Endpoints, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EndpointsWatchEvent], error)
 }
 
 type endpointsAPIClient struct {
@@ -1322,6 +1510,25 @@ func (c *endpointsAPIClient) Delete(ctx context.Context, in *DeleteEndpointsRequ
 	return out, nil
 }
 
+func (c *endpointsAPIClient) Watch(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EndpointsWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &EndpointsAPI_ServiceDesc.Streams[0], EndpointsAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListEndpointsRequest, EndpointsWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EndpointsAPI_WatchClient = grpc.ServerStreamingClient[EndpointsWatchEvent]
+
 // EndpointsAPIServer is the server API for EndpointsAPI service.
 // All implementations must embed UnimplementedEndpointsAPIServer
 // for forward compatibility.
@@ -1333,6 +1540,9 @@ type EndpointsAPIServer interface {
 	List(context.Context, *ListEndpointsRequest) (*EndpointsList, error)
 	Update(context.Context, *UpdateEndpointsRequest) (*Endpoints, error)
 	Delete(context.Context, *DeleteEndpointsRequest) (*Endpoints, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListEndpointsRequest, grpc.ServerStreamingServer[EndpointsWatchEvent]) error
 	mustEmbedUnimplementedEndpointsAPIServer()
 }
 
@@ -1357,6 +1567,9 @@ func (UnimplementedEndpointsAPIServer) Update(context.Context, *UpdateEndpointsR
 }
 func (UnimplementedEndpointsAPIServer) Delete(context.Context, *DeleteEndpointsRequest) (*Endpoints, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedEndpointsAPIServer) Watch(*ListEndpointsRequest, grpc.ServerStreamingServer[EndpointsWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedEndpointsAPIServer) mustEmbedUnimplementedEndpointsAPIServer() {}
 func (UnimplementedEndpointsAPIServer) testEmbeddedByValue()                      {}
@@ -1469,6 +1682,17 @@ func _EndpointsAPI_Delete_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EndpointsAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListEndpointsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(EndpointsAPIServer).Watch(m, &grpc.GenericServerStream[ListEndpointsRequest, EndpointsWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EndpointsAPI_WatchServer = grpc.ServerStreamingServer[EndpointsWatchEvent]
+
 // EndpointsAPI_ServiceDesc is the grpc.ServiceDesc for EndpointsAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1497,7 +1721,13 @@ var EndpointsAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _EndpointsAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _EndpointsAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/core/v1/api.proto",
 }
 
@@ -1507,6 +1737,7 @@ const (
 	EventAPI_List_FullMethodName   = "/skiff.core.v1.EventAPI/List"
 	EventAPI_Update_FullMethodName = "/skiff.core.v1.EventAPI/Update"
 	EventAPI_Delete_FullMethodName = "/skiff.core.v1.EventAPI/Delete"
+	EventAPI_Watch_FullMethodName  = "/skiff.core.v1.EventAPI/Watch"
 )
 
 // EventAPIClient is the client API for EventAPI service.
@@ -1520,6 +1751,9 @@ type EventAPIClient interface {
 	List(ctx context.Context, in *ListEventRequest, opts ...grpc.CallOption) (*EventList, error)
 	Update(ctx context.Context, in *UpdateEventRequest, opts ...grpc.CallOption) (*Event, error)
 	Delete(ctx context.Context, in *DeleteEventRequest, opts ...grpc.CallOption) (*Event, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(ctx context.Context, in *ListEventRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EventWatchEvent], error)
 }
 
 type eventAPIClient struct {
@@ -1580,6 +1814,25 @@ func (c *eventAPIClient) Delete(ctx context.Context, in *DeleteEventRequest, opt
 	return out, nil
 }
 
+func (c *eventAPIClient) Watch(ctx context.Context, in *ListEventRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EventWatchEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &EventAPI_ServiceDesc.Streams[0], EventAPI_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ListEventRequest, EventWatchEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventAPI_WatchClient = grpc.ServerStreamingClient[EventWatchEvent]
+
 // EventAPIServer is the server API for EventAPI service.
 // All implementations must embed UnimplementedEventAPIServer
 // for forward compatibility.
@@ -1591,6 +1844,9 @@ type EventAPIServer interface {
 	List(context.Context, *ListEventRequest) (*EventList, error)
 	Update(context.Context, *UpdateEventRequest) (*Event, error)
 	Delete(context.Context, *DeleteEventRequest) (*Event, error)
+	// Watch streams changes after resourceVersion (or the current state first, as ADDED, when
+	// it is empty). Over REST it is the list path with ?watch=true.
+	Watch(*ListEventRequest, grpc.ServerStreamingServer[EventWatchEvent]) error
 	mustEmbedUnimplementedEventAPIServer()
 }
 
@@ -1615,6 +1871,9 @@ func (UnimplementedEventAPIServer) Update(context.Context, *UpdateEventRequest) 
 }
 func (UnimplementedEventAPIServer) Delete(context.Context, *DeleteEventRequest) (*Event, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedEventAPIServer) Watch(*ListEventRequest, grpc.ServerStreamingServer[EventWatchEvent]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedEventAPIServer) mustEmbedUnimplementedEventAPIServer() {}
 func (UnimplementedEventAPIServer) testEmbeddedByValue()                  {}
@@ -1727,6 +1986,17 @@ func _EventAPI_Delete_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EventAPI_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ListEventRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(EventAPIServer).Watch(m, &grpc.GenericServerStream[ListEventRequest, EventWatchEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventAPI_WatchServer = grpc.ServerStreamingServer[EventWatchEvent]
+
 // EventAPI_ServiceDesc is the grpc.ServiceDesc for EventAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1755,6 +2025,12 @@ var EventAPI_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _EventAPI_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _EventAPI_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "skiff/core/v1/api.proto",
 }

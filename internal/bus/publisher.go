@@ -1,0 +1,354 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/protobuf/proto"
+
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+)
+
+// watermarkBucket and watermarkKey hold the revision the stream has reached. A reader needs it
+// only when every message has aged out of the stream, to tell whether its start point is
+// still covered.
+const (
+	watermarkBucket = "SKIFF_BUS"
+	watermarkKey    = "published"
+)
+
+// electionPrefix is where apiserver replicas elect the one publisher (outside /registry, so
+// the election itself is not published).
+const electionPrefix = "/skiff/elections/publisher"
+
+// PublisherConfig configures a Publisher.
+type PublisherConfig struct {
+	Etcd     *clientv3.Client
+	NATS     *nats.Conn
+	Scheme   *scheme.Scheme
+	Prefix   string // the registry's etcd prefix, e.g. "/registry"
+	Stream   StreamConfig
+	Identity string // this replica's name in the election
+	Logger   *slog.Logger
+}
+
+// Publisher turns every committed change under the registry prefix into a stream message.
+//
+// Exactly once, in order: one replica at a time publishes (leader election on an etcd lease);
+// each message carries Nats-Msg-Id = revision.index.copy and Nats-Expected-Last-Msg-Id = the
+// previous message's id, so the stream refuses a duplicate, a gap or a second writer; after a
+// crash or a change of leader the publisher reads the stream's last message and resumes the etcd
+// watch at that revision, skipping what the stream already holds.
+type Publisher struct {
+	cfg    PublisherConfig
+	log    *slog.Logger
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	marks  jetstream.KeyValue
+}
+
+// NewPublisher prepares the stream and the watermark bucket.
+func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) {
+	js, err := jetstream.New(cfg.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	stream, err := EnsureStream(ctx, js, cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	marks, err := ensureWatermarks(ctx, js, cfg.Stream)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Publisher{cfg: cfg, log: log.With("component", "publisher"), js: js, stream: stream, marks: marks}, nil
+}
+
+func ensureWatermarks(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.KeyValue, error) {
+	storage := jetstream.FileStorage
+	if cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: watermarkBucket, Description: "Skiff bus: revision the stream has reached",
+		History: 1, Storage: storage, Replicas: max(cfg.Replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watermark bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// Run campaigns for leadership and publishes while leader, until ctx is done. Failures (a lost
+// lease, NATS or etcd errors, a refused publish) end the term; the loop campaigns again and
+// resumes from what the stream holds.
+func (p *Publisher) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := p.term(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		p.log.Warn("publisher term ended; resuming", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// term is one leadership term: win the election, then publish until something fails.
+func (p *Publisher) term(ctx context.Context) error {
+	session, err := concurrency.NewSession(p.cfg.Etcd, concurrency.WithTTL(5), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("etcd session: %w", err)
+	}
+	defer session.Close()
+	election := concurrency.NewElection(session, electionPrefix)
+	if err := election.Campaign(ctx, p.cfg.Identity); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	p.log.Info("publisher elected", "identity", p.cfg.Identity)
+	termCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-session.Done(): // the lease is gone: another replica may lead now
+			cancel()
+		case <-termCtx.Done():
+		}
+	}()
+	defer func() {
+		resignCtx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		defer c()
+		_ = election.Resign(resignCtx)
+	}()
+	return p.publish(termCtx)
+}
+
+// position is the last message the stream holds.
+type position struct {
+	rev       int64
+	index     int
+	copyIndex int
+	msgID     string // "" when the stream holds no message
+	seq       uint64 // the stream's last sequence
+}
+
+func (p *Publisher) lastPosition(ctx context.Context) (position, error) {
+	info, err := p.stream.Info(ctx)
+	if err != nil {
+		return position{}, fmt.Errorf("stream info: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		if info.State.LastSeq == 0 {
+			return position{}, nil
+		}
+		seq := info.State.LastSeq
+		// Everything aged out: the watermark says how far publishing got.
+		e, err := p.marks.Get(ctx, watermarkKey)
+		if err != nil {
+			return position{}, fmt.Errorf("read watermark of an expired stream: %w", err)
+		}
+		rev, _ := strconv.ParseInt(string(e.Value()), 10, 64)
+		return position{rev: rev, index: 1 << 30, seq: seq}, nil
+	}
+	m, err := p.stream.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		return position{}, fmt.Errorf("read last message: %w", err)
+	}
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	rev, idx, cp, ok := parseMsgID(id)
+	if !ok {
+		return position{}, fmt.Errorf("last message %d has no Skiff message id (%q)", m.Sequence, id)
+	}
+	return position{rev: rev, index: idx, copyIndex: cp, msgID: id, seq: m.Sequence}, nil
+}
+
+// outgoing is one message to publish.
+type outgoing struct {
+	msg       *nats.Msg
+	rev       int64
+	index     int
+	copyIndex int
+}
+
+func (p *Publisher) publish(ctx context.Context) error {
+	last, err := p.lastPosition(ctx)
+	if err != nil {
+		return err
+	}
+	prevID, prevRev := last.msgID, last.rev
+	for {
+		start := max(last.rev, 1) // a new stream starts with the oldest revision etcd keeps
+		p.log.Info("publisher resuming", "fromRevision", start, "lastMsgID", prevID)
+		watch := p.cfg.Etcd.Watch(clientv3.WithRequireLeader(ctx), p.cfg.Prefix+"/",
+			clientv3.WithPrefix(), clientv3.WithRev(start), clientv3.WithPrevKV())
+		compacted := int64(0)
+		for resp := range watch {
+			if err := resp.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					compacted = resp.CompactRevision
+					break
+				}
+				return fmt.Errorf("etcd watch: %w", err)
+			}
+			if prevID, prevRev, err = p.publishBatch(ctx, resp.Events, last, prevID, prevRev); err != nil {
+				return err
+			}
+		}
+		if compacted == 0 {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errors.New("etcd watch closed")
+		}
+		// What changed before the compaction is gone for good. Continue after it, and let the
+		// next message name the compaction revision as its predecessor: readers whose start
+		// point is older then know to relist.
+		p.log.Error("etcd compacted past the stream's position; older readers will relist",
+			"streamRevision", last.rev, "compactRevision", compacted)
+		last.rev, last.index, last.copyIndex = compacted, 1<<30, 0
+		prevRev = compacted
+	}
+}
+
+// publishBatch publishes the messages of one watch response that the stream does not hold yet,
+// and waits until the stream has acknowledged all of them.
+func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, last position, prevID string, prevRev int64) (string, int64, error) {
+	var futures []jetstream.PubAckFuture
+	for i, ev := range events {
+		for _, o := range p.messages(ev, i) {
+			if o.rev < last.rev || (o.rev == last.rev && (o.index < last.index ||
+				(o.index == last.index && o.copyIndex <= last.copyIndex))) {
+				continue // the stream holds it already
+			}
+			id := o.msg.Header.Get(jetstream.MsgIDHeader)
+			o.msg.Header.Set(HeaderPrevRevision, strconv.FormatInt(prevRev, 10))
+			opts := []jetstream.PublishOpt{jetstream.WithMsgID(id)}
+			if prevID != "" {
+				opts = append(opts, jetstream.WithExpectLastMsgID(prevID))
+			} else {
+				opts = append(opts, jetstream.WithExpectLastSequence(last.seq))
+			}
+			f, err := p.js.PublishMsgAsync(o.msg, opts...)
+			if err != nil {
+				return "", 0, fmt.Errorf("publish %s: %w", id, err)
+			}
+			futures = append(futures, f)
+			prevID, prevRev = id, o.rev
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return "", 0, fmt.Errorf("publish %s refused: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), err)
+		case <-ctx.Done():
+			return "", 0, ctx.Err()
+		}
+	}
+	if len(futures) > 0 {
+		if _, err := p.marks.Put(ctx, watermarkKey, []byte(strconv.FormatInt(prevRev, 10))); err != nil {
+			return "", 0, fmt.Errorf("watermark: %w", err)
+		}
+	}
+	return prevID, prevRev, nil
+}
+
+// messages turns one etcd change into its stream messages: the object's subject, and for pods
+// the subjects of the nodes it is bound to (or leaves).
+func (p *Publisher) messages(ev *clientv3.Event, index int) []outgoing {
+	kind, ns, name, ok := p.parseKey(string(ev.Kv.Key))
+	if !ok {
+		return nil
+	}
+	rev := ev.Kv.ModRevision
+	typ, payload := Modified, ev.Kv.Value
+	switch {
+	case ev.Type == mvccpb.DELETE:
+		typ, payload = Deleted, nil
+		if ev.PrevKv != nil {
+			payload = ev.PrevKv.Value
+		}
+	case ev.IsCreate():
+		typ = Added
+	}
+	out := []outgoing{p.message(ObjectSubject(kind, ns, name), kind, typ, payload, rev, index, 0)}
+	if kind.Kind != "Pod" {
+		return out
+	}
+	oldNode, newNode := "", ""
+	if ev.PrevKv != nil {
+		oldNode = podNode(ev.PrevKv.Value)
+	}
+	if typ != Deleted {
+		newNode = podNode(ev.Kv.Value)
+	}
+	if oldNode != "" && oldNode != newNode {
+		out = append(out, p.message(NodeSubject(oldNode, kind, ns, name), kind, Deleted, ev.PrevKv.Value, rev, index, len(out)))
+	}
+	if newNode != "" {
+		nodeType := typ
+		if oldNode != newNode {
+			nodeType = Added // the pod arrives on this node
+		}
+		out = append(out, p.message(NodeSubject(newNode, kind, ns, name), kind, nodeType, payload, rev, index, len(out)))
+	}
+	return out
+}
+
+func (p *Publisher) message(subject string, k *scheme.Kind, typ EventType, payload []byte, rev int64, index, copyIndex int) outgoing {
+	m := nats.NewMsg(subject)
+	m.Data = payload
+	m.Header.Set(HeaderType, string(typ))
+	m.Header.Set(HeaderRevision, strconv.FormatInt(rev, 10))
+	m.Header.Set(HeaderKind, k.APIVersion()+"/"+k.Kind)
+	m.Header.Set(jetstream.MsgIDHeader, msgID(rev, index, copyIndex))
+	return outgoing{msg: m, rev: rev, index: index, copyIndex: copyIndex}
+}
+
+// parseKey reads {prefix}/{resource}/{namespace}/{name} or {prefix}/{resource}/{name}.
+func (p *Publisher) parseKey(key string) (*scheme.Kind, string, string, bool) {
+	rest, ok := strings.CutPrefix(key, p.cfg.Prefix+"/")
+	if !ok {
+		return nil, "", "", false
+	}
+	parts := strings.Split(rest, "/")
+	k, err := p.cfg.Scheme.ForName(parts[0])
+	if err != nil || parts[0] != k.Resource {
+		return nil, "", "", false
+	}
+	switch {
+	case k.Namespaced && len(parts) == 3:
+		return k, parts[1], parts[2], true
+	case !k.Namespaced && len(parts) == 2:
+		return k, "", parts[1], true
+	}
+	return nil, "", "", false
+}
+
+// podNode reads spec.nodeName from a stored pod.
+func podNode(value []byte) string {
+	var pod corev1.Pod
+	if err := proto.Unmarshal(value, &pod); err != nil {
+		return ""
+	}
+	return pod.GetSpec().GetNodeName()
+}

@@ -1,0 +1,109 @@
+// Package bus carries every committed change of the API from etcd to its consumers over NATS
+// JetStream. The apiserver's publisher is the one etcd watch in the system; controllers,
+// kubelets and the Watch API read the stream, never etcd. See docs/event-bus.md.
+package bus
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+)
+
+// Subjects:
+//
+//	skiff.obj.{group}.{resource}.{namespace}.{name}   every change of every object
+//	skiff.node.{node}.{group}.{resource}.{namespace}.{name}   pods bound to {node}
+//
+// {group} is "core" for the core group and {namespace} is "_" for cluster-scoped kinds, so
+// that each token is non-empty. Object names may hold dots, which NATS reserves as the token
+// separator: they travel as "~", a character names cannot contain.
+const (
+	subjectRoot     = "skiff"
+	objectToken     = "obj"
+	nodeToken       = "node"
+	clusterScopedNS = "_"
+)
+
+// Headers of every bus message.
+const (
+	HeaderType     = "Skiff-Type"     // ADDED, MODIFIED, DELETED
+	HeaderRevision = "Skiff-Revision" // the etcd revision of the change
+	// HeaderPrevRevision is the revision of the message before this one in the stream. The
+	// first message still held tells a reader whether anything after its start point has aged
+	// out: if its predecessor's revision is newer than the start point, something has.
+	HeaderPrevRevision = "Skiff-Prev-Revision"
+	HeaderKind         = "Skiff-Kind" // apiVersion/kind, e.g. "apps/v1/Deployment"
+)
+
+// EventType is what happened to an object.
+type EventType string
+
+const (
+	Added    EventType = "ADDED"
+	Modified EventType = "MODIFIED"
+	Deleted  EventType = "DELETED"
+)
+
+func token(s string) string {
+	if s == "" {
+		return clusterScopedNS
+	}
+	return strings.ReplaceAll(s, ".", "~")
+}
+
+func groupToken(k *scheme.Kind) string {
+	if k.Group == "" {
+		return "core"
+	}
+	return token(k.Group)
+}
+
+// ObjectSubject is the subject of changes to one object.
+func ObjectSubject(k *scheme.Kind, namespace, name string) string {
+	return strings.Join([]string{subjectRoot, objectToken, groupToken(k), k.Resource, token(namespace), token(name)}, ".")
+}
+
+// KindFilter matches every change of a kind in namespace ("" for all namespaces).
+func KindFilter(k *scheme.Kind, namespace string) string {
+	ns := "*"
+	if namespace != "" {
+		ns = token(namespace)
+	}
+	return strings.Join([]string{subjectRoot, objectToken, groupToken(k), k.Resource, ns, "*"}, ".")
+}
+
+// NodeSubject is the subject of a pod's changes as seen by the node it is bound to.
+func NodeSubject(node string, k *scheme.Kind, namespace, name string) string {
+	return strings.Join([]string{subjectRoot, nodeToken, token(node), groupToken(k), k.Resource, token(namespace), token(name)}, ".")
+}
+
+// NodeFilter matches what a node's agent needs: the pods bound to it, and nothing else.
+func NodeFilter(node string) string {
+	return strings.Join([]string{subjectRoot, nodeToken, token(node), ">"}, ".")
+}
+
+// AllSubjects is the stream's subject space.
+func AllSubjects() string { return subjectRoot + ".>" }
+
+// msgID names a message for JetStream's de-duplication: the revision, the change's index
+// within that revision (one transaction may change several keys) and the copy (an object
+// change and its node-scoped copies).
+func msgID(rev int64, index, copyIndex int) string {
+	return strconv.FormatInt(rev, 10) + "." + strconv.Itoa(index) + "." + strconv.Itoa(copyIndex)
+}
+
+// parseMsgID is msgID's inverse.
+func parseMsgID(id string) (rev int64, index, copyIndex int, ok bool) {
+	parts := strings.Split(id, ".")
+	if len(parts) != 3 {
+		return 0, 0, 0, false
+	}
+	r, err1 := strconv.ParseInt(parts[0], 10, 64)
+	i, err2 := strconv.Atoi(parts[1])
+	c, err3 := strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, 0, 0, false
+	}
+	return r, i, c, true
+}

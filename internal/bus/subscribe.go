@@ -1,0 +1,193 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+)
+
+// Event is one change read from the bus.
+type Event struct {
+	Type     EventType
+	Kind     *scheme.Kind
+	Object   scheme.Object // its resourceVersion is Revision
+	Revision int64
+	Sequence uint64 // the stream sequence, for diagnostics
+}
+
+// Subscription reads events from the stream.
+type Subscription struct {
+	js     jetstream.JetStream
+	scheme *scheme.Scheme
+}
+
+// NewSubscription reads the stream through js.
+func NewSubscription(js jetstream.JetStream, s *scheme.Scheme) *Subscription {
+	return &Subscription{js: js, scheme: s}
+}
+
+// Run calls handle, in stream order, for every event on filters whose revision is newer than
+// after, until ctx is done (nil) or handle fails (its error). It returns ErrTooOld when events
+// newer than after have aged out of the stream: the caller must list again.
+func (s *Subscription) Run(ctx context.Context, filters []string, after int64, handle func(Event) error) error {
+	r, err := s.Open(ctx, filters, after)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.Run(ctx, handle)
+}
+
+// Reader is an open subscription whose start point has been checked.
+type Reader struct {
+	sub   *Subscription
+	msgs  jetstream.MessagesContext
+	after int64
+}
+
+// Open checks that the stream still covers everything after revision after (ErrTooOld if
+// not) and positions a reader there. Opening first lets a server refuse a stale start with a
+// status before it starts streaming.
+//
+// Delivery rides an ordered consumer, which notices its own gaps and recreates itself from
+// the last sequence it delivered, also across NATS restarts.
+func (s *Subscription) Open(ctx context.Context, filters []string, after int64) (*Reader, error) {
+	stream, err := s.js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamName, err)
+	}
+	start, err := StartSequence(ctx, s.js, stream, after)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filters,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    start,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer from %d: %w", start, err)
+	}
+	// The stream may have dropped old messages between finding the start and creating the
+	// consumer; then the start is no longer covered.
+	if info, err := stream.Info(ctx); err == nil && info.State.Msgs > 0 && info.State.FirstSeq > start {
+		return nil, ErrTooOld
+	}
+	msgs, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("consume: %w", err)
+	}
+	return &Reader{sub: s, msgs: msgs, after: after}, nil
+}
+
+// Close stops the reader.
+func (r *Reader) Close() { r.msgs.Stop() }
+
+// Run delivers events to handle until ctx is done (nil) or handle or the stream fails.
+func (r *Reader) Run(ctx context.Context, handle func(Event) error) error {
+	stop := context.AfterFunc(ctx, r.msgs.Stop)
+	defer stop()
+	for {
+		m, err := r.msgs.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("next event: %w", err)
+		}
+		ev, err := r.sub.decode(m)
+		if err != nil {
+			return err
+		}
+		if ev.Revision <= r.after {
+			continue
+		}
+		if err := handle(ev); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Subscription) decode(m jetstream.Msg) (Event, error) {
+	h := m.Headers()
+	rev, err := strconv.ParseInt(h.Get(HeaderRevision), 10, 64)
+	if err != nil {
+		return Event{}, fmt.Errorf("message on %s has no revision", m.Subject())
+	}
+	kindHeader := h.Get(HeaderKind)
+	i := strings.LastIndex(kindHeader, "/")
+	if i < 0 {
+		return Event{}, fmt.Errorf("message on %s has no kind", m.Subject())
+	}
+	k, err := s.scheme.Lookup(kindHeader[:i], kindHeader[i+1:])
+	if err != nil {
+		return Event{}, err
+	}
+	obj := k.New()
+	if err := proto.Unmarshal(m.Data(), obj); err != nil {
+		return Event{}, fmt.Errorf("decode %s at revision %d: %w", k.Kind, rev, err)
+	}
+	scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
+	scheme.Meta(obj).ResourceVersion = strconv.FormatInt(rev, 10)
+	ev := Event{Type: EventType(h.Get(HeaderType)), Kind: k, Object: obj, Revision: rev}
+	if md, err := m.Metadata(); err == nil {
+		ev.Sequence = md.Sequence.Stream
+	}
+	return ev, nil
+}
+
+// StartSequence finds the first stream sequence holding a change newer than revision after,
+// or ErrTooOld if such changes have aged out.
+func StartSequence(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, after int64) (uint64, error) {
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	st := info.State
+	if st.Msgs == 0 {
+		if st.LastSeq == 0 {
+			return 1, nil // nothing was ever published: everything after `after` is still to come
+		}
+		marks, err := js.KeyValue(ctx, watermarkBucket)
+		if err != nil {
+			return 0, ErrTooOld
+		}
+		e, err := marks.Get(ctx, watermarkKey)
+		if err != nil {
+			return 0, ErrTooOld
+		}
+		if w, _ := strconv.ParseInt(string(e.Value()), 10, 64); after < w {
+			return 0, ErrTooOld
+		}
+		return st.LastSeq + 1, nil
+	}
+	first, err := stream.GetMsg(ctx, st.FirstSeq)
+	if err != nil {
+		return 0, fmt.Errorf("read first message: %w", err)
+	}
+	if prev, _ := strconv.ParseInt(first.Header.Get(HeaderPrevRevision), 10, 64); after < prev {
+		return 0, ErrTooOld
+	}
+	// Revisions grow with sequences: binary search for the first one newer than after.
+	lo, hi := st.FirstSeq, st.LastSeq+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := stream.GetMsg(ctx, mid)
+		if err != nil {
+			return 0, fmt.Errorf("read message %d: %w", mid, err)
+		}
+		rev, _ := strconv.ParseInt(m.Header.Get(HeaderRevision), 10, 64)
+		if rev > after {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo, nil
+}
