@@ -44,7 +44,18 @@ type Quantity struct {
 
 // pow10 returns a fresh 10^n. Big constants are built per call because a package-level
 // *big.Int would be mutable shared state.
-func pow10(n int64) *big.Int { return new(big.Int).Exp(big.NewInt(10), big.NewInt(n), nil) }
+// pow10 returns 10^n. Small powers, which every ordinary quantity needs, come from a table:
+// big.Int.Exp costs microseconds, and the apiserver parses several quantities per pod.
+func pow10(n int64) *big.Int {
+	if n >= 0 && n < int64(len(smallPow10)) {
+		return new(big.Int).SetUint64(smallPow10[n])
+	}
+	return new(big.Int).Exp(big.NewInt(10), big.NewInt(n), nil)
+}
+
+// smallPow10 holds 10^0 .. 10^19, every power that fits a uint64.
+var smallPow10 = [...]uint64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13,
+	1e14, 1e15, 1e16, 1e17, 1e18, 1e19}
 
 func newQuantity(n *big.Int, f Format) Quantity {
 	if f == "" {

@@ -51,7 +51,7 @@ func Encode(obj scheme.Object) ([]byte, error) {
 		rv, md.ResourceVersion = md.ResourceVersion, ""
 		defer func() { md.ResourceVersion = rv }()
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(obj)
+	b, err := proto.Marshal(obj)
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", obj, err)
 	}
