@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -42,6 +43,34 @@ type PublisherConfig struct {
 	Stream   StreamConfig
 	Identity string // this replica's name in the election
 	Logger   *slog.Logger
+	// Metrics, if set, receives the publisher's series (skiff_bus_*).
+	Metrics prometheus.Registerer
+}
+
+// publisherMetrics show whether this replica leads and how far publishing has got.
+type publisherMetrics struct {
+	leader    prometheus.Gauge
+	revision  prometheus.Gauge
+	published prometheus.Counter
+	batch     prometheus.Histogram
+}
+
+func newPublisherMetrics(reg prometheus.Registerer) *publisherMetrics {
+	m := &publisherMetrics{
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "skiff_bus_publisher_leader",
+			Help: "1 while this apiserver is the elected publisher."}),
+		revision: prometheus.NewGauge(prometheus.GaugeOpts{Name: "skiff_bus_published_revision",
+			Help: "The etcd revision of the newest change acknowledged by the stream."}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_bus_published_messages_total",
+			Help: "Messages the stream acknowledged."}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "skiff_bus_publish_batch_seconds",
+			Help:    "Time to publish one etcd watch response and have the stream acknowledge it.",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.leader, m.revision, m.published, m.batch)
+	}
+	return m
 }
 
 // Publisher turns every committed change under the registry prefix into a stream message.
@@ -57,6 +86,7 @@ type Publisher struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	marks  jetstream.KeyValue
+	m      *publisherMetrics
 }
 
 // NewPublisher prepares the stream and the watermark bucket.
@@ -77,7 +107,8 @@ func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Publisher{cfg: cfg, log: log.With("component", "publisher"), js: js, stream: stream, marks: marks}, nil
+	return &Publisher{cfg: cfg, log: log.With("component", "publisher"), js: js, stream: stream, marks: marks,
+		m: newPublisherMetrics(cfg.Metrics)}, nil
 }
 
 func ensureWatermarks(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.KeyValue, error) {
@@ -125,6 +156,8 @@ func (p *Publisher) term(ctx context.Context) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	p.log.Info("publisher elected", "identity", p.cfg.Identity)
+	p.m.leader.Set(1)
+	defer p.m.leader.Set(0)
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -232,6 +265,7 @@ func (p *Publisher) publish(ctx context.Context) error {
 // publishBatch publishes the messages of one watch response that the stream does not hold yet,
 // and waits until the stream has acknowledged all of them.
 func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, last position, prevID string, prevRev int64) (string, int64, error) {
+	start := time.Now()
 	var futures []jetstream.PubAckFuture
 	for i, ev := range events {
 		for _, o := range p.messages(ev, i) {
@@ -265,6 +299,9 @@ func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, 
 		}
 	}
 	if len(futures) > 0 {
+		p.m.batch.Observe(time.Since(start).Seconds())
+		p.m.published.Add(float64(len(futures)))
+		p.m.revision.Set(float64(prevRev))
 		if _, err := p.marks.Put(ctx, watermarkKey, []byte(strconv.FormatInt(prevRev, 10))); err != nil {
 			return "", 0, fmt.Errorf("watermark: %w", err)
 		}

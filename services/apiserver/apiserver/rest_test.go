@@ -336,7 +336,8 @@ func TestHealthMetricsOpenAPI(t *testing.T) {
 		switch p {
 		case "/metrics":
 			if !bytes.Contains(body, []byte(`skiff_apiserver_requests_total{code="200",resource="pods",subresource="",verb="list"}`)) ||
-				!bytes.Contains(body, []byte("skiff_apiserver_request_duration_seconds_bucket")) {
+				!bytes.Contains(body, []byte("skiff_apiserver_request_duration_seconds_bucket")) ||
+				!bytes.Contains(body, []byte("skiff_bus_published_revision")) {
 				t.Errorf("metrics lack request series:\n%.2000s", body)
 			}
 		case "/openapi/v2":

@@ -148,7 +148,8 @@ func (s *Server) connectBus(ctx context.Context) error {
 		identity = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	pub, err := bus.NewPublisher(ctx, bus.PublisherConfig{Etcd: s.etcd, NATS: nc, Scheme: s.registry.Scheme(),
-		Prefix: s.registry.Prefix(), Stream: streamCfg, Identity: identity, Logger: s.log})
+		Prefix: s.registry.Prefix(), Stream: streamCfg, Identity: identity, Logger: s.log,
+		Metrics: s.metrics.registry})
 	if err != nil {
 		nc.Close()
 		return err
