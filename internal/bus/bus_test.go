@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skiff-project/skiff/internal/bus"
@@ -17,20 +16,6 @@ import (
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/client"
 )
-
-func jetStream(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
 
 func pod(name string) *corev1.Pod {
 	return &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: name, Namespace: "default"},
@@ -92,7 +77,7 @@ func TestChangesReachTheBusInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	js := jetStream(t, env.NATSURL)
+	js := env.JetStream(t)
 	got := collect(t, js, []string{bus.KindFilter(pods, "default")}, after, 5)
 	want := []seen{{bus.Added, "a", 0}, {bus.Added, "b", 0}, {bus.Modified, "b", 0}, {bus.Deleted, "a", 0}, {bus.Deleted, "b", 0}}
 	for i := range want {
@@ -129,7 +114,7 @@ func TestStartOlderThanRetentionIsTooOld(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	js := jetStream(t, env.NATSURL)
+	js := env.JetStream(t)
 	pods, _ := scheme.Default().ForName("pods")
 	all := collect(t, js, []string{bus.KindFilter(pods, "")}, 0, 5)
 

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/skiff-project/skiff/internal/embedded"
@@ -122,4 +124,20 @@ func Start(t testing.TB, opts ...Options) *Env {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return &Env{Etcd: etcd, NATSURL: natsServer.URL, APIServer: srv, GRPCAddr: srv.GRPCAddr(), HTTPURL: "http://" + srv.HTTPAddr(), Client: c}
+}
+
+// JetStream connects to the environment's NATS for the test's own reading of the bus; the
+// connection closes when the test ends.
+func (e *Env) JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(e.NATSURL)
+	if err != nil {
+		t.Fatalf("connect to NATS: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
 }

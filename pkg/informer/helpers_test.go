@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -31,15 +30,7 @@ type fixture struct {
 func start(t *testing.T) *fixture {
 	t.Helper()
 	env := testenv.Start(t)
-	nc, err := nats.Connect(env.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := env.JetStream(t)
 	pods, err := scheme.Default().ForName("pods")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skiff-project/skiff/internal/bus"
@@ -83,12 +82,7 @@ func TestWatchOverGRPCAndREST(t *testing.T) {
 	}
 
 	// A resourceVersion older than the bus keeps: 410 on both paths.
-	nc, err := nats.Connect(env.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := env.JetStream(t)
 	stream, err := js.Stream(ctx, bus.StreamName)
 	if err != nil {
 		t.Fatal(err)
