@@ -17,17 +17,38 @@ import (
 )
 
 // restHandlers are the grpc-gateway registrations of every kind's service.
-func restHandlers() []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error {
-	return []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		corev1.RegisterNamespaceAPIHandler, corev1.RegisterNodeAPIHandler, corev1.RegisterPodAPIHandler,
-		corev1.RegisterServiceAPIHandler, corev1.RegisterEndpointsAPIHandler, corev1.RegisterEventAPIHandler,
-		appsv1.RegisterReplicaSetAPIHandler, appsv1.RegisterDeploymentAPIHandler,
+func restHandlers() []func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error {
+	return []func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error{
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return corev1.RegisterNamespaceAPIHandlerClient(ctx, m, corev1.NewNamespaceAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return corev1.RegisterNodeAPIHandlerClient(ctx, m, corev1.NewNodeAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return corev1.RegisterPodAPIHandlerClient(ctx, m, corev1.NewPodAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return corev1.RegisterServiceAPIHandlerClient(ctx, m, corev1.NewServiceAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return corev1.RegisterEndpointsAPIHandlerClient(ctx, m, corev1.NewEndpointsAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return corev1.RegisterEventAPIHandlerClient(ctx, m, corev1.NewEventAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return appsv1.RegisterReplicaSetAPIHandlerClient(ctx, m, appsv1.NewReplicaSetAPIClient(cc))
+		},
+		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+			return appsv1.RegisterDeploymentAPIHandlerClient(ctx, m, appsv1.NewDeploymentAPIClient(cc))
+		},
 	}
 }
 
-// newGateway serves the REST API on Kubernetes' paths by forwarding to the gRPC services over
+// newGateway serves the REST API on Kubernetes' paths by calling the gRPC handlers through
 // conn, with Kubernetes-shaped JSON both ways and Status bodies for every error.
-func newGateway(ctx context.Context, conn *grpc.ClientConn) (*runtime.ServeMux, error) {
+func newGateway(ctx context.Context, conn grpc.ClientConnInterface) (*runtime.ServeMux, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &codec.GatewayMarshaler{}),
 		runtime.WithErrorHandler(writeStatusError),

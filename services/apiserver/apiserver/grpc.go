@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -121,13 +120,14 @@ func (s *Server) serviceDesc(k *scheme.Kind) (*grpc.ServiceDesc, error) {
 		if err != nil {
 			return nil, fmt.Errorf("input of %s: %w", md.FullName(), err)
 		}
+		fullMethod := "/" + k.ServiceName() + "/" + string(md.Name())
 		verb, sub, ok := verbOf(string(md.Name()))
 		if !ok {
 			return nil, fmt.Errorf("method %s has no handler", md.FullName())
 		}
 		desc.Methods = append(desc.Methods, grpc.MethodDesc{
 			MethodName: string(md.Name()),
-			Handler:    s.unaryHandler(k, string(md.Name()), verb, sub, in, "/"+k.ServiceName()+"/"+string(md.Name())),
+			Handler:    s.unaryHandler(k, string(md.Name()), verb, sub, in, fullMethod),
 		})
 	}
 	return desc, nil
@@ -135,23 +135,10 @@ func (s *Server) serviceDesc(k *scheme.Kind) (*grpc.ServiceDesc, error) {
 
 func (s *Server) unaryHandler(k *scheme.Kind, method, verb, sub string, in protoreflect.MessageType, fullMethod string) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
 	call := func(ctx context.Context, m any) (any, error) {
-		start := time.Now()
-		resp, err := s.serve(ctx, k, method, verb, sub, m.(proto.Message))
-		se := apierrors.FromError(err)
-		code := int32(200)
-		if se != nil {
-			code = se.Status.GetCode()
-		} else if method == "Create" || method == "Bind" {
-			code = 201
-		}
-		s.metrics.observe(k.Resource, verb, sub, code, time.Since(start))
-		if se != nil {
-			if code >= 500 {
-				s.log.Error("request failed", "resource", k.Resource, "verb", verb, "error", se.Status.GetMessage())
-			}
-			return nil, se
-		}
-		return resp, nil
+		return s.handle(ctx, k, method, verb, sub, m.(proto.Message))
+	}
+	s.inproc[fullMethod] = func(ctx context.Context, m proto.Message) (proto.Message, error) {
+		return s.handle(ctx, k, method, verb, sub, m)
 	}
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 		m := in.New().Interface()
@@ -163,6 +150,28 @@ func (s *Server) unaryHandler(k *scheme.Kind, method, verb, sub string, in proto
 		}
 		return interceptor(ctx, m, &grpc.UnaryServerInfo{Server: srv, FullMethod: fullMethod}, call)
 	}
+}
+
+// handle serves one unary request, over gRPC or in process (from the REST gateway), and
+// accounts for it in the metrics.
+func (s *Server) handle(ctx context.Context, k *scheme.Kind, method, verb, sub string, m proto.Message) (proto.Message, error) {
+	start := time.Now()
+	resp, err := s.serve(ctx, k, method, verb, sub, m)
+	se := apierrors.FromError(err)
+	code := int32(200)
+	if se != nil {
+		code = se.Status.GetCode()
+	} else if method == "Create" || method == "Bind" {
+		code = 201
+	}
+	s.metrics.observe(k.Resource, verb, sub, code, time.Since(start))
+	if se != nil {
+		if code >= 500 {
+			s.log.Error("request failed", "resource", k.Resource, "verb", verb, "error", se.Status.GetMessage())
+		}
+		return nil, se
+	}
+	return resp, nil
 }
 
 func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub string, m proto.Message) (proto.Message, error) {
@@ -180,7 +189,7 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 	case "Create":
 		obj, err := s.registry.Create(ctx, k, req.namespace, req.object)
 		if err == nil {
-			_ = grpc.SetHeader(ctx, metadata.Pairs(httpCodeHeader, "201"))
+			setCreated(ctx)
 		}
 		return obj, err
 	case "Get":
@@ -197,7 +206,7 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 		if err := s.registry.Bind(ctx, req.namespace, req.name, req.binding); err != nil {
 			return nil, err
 		}
-		_ = grpc.SetHeader(ctx, metadata.Pairs(httpCodeHeader, "201"))
+		setCreated(ctx)
 		return &metav1.Status{ApiVersion: "v1", Kind: "Status", Status: "Success", Code: 201}, nil
 	}
 	return nil, apierrors.NewMethodNotSupported(k.Group, k.Resource, method)

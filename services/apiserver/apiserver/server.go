@@ -19,10 +19,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
@@ -82,14 +82,16 @@ type Server struct {
 	grpcLis, httpLis net.Listener
 	grpcServer       *grpc.Server
 	health           *health.Server
-	gatewayConn      *grpc.ClientConn
-	httpServer       *http.Server
+	// inproc holds every unary handler by full method name, for the REST gateway.
+	inproc     map[string]func(context.Context, proto.Message) (proto.Message, error)
+	httpServer *http.Server
 }
 
 // New connects to etcd, makes sure the built-in namespaces exist and opens the listeners. Call
 // Serve to answer requests.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics()}
+	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(),
+		inproc: map[string]func(context.Context, proto.Message) (proto.Message, error){}}
 	s.stopping, s.stopStreams = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.Default()
@@ -208,15 +210,9 @@ func (s *Server) listen(ctx context.Context) error {
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
 
-	// The REST gateway forwards to our own gRPC listener, so both paths share one implementation.
-	s.gatewayConn, err = grpc.NewClient(dialAddr(s.grpcLis.Addr()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(flowWindowBytes), grpc.WithInitialConnWindowSize(flowWindowBytes),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)))
-	if err != nil {
-		return fmt.Errorf("dial own gRPC: %w", err)
-	}
-	gw, err := newGateway(ctx, s.gatewayConn)
+	// The REST gateway calls the same handlers in process, so both paths share one
+	// implementation.
+	gw, err := newGateway(ctx, &inprocConn{handlers: s.inproc})
 	if err != nil {
 		return err
 	}
@@ -238,18 +234,6 @@ func (s *Server) listen(ctx context.Context) error {
 	}))
 	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return nil
-}
-
-// dialAddr turns a listener address into one to dial: an unspecified host means this machine.
-func dialAddr(a net.Addr) string {
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // readyz answers 200 when etcd answers a read.
@@ -312,7 +296,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	stopPublisher()
 	<-pubDone
-	_ = s.gatewayConn.Close()
 	s.closeBus()
 	s.closeEtcd()
 	return err
