@@ -20,6 +20,9 @@ type NATS struct {
 type NATSConfig struct {
 	Dir  string // JetStream storage directory
 	Addr string // host:port; port 0 picks a free one
+	// SyncAlways fsyncs every stored message (etcd-like durability at several times the cost);
+	// otherwise NATS syncs every two minutes and a machine crash can lose the unsynced tail.
+	SyncAlways bool
 }
 
 // StartNATS starts NATS with JetStream and waits until it accepts connections.
@@ -47,6 +50,7 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 		StoreDir:   cfg.Dir,
 		NoSigs:     true,
 		NoLog:      true,
+		SyncAlways: cfg.SyncAlways,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -42,6 +42,7 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
+	f.BoolVar(&o.NATSSyncAlways, "nats-sync-always", false, "fsync every bus message (survives a machine crash without relying on etcd replay; slower)")
 	f.Int64Var(&o.Stream.MaxBytes, "stream-max-bytes", o.Stream.MaxBytes, "bound the bus stream's size; oldest events go first")
 	return cmd
 }

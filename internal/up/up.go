@@ -23,8 +23,10 @@ type Options struct {
 	EtcdAddr string // embedded etcd's client address
 	NATSAddr string // embedded NATS's client address
 	Stream   bus.StreamConfig
-	Logger   *slog.Logger
-	Out      io.Writer // where the "listening on" banner goes
+	// NATSSyncAlways fsyncs every bus message (see embedded.NATSConfig).
+	NATSSyncAlways bool
+	Logger         *slog.Logger
+	Out            io.Writer // where the "listening on" banner goes
 }
 
 // Run starts everything, prints where it listens and serves until ctx is cancelled; then it
@@ -48,7 +50,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer etcdClient.Close()
 
-	nats, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(o.DataDir, "nats"), Addr: o.NATSAddr})
+	nats, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(o.DataDir, "nats"), Addr: o.NATSAddr,
+		SyncAlways: o.NATSSyncAlways})
 	if err != nil {
 		return err
 	}
