@@ -19,8 +19,12 @@ up: build
 ## test: what CI runs: vet, every test against real etcd/NATS, and a short fuzz of manifest decoding
 test: vet test-unit fuzz
 
+# The crash test's summary (kills, writes, events checked, lost/duplicated/reordered) is
+# printed after the run; go test shows a passing test's output only with -v.
 test-unit:
-	go test -count=1 -timeout 20m ./...
+	@rm -f .e2e-summary
+	SKIFF_E2E_SUMMARY=$(CURDIR)/.e2e-summary go test -count=1 -timeout 25m ./...
+	@cat .e2e-summary 2>/dev/null || true
 
 fuzz:
 	go test ./pkg/codec -run='^$$' -fuzz=FuzzDecodeManifests -fuzztime=5s

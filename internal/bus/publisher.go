@@ -223,11 +223,24 @@ type outgoing struct {
 }
 
 func (p *Publisher) publish(ctx context.Context) error {
+	// The stream may be gone since the last term (a memory stream does not survive a NATS
+	// restart): make sure it exists. A new stream is refilled from etcd's history, and its new
+	// creation time tells readers to relist.
+	stream, err := EnsureStream(ctx, p.js, p.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	marks, err := ensureWatermarks(ctx, p.js, p.cfg.Stream)
+	if err != nil {
+		return err
+	}
+	p.stream, p.marks = stream, marks
 	last, err := p.lastPosition(ctx)
 	if err != nil {
 		return err
 	}
 	prevID, prevRev := last.msgID, last.rev
+	var seq revisionCounter
 	for {
 		start := max(last.rev, 1) // a new stream starts with the oldest revision etcd keeps
 		p.log.Info("publisher resuming", "fromRevision", start, "lastMsgID", prevID)
@@ -242,7 +255,7 @@ func (p *Publisher) publish(ctx context.Context) error {
 				}
 				return fmt.Errorf("etcd watch: %w", err)
 			}
-			if prevID, prevRev, err = p.publishBatch(ctx, resp.Events, last, prevID, prevRev); err != nil {
+			if prevID, prevRev, err = p.publishBatch(ctx, resp.Events, &seq, last, prevID, prevRev); err != nil {
 				return err
 			}
 		}
@@ -262,13 +275,29 @@ func (p *Publisher) publish(ctx context.Context) error {
 	}
 }
 
+// revisionCounter numbers the changes of one revision 0, 1, 2, ... in watch order. A message
+// id must not depend on how etcd happened to group changes into watch responses: after a
+// restart the watch resumes at the start of a revision and must number its changes the same.
+type revisionCounter struct {
+	rev   int64
+	count int
+}
+
+func (c *revisionCounter) next(rev int64) int {
+	if rev != c.rev {
+		c.rev, c.count = rev, 0
+	}
+	c.count++
+	return c.count - 1
+}
+
 // publishBatch publishes the messages of one watch response that the stream does not hold yet,
 // and waits until the stream has acknowledged all of them.
-func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, last position, prevID string, prevRev int64) (string, int64, error) {
+func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, seq *revisionCounter, last position, prevID string, prevRev int64) (string, int64, error) {
 	start := time.Now()
 	var futures []jetstream.PubAckFuture
-	for i, ev := range events {
-		for _, o := range p.messages(ev, i) {
+	for _, ev := range events {
+		for _, o := range p.messages(ev, seq.next(ev.Kv.ModRevision)) {
 			if o.rev < last.rev || (o.rev == last.rev && (o.index < last.index ||
 				(o.index == last.index && o.copyIndex <= last.copyIndex))) {
 				continue // the stream holds it already

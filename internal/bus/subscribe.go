@@ -2,10 +2,13 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -46,10 +49,20 @@ func (s *Subscription) Run(ctx context.Context, filters []string, after int64, h
 
 // Reader is an open subscription whose start point has been checked.
 type Reader struct {
-	sub   *Subscription
-	msgs  jetstream.MessagesContext
-	after int64
+	sub    *Subscription
+	stream jetstream.Stream
+	msgs   jetstream.MessagesContext
+	after  int64
+	// created identifies the stream: a stream recreated under the same name (a memory stream
+	// after a NATS restart) starts its sequences over, so positions in the old one mean nothing.
+	created time.Time
+	// lastSeq is the stream sequence of the last message read (start-1 before the first).
+	lastSeq uint64
 }
+
+// idleCheck is how often a reader with nothing to read checks that its stream is still the
+// one it started on.
+const idleCheck = 5 * time.Second
 
 // Open checks that the stream still covers everything after revision after (ErrTooOld if
 // not) and positions a reader there. Opening first lets a server refuse a stale start with a
@@ -74,16 +87,37 @@ func (s *Subscription) Open(ctx context.Context, filters []string, after int64) 
 	if err != nil {
 		return nil, fmt.Errorf("consumer from %d: %w", start, err)
 	}
-	// The stream may have dropped old messages between finding the start and creating the
-	// consumer; then the start is no longer covered.
-	if info, err := stream.Info(ctx); err == nil && info.State.Msgs > 0 && info.State.FirstSeq > start {
-		return nil, ErrTooOld
-	}
 	msgs, err := cons.Messages()
 	if err != nil {
 		return nil, fmt.Errorf("consume: %w", err)
 	}
-	return &Reader{sub: s, msgs: msgs, after: after}, nil
+	r := &Reader{sub: s, stream: stream, msgs: msgs, after: after, lastSeq: start - 1,
+		created: stream.CachedInfo().Created}
+	// The stream may have dropped old messages between finding the start and creating the
+	// consumer; then the start is no longer covered.
+	if err := r.checkCovered(ctx); err != nil {
+		msgs.Stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// checkCovered returns ErrTooOld if messages after the last one read may have been dropped
+// unread, or the stream was replaced. Ordered consumers recreate themselves after a lost
+// connection or a NATS restart from the next sequence, silently skipping what retention
+// dropped meanwhile; this is how a reader notices.
+func (r *Reader) checkCovered(ctx context.Context) error {
+	info, err := r.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	if !info.Created.Equal(r.created) {
+		return ErrTooOld
+	}
+	if info.State.Msgs > 0 && info.State.FirstSeq > r.lastSeq+1 {
+		return ErrTooOld
+	}
+	return nil
 }
 
 // Close stops the reader.
@@ -94,16 +128,31 @@ func (r *Reader) Run(ctx context.Context, handle func(Event) error) error {
 	stop := context.AfterFunc(ctx, r.msgs.Stop)
 	defer stop()
 	for {
-		m, err := r.msgs.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		m, err := r.msgs.Next(jetstream.NextMaxWait(idleCheck))
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, nats.ErrTimeout) {
+			if err := r.checkCovered(ctx); err != nil {
+				return err
 			}
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("next event: %w", err)
 		}
 		ev, err := r.sub.decode(m)
 		if err != nil {
 			return err
+		}
+		if md, err := m.Metadata(); err == nil {
+			// Consumer sequence 1 is a new consumer: the first, or one recreated after a reset.
+			if md.Sequence.Consumer == 1 {
+				if err := r.checkCovered(ctx); err != nil {
+					return err
+				}
+			}
+			r.lastSeq = md.Sequence.Stream
 		}
 		if ev.Revision <= r.after {
 			continue
