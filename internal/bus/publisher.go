@@ -30,6 +30,9 @@ const (
 	watermarkKey    = "published"
 )
 
+// maxBatchEvents bounds how many etcd changes one publish round takes.
+const maxBatchEvents = 4096
+
 // electionPrefix is where apiserver replicas elect the one publisher (outside /registry, so
 // the election itself is not published).
 const electionPrefix = "/skiff/elections/publisher"
@@ -247,16 +250,46 @@ func (p *Publisher) publish(ctx context.Context) error {
 		watch := p.cfg.Etcd.Watch(clientv3.WithRequireLeader(ctx), p.cfg.Prefix+"/",
 			clientv3.WithPrefix(), clientv3.WithRev(start), clientv3.WithPrevKV())
 		compacted := int64(0)
+		var marked time.Time // when the watermark was last written
 		for resp := range watch {
-			if err := resp.Err(); err != nil {
-				if errors.Is(err, rpctypes.ErrCompacted) {
+			// etcd sends a response per revision; while behind, take every response already
+			// waiting, so that one round of acknowledgements covers many changes.
+			events, werr := resp.Events, resp.Err()
+			caughtUp := false
+		drain:
+			for werr == nil && len(events) < maxBatchEvents {
+				select {
+				case more, ok := <-watch:
+					if !ok {
+						break drain
+					}
+					events, werr = append(events, more.Events...), more.Err()
+					if werr != nil {
+						resp = more
+					}
+				default:
+					caughtUp = true
+					break drain
+				}
+			}
+			if len(events) > 0 {
+				if prevID, prevRev, err = p.publishBatch(ctx, events, &seq, last, prevID, prevRev); err != nil {
+					return err
+				}
+				// The watermark matters only once the whole stream has aged out. It is written
+				// without waiting, when publishing has caught up and at least once a second
+				// while behind; a write that fails is corrected by the next one.
+				if caughtUp || time.Since(marked) > time.Second {
+					p.markAsync(prevRev)
+					marked = time.Now()
+				}
+			}
+			if werr != nil {
+				if errors.Is(werr, rpctypes.ErrCompacted) {
 					compacted = resp.CompactRevision
 					break
 				}
-				return fmt.Errorf("etcd watch: %w", err)
-			}
-			if prevID, prevRev, err = p.publishBatch(ctx, resp.Events, &seq, last, prevID, prevRev); err != nil {
-				return err
+				return fmt.Errorf("etcd watch: %w", werr)
 			}
 		}
 		if compacted == 0 {
@@ -272,6 +305,15 @@ func (p *Publisher) publish(ctx context.Context) error {
 			"streamRevision", last.rev, "compactRevision", compacted)
 		last.rev, last.index, last.copyIndex = compacted, 1<<30, 0
 		prevRev = compacted
+	}
+}
+
+// markAsync records the watermark: a KV put, sent without waiting for its acknowledgement.
+func (p *Publisher) markAsync(rev int64) {
+	m := nats.NewMsg("$KV." + watermarkBucket + "." + watermarkKey)
+	m.Data = []byte(strconv.FormatInt(rev, 10))
+	if _, err := p.js.PublishMsgAsync(m); err != nil {
+		p.log.Warn("watermark not written", "revision", rev, "error", err)
 	}
 }
 
@@ -331,9 +373,6 @@ func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, 
 		p.m.batch.Observe(time.Since(start).Seconds())
 		p.m.published.Add(float64(len(futures)))
 		p.m.revision.Set(float64(prevRev))
-		if _, err := p.marks.Put(ctx, watermarkKey, []byte(strconv.FormatInt(prevRev, 10))); err != nil {
-			return "", 0, fmt.Errorf("watermark: %w", err)
-		}
 	}
 	return prevID, prevRev, nil
 }

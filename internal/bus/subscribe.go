@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -58,11 +59,20 @@ type Reader struct {
 	created time.Time
 	// lastSeq is the stream sequence of the last message read (start-1 before the first).
 	lastSeq uint64
+	// checkFrom, when non-zero, is the first sequence a recreated consumer should have
+	// delivered, while the coverage check of that reset has not succeeded yet.
+	checkFrom uint64
+	consumer  jetstream.Consumer
+	js        jetstream.JetStream
 }
 
-// idleCheck is how often a reader with nothing to read checks that its stream is still the
-// one it started on.
-const idleCheck = 5 * time.Second
+// idleCheck is about how often a reader with nothing to read checks that its stream is still
+// the one it started on (with jitter, so that thousands of idle readers do not ask at once).
+const idleCheck = 15 * time.Second
+
+// consumerIdleTimeout is how long NATS keeps the consumer of a reader that went away without
+// deleting it (a crashed process).
+const consumerIdleTimeout = 30 * time.Second
 
 // Open checks that the stream still covers everything after revision after (ErrTooOld if
 // not) and positions a reader there. Opening first lets a server refuse a stale start with a
@@ -80,9 +90,10 @@ func (s *Subscription) Open(ctx context.Context, filters []string, after int64) 
 		return nil, err
 	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    start,
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       start,
+		InactiveThreshold: consumerIdleTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer from %d: %w", start, err)
@@ -92,11 +103,11 @@ func (s *Subscription) Open(ctx context.Context, filters []string, after int64) 
 		return nil, fmt.Errorf("consume: %w", err)
 	}
 	r := &Reader{sub: s, stream: stream, msgs: msgs, after: after, lastSeq: start - 1,
-		created: stream.CachedInfo().Created}
+		created: stream.CachedInfo().Created, consumer: cons, js: s.js}
 	// The stream may have dropped old messages between finding the start and creating the
 	// consumer; then the start is no longer covered.
-	if err := r.checkCovered(ctx); err != nil {
-		msgs.Stop()
+	if err := r.checkCovered(ctx, start); err != nil {
+		r.Close()
 		return nil, err
 	}
 	return r, nil
@@ -106,7 +117,7 @@ func (s *Subscription) Open(ctx context.Context, filters []string, after int64) 
 // unread, or the stream was replaced. Ordered consumers recreate themselves after a lost
 // connection or a NATS restart from the next sequence, silently skipping what retention
 // dropped meanwhile; this is how a reader notices.
-func (r *Reader) checkCovered(ctx context.Context) error {
+func (r *Reader) checkCovered(ctx context.Context, from uint64) error {
 	info, err := r.stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
@@ -114,26 +125,55 @@ func (r *Reader) checkCovered(ctx context.Context) error {
 	if !info.Created.Equal(r.created) {
 		return ErrTooOld
 	}
-	if info.State.Msgs > 0 && info.State.FirstSeq > r.lastSeq+1 {
+	if info.State.Msgs > 0 && info.State.FirstSeq > from {
 		return ErrTooOld
 	}
 	return nil
 }
 
-// Close stops the reader.
-func (r *Reader) Close() { r.msgs.Stop() }
+// recheck runs a pending coverage check. A check that cannot run (NATS busy or away) stays
+// pending and is retried with the next message or idle tick: events read meanwhile are not
+// lost, and if a gap is found after all, the reader's owner relists, which corrects them.
+//
+// With no reset pending only the stream's identity is checked: a filtered reader's last
+// sequence stays put while other subjects' messages go by and age out, which is no gap.
+func (r *Reader) recheck(ctx context.Context) error {
+	from := r.checkFrom
+	if from == 0 {
+		from = 1
+	}
+	err := r.checkCovered(ctx, from)
+	if errors.Is(err, ErrTooOld) {
+		return err
+	}
+	if err == nil {
+		r.checkFrom = 0
+	}
+	return nil
+}
+
+// Close stops the reader and deletes its consumer, which NATS would otherwise keep until it
+// has been idle for consumerIdleTimeout.
+func (r *Reader) Close() {
+	r.msgs.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if info := r.consumer.CachedInfo(); info != nil {
+		_ = r.js.DeleteConsumer(ctx, StreamName, info.Name)
+	}
+}
 
 // Run delivers events to handle until ctx is done (nil) or handle or the stream fails.
 func (r *Reader) Run(ctx context.Context, handle func(Event) error) error {
 	stop := context.AfterFunc(ctx, r.msgs.Stop)
 	defer stop()
 	for {
-		m, err := r.msgs.Next(jetstream.NextMaxWait(idleCheck))
+		m, err := r.msgs.Next(jetstream.NextMaxWait(idleCheck + rand.N(idleCheck/2)))
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, nats.ErrTimeout) {
-			if err := r.checkCovered(ctx); err != nil {
+			if err := r.recheck(ctx); err != nil {
 				return err
 			}
 			continue
@@ -148,7 +188,10 @@ func (r *Reader) Run(ctx context.Context, handle func(Event) error) error {
 		if md, err := m.Metadata(); err == nil {
 			// Consumer sequence 1 is a new consumer: the first, or one recreated after a reset.
 			if md.Sequence.Consumer == 1 {
-				if err := r.checkCovered(ctx); err != nil {
+				r.checkFrom = r.lastSeq + 1
+			}
+			if r.checkFrom != 0 {
+				if err := r.recheck(ctx); err != nil {
 					return err
 				}
 			}
