@@ -1,0 +1,491 @@
+package e2e
+
+// The benchmarks' control plane: stock etcd and stock NATS as separate processes (so their CPU
+// time can be read from /proc, apart from everything else), and the apiserver inside the test
+// process, pointed at them.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/skiff-project/skiff/internal/bus"
+	"github.com/skiff-project/skiff/pkg/client"
+	"github.com/skiff-project/skiff/services/apiserver/apiserver"
+	"github.com/skiff-project/skiff/services/apiserver/registry"
+	"github.com/skiff-project/skiff/test/e2e/internal/proc"
+)
+
+// The benchmarks' binaries: stock etcd and nats-server built from this module, and the
+// apiserver when it runs as a process (SKIFF_BENCH_APISERVER=process). cluster_test.go's
+// buildBinaries does the same but takes a *testing.T, so the benchmarks build their own
+// copies into the same binDir under other names.
+var (
+	benchBuildMu   sync.Mutex
+	benchBuilt     = map[string]string{} // package -> binary
+	benchBuildErrs = map[string]error{}
+)
+
+// benchBuild builds pkg (a path relative to the module root, or a module package) once per
+// test binary run and returns the binary's path.
+func benchBuild(tb testing.TB, pkg, name string) string {
+	tb.Helper()
+	benchBuildMu.Lock()
+	defer benchBuildMu.Unlock()
+	if bin, ok := benchBuilt[pkg]; ok {
+		return bin
+	}
+	if err, ok := benchBuildErrs[pkg]; ok {
+		tb.Fatal(err)
+	}
+	err := func() error {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		gomod := strings.TrimSpace(string(out))
+		if err != nil || gomod == "" || gomod == os.DevNull {
+			return fmt.Errorf("cannot find the module root (go env GOMOD: %q, %v)", out, err)
+		}
+		bin := filepath.Join(binDir, name)
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Dir = filepath.Dir(gomod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+		benchBuilt[pkg] = bin
+		return nil
+	}()
+	if err != nil {
+		benchBuildErrs[pkg] = err
+		tb.Fatal(err)
+	}
+	return benchBuilt[pkg]
+}
+
+// benchAPIServerProcess says whether the apiserver runs as its own process rather than in
+// the test process. In-process (the default) is simpler and its figures include everything
+// a caller of the API sees; but then the publisher shares the test process's CPU with every
+// subscriber, and at high fan-out it is starved (see "pub lag"). As a process it gets its
+// own share of the machine, as in production, and its CPU is reported on its own.
+func benchAPIServerProcess() bool { return os.Getenv("SKIFF_BENCH_APISERVER") == "process" }
+
+// benchCluster is etcd and NATS as processes plus the apiserver, in-process or not.
+type benchCluster struct {
+	etcd, nats *proc.Process
+	api        *proc.Process // nil when the apiserver runs in the test process
+	etcdURL    string
+	natsURL    string
+	grpcAddr   string
+	etcdClient *clientv3.Client
+	js         jetstream.JetStream // the test's own view of the stream
+}
+
+// benchLogger logs warnings and errors only: the apiserver and the informers log every
+// election and resume at Info, which would bury the tables.
+func benchLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func startBenchCluster(b *testing.B) *benchCluster {
+	b.Helper()
+	etcdBin := benchBuild(b, "./test/e2e/cmd/etcd", "bench-etcd")
+	natsBin := benchBuild(b, "github.com/nats-io/nats-server/v2", "bench-nats-server")
+	dir := b.TempDir()
+	var ports []int
+	for len(ports) < 5 {
+		p, err := proc.FreePort()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	c := &benchCluster{
+		etcdURL: "http://127.0.0.1:" + strconv.Itoa(ports[0]),
+		natsURL: "nats://127.0.0.1:" + strconv.Itoa(ports[2]),
+	}
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+	// Stock settings: etcd fsyncs every commit, as in production.
+	c.etcd = proc.New("etcd", etcdBin, filepath.Join(dir, "etcd.log"),
+		"--name", "default", "--data-dir", filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls", c.etcdURL, "--advertise-client-urls", c.etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "default="+peerURL, "--log-level", "error")
+	c.nats = proc.New("nats", natsBin, filepath.Join(dir, "nats.log"),
+		"-js", "-sd", filepath.Join(dir, "nats-data"), "-n", "skiff-bench",
+		"-a", "127.0.0.1", "-p", strconv.Itoa(ports[2]))
+	b.Cleanup(func() {
+		c.nats.Stop()
+		c.etcd.Stop()
+		if b.Failed() {
+			for _, p := range []*proc.Process{c.etcd, c.nats} {
+				b.Logf("----- last lines of %s (%s) -----\n%s", p.Name, p.LogPath, p.Tail(40))
+			}
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.etcd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ec, err := clientv3.New(clientv3.Config{Endpoints: []string{c.etcdURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ec.Close() })
+	c.etcdClient = ec
+	if err := c.etcd.WaitReady(ctx, func(ctx context.Context) error { _, err := ec.Get(ctx, "health"); return err }); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.nats.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.nats.WaitReady(ctx, func(ctx context.Context) error {
+		nc, err := nats.Connect(c.natsURL, nats.Timeout(time.Second), nats.NoReconnect())
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		_, err = js.AccountInfo(ctx)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+
+	if benchAPIServerProcess() {
+		c.startAPIServerProcess(b, dir, ports[3], ports[4])
+		c.js = c.newJetStream(b)
+		return c
+	}
+	// The apiserver, in this process (its CPU shows in the test process's time, not etcd's).
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	srv, err := apiserver.New(ctx, apiserver.Config{EtcdEndpoints: []string{c.etcdURL}, NATSURL: c.natsURL,
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Identity: "bench", Logger: benchLogger()})
+	if err != nil {
+		stopSrv()
+		b.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(srvCtx) }()
+	b.Cleanup(func() { stopSrv(); <-served }) // runs before the processes stop (LIFO)
+	c.grpcAddr = srv.GRPCAddr()
+	c.js = c.newJetStream(b)
+	return c
+}
+
+// startAPIServerProcess runs the apiserver binary and waits for /readyz.
+func (c *benchCluster) startAPIServerProcess(b *testing.B, dir string, grpcPort, httpPort int) {
+	b.Helper()
+	bin := benchBuild(b, "./services/apiserver", "bench-apiserver")
+	c.grpcAddr = "127.0.0.1:" + strconv.Itoa(grpcPort)
+	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
+	c.api = proc.New("apiserver", bin, filepath.Join(dir, "apiserver.log"), "--etcd-endpoints", c.etcdURL,
+		"--nats-url", c.natsURL, "--grpc-addr", c.grpcAddr, "--http-addr", httpAddr, "--identity", "bench")
+	b.Cleanup(func() { // before NATS and etcd stop (LIFO)
+		c.api.Stop()
+		if b.Failed() {
+			b.Logf("----- last lines of apiserver (%s) -----\n%s", c.api.LogPath, c.api.Tail(40))
+		}
+	})
+	if err := c.api.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.api.WaitReady(ctx, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// newClients opens n gRPC connections to the apiserver.
+func (c *benchCluster) newClients(b *testing.B, n int) []client.Interface {
+	b.Helper()
+	out := make([]client.Interface, n)
+	for i := range out {
+		cl, err := client.NewGRPC(c.grpcAddr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = cl.Close() })
+		out[i] = cl
+	}
+	return out
+}
+
+// newJetStream opens one NATS connection.
+func (c *benchCluster) newJetStream(b *testing.B) jetstream.JetStream {
+	b.Helper()
+	nc, err := nats.Connect(c.natsURL, nats.Name("skiff-bench"), nats.MaxReconnects(-1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return js
+}
+
+// newJetStreams opens n NATS connections.
+func (c *benchCluster) newJetStreams(b *testing.B, n int) []jetstream.JetStream {
+	out := make([]jetstream.JetStream, n)
+	for i := range out {
+		out[i] = c.newJetStream(b)
+	}
+	return out
+}
+
+// newEtcdClients opens n etcd client connections (each its own gRPC connection, so its own
+// watch stream).
+func (c *benchCluster) newEtcdClients(b *testing.B, n int) []*clientv3.Client {
+	b.Helper()
+	out := make([]*clientv3.Client, n)
+	for i := range out {
+		ec, err := clientv3.New(clientv3.Config{Endpoints: []string{c.etcdURL}, DialTimeout: 5 * time.Second,
+			Logger: zap.NewNop()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = ec.Close() })
+		out[i] = ec
+	}
+	return out
+}
+
+// streamInfo reads the bus stream's state.
+func (c *benchCluster) streamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
+	s, err := c.js.Stream(ctx, bus.StreamName)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
+// streamRevision is the revision of the stream's last message (0 if none).
+func (c *benchCluster) streamRevision(ctx context.Context) int64 {
+	s, err := c.js.Stream(ctx, bus.StreamName)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return 0
+	}
+	m, err := s.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		return 0
+	}
+	rev, _ := strconv.ParseInt(m.Header.Get(bus.HeaderRevision), 10, 64)
+	return rev
+}
+
+// waitPublished waits until the publisher has put revision rev on the stream: the publisher
+// is elected and running.
+func (c *benchCluster) waitPublished(b *testing.B, rev int64) {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.streamRevision(context.Background()) < rev {
+		if time.Now().After(deadline) {
+			b.Fatalf("the publisher did not publish revision %d within 30s", rev)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitStreamCaughtUp waits until the stream holds the newest change under the registry
+// prefix, and returns when it did: the moment the publisher had caught up with the writes
+// made so far.
+func (c *benchCluster) waitStreamCaughtUp(b *testing.B) time.Time {
+	b.Helper()
+	at, err := c.streamCaughtUp(context.Background(), 2*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return at
+}
+
+// streamCaughtUp is waitStreamCaughtUp for any goroutine: it returns an error instead of
+// failing the benchmark.
+func (c *benchCluster) streamCaughtUp(ctx context.Context, timeout time.Duration) (time.Time, error) {
+	resp, err := c.etcdClient.Get(ctx, registry.DefaultPrefix+"/", append(clientv3.WithLastRev(), clientv3.WithPrefix())...)
+	if err != nil || len(resp.Kvs) == 0 {
+		return time.Time{}, fmt.Errorf("newest registry change: %v", err)
+	}
+	newest := resp.Kvs[0].ModRevision
+	deadline := time.Now().Add(timeout)
+	for c.streamRevision(ctx) < newest {
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("the stream did not reach revision %d within %s", newest, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Now(), nil
+}
+
+// watermarkPuts counts the publisher's watermark updates so far: it writes one per batch of
+// messages (one etcd watch response), so the count over a run says how the publisher batched.
+func (c *benchCluster) watermarkPuts(ctx context.Context) uint64 {
+	s, err := c.js.Stream(ctx, "KV_SKIFF_BUS")
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.LastSeq
+}
+
+// deleteConsumers removes every consumer of the bus stream and says how many there were.
+// Stopped ordered consumers stay on the server until their inactivity threshold (5 minutes in
+// nats.go); removing them keeps one run's leftovers from costing the next run anything.
+func (c *benchCluster) deleteConsumers(ctx context.Context) (int, error) {
+	s, err := c.js.Stream(ctx, bus.StreamName)
+	if err != nil {
+		return 0, err
+	}
+	names := s.ConsumerNames(ctx)
+	var all []string
+	for n := range names.Name() {
+		all = append(all, n)
+	}
+	if err := names.Err(); err != nil {
+		return 0, err
+	}
+	for _, n := range all {
+		if err := s.DeleteConsumer(ctx, n); err != nil {
+			return len(all), err
+		}
+	}
+	return len(all), nil
+}
+
+// benchCPUMeter reads CPU time (user+system) of etcd, NATS, the apiserver process (-1 when
+// the apiserver runs in the test process) and this process.
+type benchCPUMeter struct{ etcd, nats, api, self time.Duration }
+
+func (c *benchCluster) cpu() benchCPUMeter {
+	m := benchCPUMeter{etcd: benchProcCPU(c.etcd.Pid()), nats: benchProcCPU(c.nats.Pid()), api: -1, self: benchSelfCPU()}
+	if c.api != nil {
+		m.api = benchProcCPU(c.api.Pid())
+	}
+	return m
+}
+
+func (m benchCPUMeter) sub(o benchCPUMeter) benchCPUMeter {
+	d := benchCPUMeter{etcd: m.etcd - o.etcd, nats: m.nats - o.nats, api: -1, self: m.self - o.self}
+	if m.api >= 0 && o.api >= 0 {
+		d.api = m.api - o.api
+	}
+	return d
+}
+
+// benchProcCPU is utime+stime of a process from /proc/PID/stat (fields 14 and 15, in clock ticks
+// of 1/100 s on Linux). -1 if it cannot be read.
+func benchProcCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count after it.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return -1
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+	return time.Duration(utime+stime) * (time.Second / 100)
+}
+
+// benchRSS is a process's resident memory from /proc/PID/status (0 if unknown).
+func benchRSS(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// benchMiB prints a size in MiB.
+func benchMiB(n int64) string { return fmt.Sprintf("%.0fMiB", float64(n)/(1<<20)) }
+
+// benchSelfCPU is this process's CPU time: the apiserver, writers, informers or watchers.
+func benchSelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchPercentile is the p-quantile of sorted durations in nanoseconds.
+func benchPercentile(sorted []int64, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)) * p)
+	return time.Duration(sorted[min(i, len(sorted)-1)])
+}
+
+// benchDur prints a latency compactly: µs below 1 ms, ms with one decimal below 10 s.
+func benchDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+// benchCPU prints CPU seconds.
+func benchCPU(d time.Duration) string {
+	if d < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
