@@ -16,9 +16,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
-	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 )
 
@@ -450,10 +449,47 @@ func (p *Publisher) parseKey(key string) (*scheme.Kind, string, string, bool) {
 }
 
 // podNode reads spec.nodeName from a stored pod.
+//
+// It reads just that field off the wire: the publisher looks at every pod change, old and new,
+// and decoding whole pods for one string was most of its CPU.
 func podNode(value []byte) string {
-	var pod corev1.Pod
-	if err := proto.Unmarshal(value, &pod); err != nil {
+	spec := wireField(value, podSpecField)
+	if spec == nil {
 		return ""
 	}
-	return pod.GetSpec().GetNodeName()
+	return string(wireField(spec, podSpecNodeNameField))
+}
+
+// Field numbers of Pod.spec and PodSpec.node_name (proto/skiff/core/v1/types.proto); the test
+// compares podNode with a full decode.
+const (
+	podSpecField         protowire.Number = 4
+	podSpecNodeNameField protowire.Number = 6
+)
+
+// wireField returns the last length-delimited field num of an encoded message (the last one
+// wins, as in decoding), or nil.
+func wireField(b []byte, num protowire.Number) []byte {
+	var found []byte
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return nil
+		}
+		b = b[l:]
+		if n == num && typ == protowire.BytesType {
+			v, l := protowire.ConsumeBytes(b)
+			if l < 0 {
+				return nil
+			}
+			found, b = v, b[l:]
+			continue
+		}
+		l = protowire.ConsumeFieldValue(n, typ, b)
+		if l < 0 {
+			return nil
+		}
+		b = b[l:]
+	}
+	return found
 }

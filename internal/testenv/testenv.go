@@ -77,19 +77,26 @@ type Options struct {
 	Configure func(*apiserver.Config)
 	// Fsync makes etcd sync every commit to disk, as in production (for benchmarks).
 	Fsync bool
+	// NoBus runs the apiserver without NATS: no events are published and Watch is off (to
+	// measure the request path alone).
+	NoBus bool
 }
 
 // Start runs etcd and an apiserver for the test; everything stops when the test ends.
 func Start(t testing.TB, opts ...Options) *Env {
 	t.Helper()
-	fsync := false
+	fsync, bus := false, true
 	for _, o := range opts {
 		fsync = fsync || o.Fsync
+		bus = bus && !o.NoBus
 	}
 	_, etcd := startEtcd(t, fsync)
-	natsServer := NATS(t)
+	natsURL := ""
+	if bus {
+		natsURL = NATS(t).URL
+	}
 	cfg := apiserver.Config{
-		Etcd: etcd, NATSURL: natsServer.URL, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Etcd: etcd, NATSURL: natsURL, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, o := range opts {
@@ -123,7 +130,7 @@ func Start(t testing.TB, opts ...Options) *Env {
 		t.Fatalf("client: %v", err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &Env{Etcd: etcd, NATSURL: natsServer.URL, APIServer: srv, GRPCAddr: srv.GRPCAddr(), HTTPURL: "http://" + srv.HTTPAddr(), Client: c}
+	return &Env{Etcd: etcd, NATSURL: natsURL, APIServer: srv, GRPCAddr: srv.GRPCAddr(), HTTPURL: "http://" + srv.HTTPAddr(), Client: c}
 }
 
 // JetStream connects to the environment's NATS for the test's own reading of the bus; the

@@ -51,8 +51,17 @@ type result struct {
 // BenchmarkAPIServer measures create, get and list(1,000) through gRPC and REST, and raw etcd
 // Put/Get/Range of the same bytes on the same etcd, then prints the ratios. It finishes with a
 // paced run of 500 creates/s reporting p50/p99 latency. Run with -benchtime=Nx.
+//
+// The apiserver runs with its event publisher (every create is also published to NATS by the
+// same process, on these same 2 cores); SKIFF_BENCH_NOBUS=1 measures the request path alone.
 func BenchmarkAPIServer(b *testing.B) {
-	env := testenv.Start(b, testenv.Options{Fsync: os.Getenv("SKIFF_BENCH_NOFSYNC") == ""})
+	env := testenv.Start(b, testenv.Options{Fsync: os.Getenv("SKIFF_BENCH_NOFSYNC") == "",
+		NoBus: os.Getenv("SKIFF_BENCH_NOBUS") != ""})
+	if env.NATSURL == "" {
+		fmt.Println("apiserver without the event bus: the request path alone")
+	} else {
+		fmt.Println("apiserver with its event publisher running (every change also goes to NATS)")
+	}
 	ctx := context.Background()
 	rest := client.NewREST(env.HTTPURL, nil)
 	podKind, _ := scheme.Default().ForName("pods")
