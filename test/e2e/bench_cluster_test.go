@@ -10,12 +10,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,50 +28,6 @@ import (
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 	"github.com/skiff-project/skiff/test/e2e/internal/proc"
 )
-
-// The benchmarks' binaries: stock etcd and nats-server built from this module, and the
-// apiserver when it runs as a process (SKIFF_BENCH_APISERVER=process). cluster_test.go's
-// buildBinaries does the same but takes a *testing.T, so the benchmarks build their own
-// copies into the same binDir under other names.
-var (
-	benchBuildMu   sync.Mutex
-	benchBuilt     = map[string]string{} // package -> binary
-	benchBuildErrs = map[string]error{}
-)
-
-// benchBuild builds pkg (a path relative to the module root, or a module package) once per
-// test binary run and returns the binary's path.
-func benchBuild(tb testing.TB, pkg, name string) string {
-	tb.Helper()
-	benchBuildMu.Lock()
-	defer benchBuildMu.Unlock()
-	if bin, ok := benchBuilt[pkg]; ok {
-		return bin
-	}
-	if err, ok := benchBuildErrs[pkg]; ok {
-		tb.Fatal(err)
-	}
-	err := func() error {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		gomod := strings.TrimSpace(string(out))
-		if err != nil || gomod == "" || gomod == os.DevNull {
-			return fmt.Errorf("cannot find the module root (go env GOMOD: %q, %v)", out, err)
-		}
-		bin := filepath.Join(binDir, name)
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Dir = filepath.Dir(gomod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-		benchBuilt[pkg] = bin
-		return nil
-	}()
-	if err != nil {
-		benchBuildErrs[pkg] = err
-		tb.Fatal(err)
-	}
-	return benchBuilt[pkg]
-}
 
 // benchAPIServerProcess says whether the apiserver runs as its own process rather than in
 // the test process. In-process (the default) is simpler and its figures include everything
@@ -102,33 +55,16 @@ func benchLogger() *slog.Logger {
 
 func startBenchCluster(b *testing.B) *benchCluster {
 	b.Helper()
-	etcdBin := benchBuild(b, "./test/e2e/cmd/etcd", "bench-etcd")
-	natsBin := benchBuild(b, "github.com/nats-io/nats-server/v2", "bench-nats-server")
+	bins := buildBinaries(b)
 	dir := b.TempDir()
-	var ports []int
-	for len(ports) < 5 {
-		p, err := proc.FreePort()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !slices.Contains(ports, p) {
-			ports = append(ports, p)
-		}
-	}
+	ports := freePorts(b, 5)
 	c := &benchCluster{
 		etcdURL: "http://127.0.0.1:" + strconv.Itoa(ports[0]),
 		natsURL: "nats://127.0.0.1:" + strconv.Itoa(ports[2]),
 	}
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	// Stock settings: etcd fsyncs every commit, as in production.
-	c.etcd = proc.New("etcd", etcdBin, filepath.Join(dir, "etcd.log"),
-		"--name", "default", "--data-dir", filepath.Join(dir, "etcd-data"),
-		"--listen-client-urls", c.etcdURL, "--advertise-client-urls", c.etcdURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL, "--log-level", "error")
-	c.nats = proc.New("nats", natsBin, filepath.Join(dir, "nats.log"),
-		"-js", "-sd", filepath.Join(dir, "nats-data"), "-n", "skiff-bench",
-		"-a", "127.0.0.1", "-p", strconv.Itoa(ports[2]))
+	c.etcd = etcdProcess(bins.etcd, dir, ports[0], ports[1])
+	c.nats = natsProcess(bins.nats, dir, ports[2])
 	b.Cleanup(func() {
 		c.nats.Stop()
 		c.etcd.Stop()
@@ -196,7 +132,7 @@ func startBenchCluster(b *testing.B) *benchCluster {
 // startAPIServerProcess runs the apiserver binary and waits for /readyz.
 func (c *benchCluster) startAPIServerProcess(b *testing.B, dir string, grpcPort, httpPort int) {
 	b.Helper()
-	bin := benchBuild(b, "./services/apiserver", "bench-apiserver")
+	bin := buildBinaries(b).apiserver
 	c.grpcAddr = "127.0.0.1:" + strconv.Itoa(grpcPort)
 	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
 	c.api = proc.New("apiserver", bin, filepath.Join(dir, "apiserver.log"), "--etcd-endpoints", c.etcdURL,

@@ -53,7 +53,7 @@ var (
 	buildErr  error
 )
 
-func buildBinaries(t *testing.T) binaries {
+func buildBinaries(t testing.TB) binaries {
 	t.Helper()
 	buildOnce.Do(func() {
 		goBin, err := exec.LookPath("go")
@@ -112,7 +112,26 @@ type cluster struct {
 	electedMark int
 }
 
-func freePorts(t *testing.T, n int) []int {
+// etcdProcess is a stock single-member etcd on loopback ports (fsync on every commit, as in
+// production), with its data and log under dir.
+func etcdProcess(bin, dir string, clientPort, peerPort int) *proc.Process {
+	clientURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
+	return proc.New("etcd", bin, filepath.Join(dir, "etcd.log"),
+		"--name", "default", "--data-dir", filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "default="+peerURL, "--log-level", "error")
+}
+
+// natsProcess is a stock nats-server with JetStream on a loopback port, storing under dir.
+func natsProcess(bin, dir string, port int) *proc.Process {
+	return proc.New("nats", bin, filepath.Join(dir, "nats.log"),
+		"-js", "-sd", filepath.Join(dir, "nats-data"), "-n", "skiff-e2e",
+		"-a", "127.0.0.1", "-p", strconv.Itoa(port))
+}
+
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	seen := map[int]bool{}
 	var ports []int
@@ -142,15 +161,8 @@ func startCluster(t *testing.T, apiserverArgs ...string) *cluster {
 		grpcAddr: "127.0.0.1:" + strconv.Itoa(ports[3]),
 		httpURL:  "http://127.0.0.1:" + strconv.Itoa(ports[4]),
 	}
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
-	c.etcd = proc.New("etcd", bins.etcd, filepath.Join(dir, "etcd.log"),
-		"--name", "default", "--data-dir", filepath.Join(dir, "etcd-data"),
-		"--listen-client-urls", c.etcdURL, "--advertise-client-urls", c.etcdURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL, "--log-level", "error")
-	c.nats = proc.New("nats", bins.nats, filepath.Join(dir, "nats.log"),
-		"-js", "-sd", filepath.Join(dir, "nats-data"), "-n", "skiff-e2e",
-		"-a", "127.0.0.1", "-p", strconv.Itoa(ports[2]))
+	c.etcd = etcdProcess(bins.etcd, dir, ports[0], ports[1])
+	c.nats = natsProcess(bins.nats, dir, ports[2])
 	args := append([]string{"--etcd-endpoints", c.etcdURL, "--nats-url", c.natsURL,
 		"--grpc-addr", c.grpcAddr, "--http-addr", strings.TrimPrefix(c.httpURL, "http://")}, apiserverArgs...)
 	c.apiserver = proc.New("apiserver", bins.apiserver, filepath.Join(dir, "apiserver.log"), args...)
