@@ -297,13 +297,14 @@ func (p *Publisher) publish(ctx context.Context) error {
 			}
 			return errors.New("etcd watch closed")
 		}
-		// What changed before the compaction is gone for good. Continue after it, and let the
-		// next message name the compaction revision as its predecessor: readers whose start
-		// point is older then know to relist.
+		// What changed before the compaction revision is gone for good; the compaction
+		// revision itself is still kept. Continue from it (skipping nothing there), and let
+		// the next message name the revision before it as its predecessor: readers whose
+		// start point is older then know to relist.
 		p.log.Error("etcd compacted past the stream's position; older readers will relist",
 			"streamRevision", last.rev, "compactRevision", compacted)
-		last.rev, last.index, last.copyIndex = compacted, 1<<30, 0
-		prevRev = compacted
+		last.rev, last.index, last.copyIndex = compacted, -1, -1
+		prevRev = compacted - 1
 	}
 }
 

@@ -2,8 +2,10 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -86,5 +88,61 @@ func TestPublisherResumesMidRevision(t *testing.T) {
 	got := dump()
 	if len(got) != len(full) {
 		t.Errorf("stream holds %d messages after the resume; an uninterrupted publisher wrote %d", len(got), len(full))
+	}
+}
+
+// A publisher whose start point etcd has compacted away publishes from the compaction
+// revision on, and marks the lost span so that readers from before it relist.
+func TestPublisherAfterCompaction(t *testing.T) {
+	_, etcd := testenv.Etcd(t)
+	n := testenv.NATS(t)
+	ctx := context.Background()
+	var last int64
+	for _, name := range []string{"a", "b", "c"} {
+		v, _ := storage.Encode(pod(name))
+		resp, err := etcd.Put(ctx, "/registry/pods/default/"+name, string(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = resp.Header.Revision
+	}
+	if _, err := etcd.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(n.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	p, err := bus.NewPublisher(ctx, bus.PublisherConfig{Etcd: etcd, NATS: nc, Scheme: scheme.Default(), Prefix: "/registry",
+		Stream: bus.DefaultStreamConfig(), Identity: "x", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_ = p.Run(rctx)
+
+	stream, err := js.Stream(ctx, bus.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := stream.Info(ctx)
+	if info.State.Msgs != 1 {
+		t.Fatalf("stream holds %d messages; want 1 (the change at the compaction revision)", info.State.Msgs)
+	}
+	m, err := stream.GetMsg(ctx, info.State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(bus.HeaderRevision); got != strconv.FormatInt(last, 10) {
+		t.Errorf("first message revision %s, want %d", got, last)
+	}
+	if _, err := bus.StartSequence(ctx, js, stream, 1); !errors.Is(err, bus.ErrTooOld) {
+		t.Errorf("start before the compaction: %v; want ErrTooOld", err)
+	}
+	if _, err := bus.StartSequence(ctx, js, stream, last-1); err != nil {
+		t.Errorf("start just before the compaction revision: %v; want covered", err)
 	}
 }
