@@ -74,7 +74,7 @@ func New(server string) (Interface, error) {
 	return NewGRPC(strings.TrimPrefix(server, "grpc://"))
 }
 
-// ListAll follows continue tokens until the list is complete, reading pages of pageSize.
+// ListAll follows continue tokens until the list is complete, reading pages of opts.Limit.
 func ListAll(ctx context.Context, c Interface, k *scheme.Kind, namespace string, opts ListOptions) (*List, error) {
 	var all List
 	for {

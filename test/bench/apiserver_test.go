@@ -24,23 +24,7 @@ import (
 )
 
 // benchPod is a realistic pod of about 1 KiB when stored.
-func benchPod(name string) *corev1.Pod {
-	return &corev1.Pod{
-		ApiVersion: "v1", Kind: "Pod",
-		Metadata: &metav1.ObjectMeta{Name: name, Namespace: "default",
-			Labels:      map[string]string{"app": "bench", "tier": "web", "shard": name[len(name)-1:]},
-			Annotations: map[string]string{"example.com/owner": "benchmarks", "example.com/note": "a realistic pod"}},
-		Spec: &corev1.PodSpec{Containers: []*corev1.Container{{
-			Name: "web", Image: "registry.local/web:1.2.3", Command: []string{"/web"}, Args: []string{"--port=8080", "--verbose"},
-			Ports: []*corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-			Env:   []*corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "local"}},
-			Resources: &corev1.ResourceRequirements{
-				Requests: map[string]string{"cpu": "100m", "memory": "64Mi"},
-				Limits:   map[string]string{"cpu": "500m", "memory": "128Mi"}},
-			ReadinessProbe: &corev1.Probe{HttpGet: &corev1.HTTPGetAction{Path: "/healthz", Port: &metav1.IntOrString{Value: &metav1.IntOrString_IntVal{IntVal: 8080}}}},
-		}}, NodeSelector: map[string]string{"disk": "ssd"}},
-	}
-}
+func benchPod(name string) *corev1.Pod { return testenv.RealisticPod("default", name) }
 
 // result is one measured operation.
 type result struct {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -92,19 +90,7 @@ func startBenchCluster(b *testing.B) *benchCluster {
 	if err := c.nats.Start(); err != nil {
 		b.Fatal(err)
 	}
-	if err := c.nats.WaitReady(ctx, func(ctx context.Context) error {
-		nc, err := nats.Connect(c.natsURL, nats.Timeout(time.Second), nats.NoReconnect())
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return err
-		}
-		_, err = js.AccountInfo(ctx)
-		return err
-	}); err != nil {
+	if err := c.nats.WaitReady(ctx, func(ctx context.Context) error { return natsReady(ctx, c.natsURL) }); err != nil {
 		b.Fatal(err)
 	}
 
@@ -149,19 +135,7 @@ func (c *benchCluster) startAPIServerProcess(b *testing.B, dir string, grpcPort,
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := c.api.WaitReady(ctx, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
+		return readyz(ctx, "http://"+httpAddr)
 	}); err != nil {
 		b.Fatal(err)
 	}
@@ -185,16 +159,7 @@ func (c *benchCluster) newClients(b *testing.B, n int) []client.Interface {
 // newJetStream opens one NATS connection.
 func (c *benchCluster) newJetStream(b *testing.B) jetstream.JetStream {
 	b.Helper()
-	nc, err := nats.Connect(c.natsURL, nats.Name("skiff-bench"), nats.MaxReconnects(-1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return js
+	return connectJetStream(b, c.natsURL)
 }
 
 // newJetStreams opens n NATS connections.

@@ -39,6 +39,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/bus"
+	"github.com/skiff-project/skiff/internal/testenv"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
@@ -86,24 +87,8 @@ func init() {
 	}
 }
 
-// fanoutPod is a realistic pod of about 1 KiB when stored, like test/bench's.
-func fanoutPod(ns, name string) *corev1.Pod {
-	return &corev1.Pod{
-		ApiVersion: "v1", Kind: "Pod",
-		Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns,
-			Labels:      map[string]string{"app": "bench", "tier": "web"},
-			Annotations: map[string]string{"example.com/owner": "benchmarks", "example.com/note": "a realistic pod"}},
-		Spec: &corev1.PodSpec{Containers: []*corev1.Container{{
-			Name: "web", Image: "registry.local/web:1.2.3", Command: []string{"/web"}, Args: []string{"--port=8080", "--verbose"},
-			Ports: []*corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-			Env:   []*corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "local"}},
-			Resources: &corev1.ResourceRequirements{
-				Requests: map[string]string{"cpu": "100m", "memory": "64Mi"},
-				Limits:   map[string]string{"cpu": "500m", "memory": "128Mi"}},
-			ReadinessProbe: &corev1.Probe{HttpGet: &corev1.HTTPGetAction{Path: "/healthz", Port: &metav1.IntOrString{Value: &metav1.IntOrString_IntVal{IntVal: 8080}}}},
-		}}},
-	}
-}
+// fanoutPod is the realistic pod the apiserver benchmark writes too.
+func fanoutPod(ns, name string) *corev1.Pod { return testenv.RealisticPod(ns, name) }
 
 // fanoutSink is one subscriber's record. Only the subscriber's own goroutine (the informer's
 // Run goroutine, or the watch's reader) writes it, so the hot path takes no lock: the latency

@@ -208,14 +208,17 @@ func startCluster(t *testing.T, apiserverArgs ...string) *cluster {
 
 // natsReady: the port accepts, and JetStream answers (after a restart it first recovers the
 // stream from disk).
-func (c *cluster) natsReady(ctx context.Context) error {
+func (c *cluster) natsReady(ctx context.Context) error { return natsReady(ctx, c.natsURL) }
+
+// natsReady succeeds when NATS at url accepts connections and JetStream answers.
+func natsReady(ctx context.Context, url string) error {
 	d := net.Dialer{}
-	conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(c.natsURL, "nats://"))
+	conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(url, "nats://"))
 	if err != nil {
 		return err
 	}
 	conn.Close()
-	nc, err := nats.Connect(c.natsURL, nats.Timeout(time.Second), nats.NoReconnect())
+	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
 	if err != nil {
 		return err
 	}
@@ -235,8 +238,11 @@ func (c *cluster) startNATS(ctx context.Context) error {
 	return c.nats.WaitReady(ctx, c.natsReady)
 }
 
-func (c *cluster) apiserverReady(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.httpURL+"/readyz", nil)
+func (c *cluster) apiserverReady(ctx context.Context) error { return readyz(ctx, c.httpURL) }
+
+// readyz succeeds when the apiserver at httpURL answers /readyz with 200.
+func readyz(ctx context.Context, httpURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, httpURL+"/readyz", nil)
 	if err != nil {
 		return err
 	}
@@ -309,7 +315,14 @@ func (c *cluster) newClient(t *testing.T) client.Interface {
 // so a NATS restart is an interruption, not an end.
 func (c *cluster) newJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(c.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
+	return connectJetStream(t, c.natsURL)
+}
+
+// connectJetStream connects to NATS at url, reconnecting forever; the connection closes when
+// the test ends.
+func connectJetStream(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
 		nats.RetryOnFailedConnect(true))
 	if err != nil {
 		t.Fatal(err)

@@ -16,33 +16,27 @@ import (
 	"github.com/skiff-project/skiff/pkg/codec"
 )
 
+// registration is one kind's grpc-gateway registration over a client connection.
+type registration func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error
+
+// register adapts a generated RegisterXHandlerClient and its client constructor.
+func register[C any](handler func(context.Context, *runtime.ServeMux, C) error, newClient func(grpc.ClientConnInterface) C) registration {
+	return func(ctx context.Context, mux *runtime.ServeMux, cc grpc.ClientConnInterface) error {
+		return handler(ctx, mux, newClient(cc))
+	}
+}
+
 // restHandlers are the grpc-gateway registrations of every kind's service.
-func restHandlers() []func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error {
-	return []func(context.Context, *runtime.ServeMux, grpc.ClientConnInterface) error{
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return corev1.RegisterNamespaceAPIHandlerClient(ctx, m, corev1.NewNamespaceAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return corev1.RegisterNodeAPIHandlerClient(ctx, m, corev1.NewNodeAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return corev1.RegisterPodAPIHandlerClient(ctx, m, corev1.NewPodAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return corev1.RegisterServiceAPIHandlerClient(ctx, m, corev1.NewServiceAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return corev1.RegisterEndpointsAPIHandlerClient(ctx, m, corev1.NewEndpointsAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return corev1.RegisterEventAPIHandlerClient(ctx, m, corev1.NewEventAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return appsv1.RegisterReplicaSetAPIHandlerClient(ctx, m, appsv1.NewReplicaSetAPIClient(cc))
-		},
-		func(ctx context.Context, m *runtime.ServeMux, cc grpc.ClientConnInterface) error {
-			return appsv1.RegisterDeploymentAPIHandlerClient(ctx, m, appsv1.NewDeploymentAPIClient(cc))
-		},
+func restHandlers() []registration {
+	return []registration{
+		register(corev1.RegisterNamespaceAPIHandlerClient, corev1.NewNamespaceAPIClient),
+		register(corev1.RegisterNodeAPIHandlerClient, corev1.NewNodeAPIClient),
+		register(corev1.RegisterPodAPIHandlerClient, corev1.NewPodAPIClient),
+		register(corev1.RegisterServiceAPIHandlerClient, corev1.NewServiceAPIClient),
+		register(corev1.RegisterEndpointsAPIHandlerClient, corev1.NewEndpointsAPIClient),
+		register(corev1.RegisterEventAPIHandlerClient, corev1.NewEventAPIClient),
+		register(appsv1.RegisterReplicaSetAPIHandlerClient, appsv1.NewReplicaSetAPIClient),
+		register(appsv1.RegisterDeploymentAPIHandlerClient, appsv1.NewDeploymentAPIClient),
 	}
 }
 
@@ -56,8 +50,8 @@ func newGateway(ctx context.Context, conn grpc.ClientConnInterface) (*runtime.Se
 		runtime.WithForwardResponseOption(setHTTPCode),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 	)
-	for _, register := range restHandlers() {
-		if err := register(ctx, mux, conn); err != nil {
+	for _, reg := range restHandlers() {
+		if err := reg(ctx, mux, conn); err != nil {
 			return nil, fmt.Errorf("register REST handler: %w", err)
 		}
 	}
