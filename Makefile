@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up test test-unit fuzz generate verify-generate tools bench bench-bus vet fmt clean
+.PHONY: all build up test test-short test-unit fuzz generate verify-generate tools bench bench-bus vet fmt clean
 
 all: build
 
@@ -18,6 +18,11 @@ up: build
 
 ## test: what CI runs: vet, every test against real etcd/NATS, and a short fuzz of manifest decoding
 test: vet test-unit fuzz
+
+## test-short: the edit-test loop (about a minute): vet and every test with -short, which skips
+## the end-to-end tests that build and kill real server processes, and the fuzzing
+test-short: vet
+	go test -short -count=1 -timeout 10m ./...
 
 # The crash test's summary (kills, writes, events checked, lost/duplicated/reordered) is
 # printed after the run; go test shows a passing test's output only with -v.

@@ -14,6 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/skiff-project/skiff/internal/limits"
 )
 
 // Etcd is an embedded single-member etcd.
@@ -56,6 +58,7 @@ func StartEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 	ec.LogLevel = "error"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	ec.MaxRequestBytes = limits.EtcdMaxRequestBytes
 	// Keep history for watches and paginated lists, but not forever.
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/skiff-project/skiff/internal/limits"
 )
 
 // NATS is an embedded NATS server with JetStream.
@@ -51,6 +53,7 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		SyncAlways: cfg.SyncAlways,
+		MaxPayload: limits.BusMaxPayloadBytes,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/skiff-project/skiff/internal/bus"
+	"github.com/skiff-project/skiff/pkg/bus"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.

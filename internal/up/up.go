@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/internal/embedded"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 )
 

@@ -3,7 +3,7 @@ package up
 import (
 	"context"
 
-	"github.com/skiff-project/skiff/internal/bus"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"io"
 	"log/slog"
 	"net"

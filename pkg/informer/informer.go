@@ -1,7 +1,7 @@
 // Package informer keeps a local, indexed cache of one kind of API object and tells
 // handlers about every change to it. It is what Skiff's controllers, kubelets and users' own
 // controllers build on, like client-go's shared informer; but where client-go watches the
-// apiserver (and so etcd), an informer here reads the event bus (internal/bus): it lists once,
+// apiserver (and so etcd), an informer here reads the event bus (pkg/bus): it lists once,
 // then follows the bus from the list's revision.
 //
 // The cycle, as client-go's reflector and DeltaFIFO, simplified:
@@ -39,8 +39,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 )
 

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/skiff-project/skiff/internal/bus"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 )
 

@@ -20,7 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/skiff-project/skiff/internal/bus"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 	"github.com/skiff-project/skiff/services/apiserver/registry"

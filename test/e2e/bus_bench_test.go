@@ -38,11 +38,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/internal/testenv"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/informer"
 	"github.com/skiff-project/skiff/services/apiserver/registry"

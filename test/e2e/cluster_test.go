@@ -55,6 +55,9 @@ var (
 
 func buildBinaries(t testing.TB) binaries {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs real etcd, NATS and apiserver processes (skipped by -short)")
+	}
 	buildOnce.Do(func() {
 		goBin, err := exec.LookPath("go")
 		if err != nil {

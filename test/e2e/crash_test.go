@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/informer"
 	"github.com/skiff-project/skiff/services/apiserver/registry"

@@ -24,11 +24,12 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
 	"github.com/skiff-project/skiff/services/apiserver/authz"
 	"github.com/skiff-project/skiff/services/apiserver/openapi"
+	"github.com/skiff-project/skiff/services/apiserver/publisher"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 )
@@ -73,7 +74,7 @@ type Server struct {
 
 	nats      *nats.Conn
 	js        jetstream.JetStream
-	publisher *bus.Publisher
+	publisher *publisher.Publisher
 
 	// stopping is cancelled when shutdown begins, to end long-running watches that would
 	// otherwise hold a graceful stop until its deadline.
@@ -149,7 +150,7 @@ func (s *Server) connectBus(ctx context.Context) error {
 		host, _ := os.Hostname()
 		identity = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
-	pub, err := bus.NewPublisher(ctx, bus.PublisherConfig{Etcd: s.etcd, NATS: nc, Scheme: s.registry.Scheme(),
+	pub, err := publisher.New(ctx, publisher.Config{Etcd: s.etcd, NATS: nc, Scheme: s.registry.Scheme(),
 		Prefix: s.registry.Prefix(), Stream: streamCfg, Identity: identity, Logger: s.log,
 		Metrics: s.metrics.registry})
 	if err != nil {

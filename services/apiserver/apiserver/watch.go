@@ -13,9 +13,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/codec"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 )

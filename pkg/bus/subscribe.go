@@ -246,11 +246,11 @@ func StartSequence(ctx context.Context, js jetstream.JetStream, stream jetstream
 		if st.LastSeq == 0 {
 			return 1, nil // nothing was ever published: everything after `after` is still to come
 		}
-		marks, err := js.KeyValue(ctx, watermarkBucket)
+		marks, err := js.KeyValue(ctx, WatermarkBucket)
 		if err != nil {
 			return 0, ErrTooOld
 		}
-		e, err := marks.Get(ctx, watermarkKey)
+		e, err := marks.Get(ctx, WatermarkKey)
 		if err != nil {
 			return 0, ErrTooOld
 		}

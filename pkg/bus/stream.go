@@ -12,6 +12,14 @@ import (
 // StreamName is the JetStream stream that holds every change.
 const StreamName = "SKIFF"
 
+// WatermarkBucket and WatermarkKey hold the revision the stream has reached. A reader needs it
+// only when every message has aged out of the stream, to tell whether its start point is
+// still covered. The publisher writes it.
+const (
+	WatermarkBucket = "SKIFF_BUS"
+	WatermarkKey    = "published"
+)
+
 // StreamConfig is what operators tune about the stream; docs/event-bus.md gives the
 // consequences of each.
 type StreamConfig struct {

@@ -86,15 +86,15 @@ func NodeFilter(node string) string {
 // AllSubjects is the stream's subject space.
 func AllSubjects() string { return subjectRoot + ".>" }
 
-// msgID names a message for JetStream's de-duplication: the revision, the change's index
+// MsgID names a message for JetStream's de-duplication: the revision, the change's index
 // within that revision (one transaction may change several keys) and the copy (an object
 // change and its node-scoped copies).
-func msgID(rev int64, index, copyIndex int) string {
+func MsgID(rev int64, index, copyIndex int) string {
 	return strconv.FormatInt(rev, 10) + "." + strconv.Itoa(index) + "." + strconv.Itoa(copyIndex)
 }
 
-// parseMsgID is msgID's inverse.
-func parseMsgID(id string) (rev int64, index, copyIndex int, ok bool) {
+// ParseMsgID is MsgID's inverse.
+func ParseMsgID(id string) (rev int64, index, copyIndex int, ok bool) {
 	parts := strings.Split(id, ".")
 	if len(parts) != 3 {
 		return 0, 0, 0, false

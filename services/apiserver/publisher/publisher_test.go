@@ -1,4 +1,4 @@
-package bus_test
+package publisher_test
 
 import (
 	"context"
@@ -13,9 +13,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/internal/testenv"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/services/apiserver/publisher"
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 )
 
@@ -41,7 +44,7 @@ func TestPublisherResumesMidRevision(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	run := func(d time.Duration) {
-		p, err := bus.NewPublisher(ctx, bus.PublisherConfig{Etcd: etcd, NATS: nc, Scheme: scheme.Default(), Prefix: "/registry",
+		p, err := publisher.New(ctx, publisher.Config{Etcd: etcd, NATS: nc, Scheme: scheme.Default(), Prefix: "/registry",
 			Stream: bus.DefaultStreamConfig(), Identity: "x", Logger: log})
 		if err != nil {
 			t.Fatal(err)
@@ -115,7 +118,7 @@ func TestPublisherAfterCompaction(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	p, err := bus.NewPublisher(ctx, bus.PublisherConfig{Etcd: etcd, NATS: nc, Scheme: scheme.Default(), Prefix: "/registry",
+	p, err := publisher.New(ctx, publisher.Config{Etcd: etcd, NATS: nc, Scheme: scheme.Default(), Prefix: "/registry",
 		Stream: bus.DefaultStreamConfig(), Identity: "x", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -145,4 +148,9 @@ func TestPublisherAfterCompaction(t *testing.T) {
 	if _, err := bus.StartSequence(ctx, js, stream, last-1); err != nil {
 		t.Errorf("start just before the compaction revision: %v; want covered", err)
 	}
+}
+
+func pod(name string) *corev1.Pod {
+	return &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "c", Image: "busybox:1"}}}}
 }

@@ -1,4 +1,7 @@
-package bus
+// Package publisher is the event bus's writer: it runs in the apiserver, holds the one etcd
+// watch in the system and turns every committed change into a JetStream message (see
+// docs/event-bus.md). Readers use pkg/bus and never import this package.
+package publisher
 
 import (
 	"context"
@@ -19,14 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
-)
-
-// watermarkBucket and watermarkKey hold the revision the stream has reached. A reader needs it
-// only when every message has aged out of the stream, to tell whether its start point is
-// still covered.
-const (
-	watermarkBucket = "SKIFF_BUS"
-	watermarkKey    = "published"
+	"github.com/skiff-project/skiff/pkg/bus"
 )
 
 // maxBatchEvents bounds how many etcd changes one publish round takes.
@@ -36,13 +32,13 @@ const maxBatchEvents = 4096
 // the election itself is not published).
 const electionPrefix = "/skiff/elections/publisher"
 
-// PublisherConfig configures a Publisher.
-type PublisherConfig struct {
+// Config configures a Publisher.
+type Config struct {
 	Etcd     *clientv3.Client
 	NATS     *nats.Conn
 	Scheme   *scheme.Scheme
 	Prefix   string // the registry's etcd prefix, e.g. "/registry"
-	Stream   StreamConfig
+	Stream   bus.StreamConfig
 	Identity string // this replica's name in the election
 	Logger   *slog.Logger
 	// Metrics, if set, receives the publisher's series (skiff_bus_*).
@@ -83,7 +79,7 @@ func newPublisherMetrics(reg prometheus.Registerer) *publisherMetrics {
 // crash or a change of leader the publisher reads the stream's last message and resumes the etcd
 // watch at that revision, skipping what the stream already holds.
 type Publisher struct {
-	cfg    PublisherConfig
+	cfg    Config
 	log    *slog.Logger
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -91,13 +87,13 @@ type Publisher struct {
 	m      *publisherMetrics
 }
 
-// NewPublisher prepares the stream and the watermark bucket.
-func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) {
+// New prepares the stream and the watermark bucket.
+func New(ctx context.Context, cfg Config) (*Publisher, error) {
 	js, err := jetstream.New(cfg.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	stream, err := EnsureStream(ctx, js, cfg.Stream)
+	stream, err := bus.EnsureStream(ctx, js, cfg.Stream)
 	if err != nil {
 		return nil, err
 	}
@@ -113,13 +109,13 @@ func NewPublisher(ctx context.Context, cfg PublisherConfig) (*Publisher, error) 
 		m: newPublisherMetrics(cfg.Metrics)}, nil
 }
 
-func ensureWatermarks(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.KeyValue, error) {
+func ensureWatermarks(ctx context.Context, js jetstream.JetStream, cfg bus.StreamConfig) (jetstream.KeyValue, error) {
 	storage := jetstream.FileStorage
 	if cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: watermarkBucket, Description: "Skiff bus: revision the stream has reached",
+		Bucket: bus.WatermarkBucket, Description: "Skiff bus: revision the stream has reached",
 		History: 1, Storage: storage, Replicas: max(cfg.Replicas, 1),
 	})
 	if err != nil {
@@ -197,7 +193,7 @@ func (p *Publisher) lastPosition(ctx context.Context) (position, error) {
 		}
 		seq := info.State.LastSeq
 		// Everything aged out: the watermark says how far publishing got.
-		e, err := p.marks.Get(ctx, watermarkKey)
+		e, err := p.marks.Get(ctx, bus.WatermarkKey)
 		if err != nil {
 			return position{}, fmt.Errorf("read watermark of an expired stream: %w", err)
 		}
@@ -209,7 +205,7 @@ func (p *Publisher) lastPosition(ctx context.Context) (position, error) {
 		return position{}, fmt.Errorf("read last message: %w", err)
 	}
 	id := m.Header.Get(jetstream.MsgIDHeader)
-	rev, idx, cp, ok := parseMsgID(id)
+	rev, idx, cp, ok := bus.ParseMsgID(id)
 	if !ok {
 		return position{}, fmt.Errorf("last message %d has no Skiff message id (%q)", m.Sequence, id)
 	}
@@ -228,7 +224,7 @@ func (p *Publisher) publish(ctx context.Context) error {
 	// The stream may be gone since the last term (a memory stream does not survive a NATS
 	// restart): make sure it exists. A new stream is refilled from etcd's history, and its new
 	// creation time tells readers to relist.
-	stream, err := EnsureStream(ctx, p.js, p.cfg.Stream)
+	stream, err := bus.EnsureStream(ctx, p.js, p.cfg.Stream)
 	if err != nil {
 		return err
 	}
@@ -310,7 +306,7 @@ func (p *Publisher) publish(ctx context.Context) error {
 
 // markAsync records the watermark: a KV put, sent without waiting for its acknowledgement.
 func (p *Publisher) markAsync(rev int64) {
-	m := nats.NewMsg("$KV." + watermarkBucket + "." + watermarkKey)
+	m := nats.NewMsg("$KV." + bus.WatermarkBucket + "." + bus.WatermarkKey)
 	m.Data = []byte(strconv.FormatInt(rev, 10))
 	if _, err := p.js.PublishMsgAsync(m); err != nil {
 		p.log.Warn("watermark not written", "revision", rev, "error", err)
@@ -345,7 +341,7 @@ func (p *Publisher) publishBatch(ctx context.Context, events []*clientv3.Event, 
 				continue // the stream holds it already
 			}
 			id := o.msg.Header.Get(jetstream.MsgIDHeader)
-			o.msg.Header.Set(HeaderPrevRevision, strconv.FormatInt(prevRev, 10))
+			o.msg.Header.Set(bus.HeaderPrevRevision, strconv.FormatInt(prevRev, 10))
 			opts := []jetstream.PublishOpt{jetstream.WithMsgID(id)}
 			if prevID != "" {
 				opts = append(opts, jetstream.WithExpectLastMsgID(prevID))
@@ -385,17 +381,17 @@ func (p *Publisher) messages(ev *clientv3.Event, index int) []outgoing {
 		return nil
 	}
 	rev := ev.Kv.ModRevision
-	typ, payload := Modified, ev.Kv.Value
+	typ, payload := bus.Modified, ev.Kv.Value
 	switch {
 	case ev.Type == mvccpb.DELETE:
-		typ, payload = Deleted, nil
+		typ, payload = bus.Deleted, nil
 		if ev.PrevKv != nil {
 			payload = ev.PrevKv.Value
 		}
 	case ev.IsCreate():
-		typ = Added
+		typ = bus.Added
 	}
-	out := []outgoing{p.message(ObjectSubject(kind, ns, name), kind, typ, payload, rev, index, 0)}
+	out := []outgoing{p.message(bus.ObjectSubject(kind, ns, name), kind, typ, payload, rev, index, 0)}
 	if kind.Kind != "Pod" {
 		return out
 	}
@@ -403,29 +399,29 @@ func (p *Publisher) messages(ev *clientv3.Event, index int) []outgoing {
 	if ev.PrevKv != nil {
 		oldNode = podNode(ev.PrevKv.Value)
 	}
-	if typ != Deleted {
+	if typ != bus.Deleted {
 		newNode = podNode(ev.Kv.Value)
 	}
 	if oldNode != "" && oldNode != newNode {
-		out = append(out, p.message(NodeSubject(oldNode, kind, ns, name), kind, Deleted, ev.PrevKv.Value, rev, index, len(out)))
+		out = append(out, p.message(bus.NodeSubject(oldNode, kind, ns, name), kind, bus.Deleted, ev.PrevKv.Value, rev, index, len(out)))
 	}
 	if newNode != "" {
 		nodeType := typ
 		if oldNode != newNode {
-			nodeType = Added // the pod arrives on this node
+			nodeType = bus.Added // the pod arrives on this node
 		}
-		out = append(out, p.message(NodeSubject(newNode, kind, ns, name), kind, nodeType, payload, rev, index, len(out)))
+		out = append(out, p.message(bus.NodeSubject(newNode, kind, ns, name), kind, nodeType, payload, rev, index, len(out)))
 	}
 	return out
 }
 
-func (p *Publisher) message(subject string, k *scheme.Kind, typ EventType, payload []byte, rev int64, index, copyIndex int) outgoing {
+func (p *Publisher) message(subject string, k *scheme.Kind, typ bus.EventType, payload []byte, rev int64, index, copyIndex int) outgoing {
 	m := nats.NewMsg(subject)
 	m.Data = payload
-	m.Header.Set(HeaderType, string(typ))
-	m.Header.Set(HeaderRevision, strconv.FormatInt(rev, 10))
-	m.Header.Set(HeaderKind, k.APIVersion()+"/"+k.Kind)
-	m.Header.Set(jetstream.MsgIDHeader, msgID(rev, index, copyIndex))
+	m.Header.Set(bus.HeaderType, string(typ))
+	m.Header.Set(bus.HeaderRevision, strconv.FormatInt(rev, 10))
+	m.Header.Set(bus.HeaderKind, k.APIVersion()+"/"+k.Kind)
+	m.Header.Set(jetstream.MsgIDHeader, bus.MsgID(rev, index, copyIndex))
 	return outgoing{msg: m, rev: rev, index: index, copyIndex: copyIndex}
 }
 

@@ -9,11 +9,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/skiff-project/skiff/internal/bus"
 	"github.com/skiff-project/skiff/internal/testenv"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 )
 
