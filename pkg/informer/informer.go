@@ -42,6 +42,7 @@ import (
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
+	"github.com/skiff-project/skiff/pkg/fields"
 )
 
 // Config configures an Informer.
@@ -139,7 +140,7 @@ func New(cfg Config) *Informer {
 	// Catch a mistyped field path now rather than as a log line per object.
 	probe := cfg.Kind.New()
 	for name, fn := range indexers {
-		if _, err := fn(probe); errors.Is(err, errFieldPath) {
+		if _, err := fn(probe); errors.Is(err, fields.ErrPath) {
 			panic(fmt.Sprintf("informer: index %q: %v", name, err))
 		}
 	}

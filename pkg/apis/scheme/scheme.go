@@ -5,6 +5,7 @@ package scheme
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+	"github.com/skiff-project/skiff/pkg/fields"
 )
 
 // Object is any top-level API object: it has apiVersion, kind and metadata.
@@ -37,6 +39,10 @@ type Kind struct {
 	// HasStatus means the kind has a status subresource: Update ignores status changes and
 	// UpdateStatus ignores everything else.
 	HasStatus bool
+	// SelectableFields are the field paths field selectors may name, beyond metadata.name and
+	// metadata.namespace which every kind has (Kubernetes' per-kind field label sets). Watch
+	// filters, the bus and indexes rely on this set being small and fixed.
+	SelectableFields []string
 
 	newObject func() Object
 	newList   func() proto.Message
@@ -118,6 +124,13 @@ func New(kinds ...*Kind) *Scheme {
 		}
 		desc := k.newObject().ProtoReflect().Descriptor()
 		k.message, k.pkg = desc.FullName(), string(desc.ParentFile().Package())
+		k.SelectableFields = append([]string{"metadata.name", "metadata.namespace"}, k.SelectableFields...)
+		probe := k.newObject().ProtoReflect()
+		for _, f := range k.SelectableFields {
+			if _, err := fields.Value(probe, f); err != nil {
+				panic(fmt.Sprintf("scheme: selectable field of %s: %v", k.Kind, err))
+			}
+		}
 		s.kinds = append(s.kinds, k)
 		s.byGVK[k.APIVersion()+"/"+k.Kind] = k
 		for _, n := range append([]string{k.Resource, k.Singular, strings.ToLower(k.Kind), k.GroupResource()}, k.ShortNames...) {
@@ -125,6 +138,22 @@ func New(kinds ...*Kind) *Scheme {
 		}
 	}
 	return s
+}
+
+// IsSelectable reports whether field selectors may name path for this kind.
+func (k *Kind) IsSelectable(path string) bool {
+	return slices.Contains(k.SelectableFields, path)
+}
+
+// SelectableFieldSet returns the values of obj's selectable fields, for matching field
+// selectors.
+func (k *Kind) SelectableFieldSet(obj Object) fields.Fields {
+	m := obj.ProtoReflect()
+	set := make(fields.Fields, len(k.SelectableFields))
+	for _, f := range k.SelectableFields {
+		set[f], _ = fields.Value(m, f) // checked against the type by New
+	}
+	return set
 }
 
 // Kinds lists every kind in registration order.
@@ -178,18 +207,27 @@ func Default() *Scheme { return defaultScheme }
 
 var defaultScheme = New(
 	&Kind{Version: "v1", Kind: "Namespace", Resource: "namespaces", ShortNames: []string{"ns"}, HasStatus: true,
+		SelectableFields: []string{"status.phase"},
 		newObject: func() Object { return &corev1.Namespace{} }, newList: func() proto.Message { return &corev1.NamespaceList{} }},
 	&Kind{Version: "v1", Kind: "Node", Resource: "nodes", ShortNames: []string{"no"}, HasStatus: true,
+		SelectableFields: []string{"spec.unschedulable"},
 		newObject: func() Object { return &corev1.Node{} }, newList: func() proto.Message { return &corev1.NodeList{} }},
 	&Kind{Version: "v1", Kind: "Pod", Resource: "pods", ShortNames: []string{"po"}, Namespaced: true, HasStatus: true,
+		SelectableFields: []string{"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+			"spec.hostNetwork", "status.phase", "status.podIP"},
 		newObject: func() Object { return &corev1.Pod{} }, newList: func() proto.Message { return &corev1.PodList{} }},
 	&Kind{Version: "v1", Kind: "Service", Resource: "services", ShortNames: []string{"svc"}, Namespaced: true, HasStatus: true,
+		SelectableFields: []string{"spec.clusterIP", "spec.type"},
 		newObject: func() Object { return &corev1.Service{} }, newList: func() proto.Message { return &corev1.ServiceList{} }},
 	&Kind{Version: "v1", Kind: "Endpoints", Resource: "endpoints", Singular: "endpoints", ShortNames: []string{"ep"}, Namespaced: true,
 		newObject: func() Object { return &corev1.Endpoints{} }, newList: func() proto.Message { return &corev1.EndpointsList{} }},
 	&Kind{Version: "v1", Kind: "Event", Resource: "events", ShortNames: []string{"ev"}, Namespaced: true,
+		SelectableFields: []string{"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+			"involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+			"reason", "reportingComponent", "type"},
 		newObject: func() Object { return &corev1.Event{} }, newList: func() proto.Message { return &corev1.EventList{} }},
 	&Kind{Group: "apps", Version: "v1", Kind: "ReplicaSet", Resource: "replicasets", ShortNames: []string{"rs"}, Namespaced: true, HasStatus: true,
+		SelectableFields: []string{"status.replicas"},
 		newObject: func() Object { return &appsv1.ReplicaSet{} }, newList: func() proto.Message { return &appsv1.ReplicaSetList{} }},
 	&Kind{Group: "apps", Version: "v1", Kind: "Deployment", Resource: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, HasStatus: true,
 		newObject: func() Object { return &appsv1.Deployment{} }, newList: func() proto.Message { return &appsv1.DeploymentList{} }},

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
@@ -103,11 +102,13 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 
 // Filter selects objects by label and field selectors (lists and watches).
 type Filter struct {
+	kind   *scheme.Kind
 	labels labels.Selector
 	fields fields.Selector
 }
 
-// NewFilter parses selectors for kind k; a bad one is a 400 naming the parameter.
+// NewFilter parses selectors for kind k; a bad one, or a field the kind does not let
+// selectors name, is a 400 naming the parameter.
 func NewFilter(k *scheme.Kind, labelSelector, fieldSelector string) (*Filter, error) {
 	lsel, err := labels.Parse(labelSelector)
 	if err != nil {
@@ -117,65 +118,24 @@ func NewFilter(k *scheme.Kind, labelSelector, fieldSelector string) (*Filter, er
 	if err != nil {
 		return nil, apierrors.NewBadRequestField("fieldSelector", fmt.Sprintf("unable to parse fieldSelector: %v", err))
 	}
-	probe := k.New().ProtoReflect()
 	for _, req := range fsel.Requirements() {
-		if _, ok := fieldValue(probe, req.Field); !ok {
+		if !k.IsSelectable(req.Field) {
 			return nil, apierrors.NewBadRequestField("fieldSelector",
 				fmt.Sprintf("field label not supported: %s", req.Field))
 		}
 	}
-	return &Filter{labels: lsel, fields: fsel}, nil
+	return &Filter{kind: k, labels: lsel, fields: fsel}, nil
 }
+
+// Empty reports whether the filter selects everything.
+func (f *Filter) Empty() bool { return f.labels.Empty() && f.fields.Empty() }
 
 // Matches reports whether obj passes both selectors.
 func (f *Filter) Matches(obj scheme.Object) bool {
 	if !f.labels.Empty() && !f.labels.Matches(obj.GetMetadata().GetLabels()) {
 		return false
 	}
-	if f.fields.Empty() {
-		return true
-	}
-	m := obj.ProtoReflect()
-	set := fields.Fields{}
-	for _, req := range f.fields.Requirements() {
-		set[req.Field], _ = fieldValue(m, req.Field)
-	}
-	return f.fields.Matches(set)
-}
-
-// fieldValue resolves a field selector path such as "spec.nodeName" or "status.phase" by JSON
-// names to a scalar's string form. ok is false when the path names no scalar field of the kind.
-func fieldValue(m protoreflect.Message, path string) (value string, ok bool) {
-	parts := strings.Split(path, ".")
-	for i, p := range parts {
-		fd := m.Descriptor().Fields().ByJSONName(p)
-		if fd == nil || fd.IsList() || fd.IsMap() {
-			return "", false
-		}
-		if fd.Kind() == protoreflect.MessageKind {
-			if i == len(parts)-1 {
-				return "", false
-			}
-			m = m.Get(fd).Message() // an unset message reads as empty
-			continue
-		}
-		if i != len(parts)-1 {
-			return "", false
-		}
-		v := m.Get(fd)
-		switch fd.Kind() {
-		case protoreflect.StringKind:
-			return v.String(), true
-		case protoreflect.BoolKind:
-			return strconv.FormatBool(v.Bool()), true
-		case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind:
-			return strconv.FormatInt(v.Int(), 10), true
-		case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
-			return strconv.FormatUint(v.Uint(), 10), true
-		}
-		return "", false
-	}
-	return "", false
+	return f.fields.Empty() || f.fields.Matches(f.kind.SelectableFieldSet(obj))
 }
 
 func encodeContinue(t continueToken) string {
