@@ -44,4 +44,3 @@ func FieldIndexFunc(path string) IndexFunc {
 		return []string{v}, nil
 	}
 }
-
