@@ -35,7 +35,16 @@ type Cache struct {
 	zonePods map[string]map[string]int
 	// nsLabels are namespaces' labels, for namespace selectors of affinity terms.
 	nsLabels map[string]map[string]string
+	// termCounts remembers, for the affinity terms of pods being scheduled (by signature),
+	// how many placed pods each matches per topology domain, and keeps the counts current as
+	// pods come and go: replicas of one workload share a term, so each cycle reads counts
+	// instead of walking every matching pod. termUse orders them for eviction.
+	termCounts map[string]*termGroup
+	termUse    int64
 }
+
+// maxTermCounts bounds the remembered terms (the least recently used go first).
+const maxTermCounts = 1024
 
 // cachedPod is a placed pod: bound (seen bound through the informer) or assumed (bound by
 // this scheduler, not yet seen bound).
@@ -47,10 +56,11 @@ type cachedPod struct {
 // termGroup is one distinct affinity term of placed pods and, per value of its topology key,
 // how many placed pods carry it in that topology domain.
 type termGroup struct {
-	term   *affinityTerm
-	weight int64 // for preferred terms: + affinity, - anti-affinity
-	counts map[string]int
-	total  int
+	term    *affinityTerm
+	weight  int64 // for preferred terms: + affinity, - anti-affinity
+	counts  map[string]int
+	total   int
+	lastUse int64 // termCounts only
 }
 
 // NewCache returns an empty cache.
@@ -59,7 +69,7 @@ func NewCache() *Cache {
 		nodes: map[string]*NodeInfo{}, nodeIndex: map[string]int{}, pods: map[string]*cachedPod{},
 		byLabel: map[string]map[string]*PodInfo{}, antiGroups: map[string]*termGroup{},
 		prefGroups: map[string]*termGroup{}, zonePods: map[string]map[string]int{},
-		nsLabels: map[string]map[string]string{},
+		nsLabels: map[string]map[string]string{}, termCounts: map[string]*termGroup{},
 	}
 }
 
@@ -188,6 +198,9 @@ func (c *Cache) IsPlaced(key string) bool {
 func (c *Cache) SetNamespace(name string, lbls map[string]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !labelsEqual(c.nsLabels[name], lbls) {
+		clear(c.termCounts) // terms with namespace selectors may match other pods now
+	}
 	c.nsLabels[name] = lbls
 }
 
@@ -196,6 +209,7 @@ func (c *Cache) DeleteNamespace(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.nsLabels, name)
+	clear(c.termCounts)
 }
 
 // namespaceLabels reads a namespace's labels; call with the lock held.
@@ -251,6 +265,11 @@ func (c *Cache) indexPod(pi *PodInfo, n *NodeInfo) {
 			g.counts[v]++
 		}
 	})
+	for _, g := range c.termCounts {
+		if v, ok := n.Labels[g.term.topologyKey]; ok && g.term.matchesPod(pi.Namespace, pi.Labels, c.namespaceLabels) {
+			g.counts[v]++
+		}
+	}
 	if pi.OwnerUID != "" {
 		z := n.zone()
 		if c.zonePods[z] == nil {
@@ -289,6 +308,13 @@ func (c *Cache) unindexPod(pi *PodInfo, n *NodeInfo) {
 			delete(groups, key)
 		}
 	})
+	for _, g := range c.termCounts {
+		if v, ok := n.Labels[g.term.topologyKey]; ok && g.term.matchesPod(pi.Namespace, pi.Labels, c.namespaceLabels) {
+			if g.counts[v]--; g.counts[v] <= 0 {
+				delete(g.counts, v)
+			}
+		}
+	}
 	if pi.OwnerUID != "" {
 		z := n.zone()
 		if zc := c.zonePods[z]; zc != nil {

@@ -127,8 +127,8 @@ func (cy *cycle) interPodAffinity(n *NodeInfo) []string {
 	if ip == nil {
 		return nil
 	}
-	for key, values := range ip.blocked {
-		if v, ok := n.Labels[key]; ok && values[v] {
+	for _, tc := range ip.blocked {
+		if v, ok := n.Labels[tc.term.topologyKey]; ok && tc.counts[v] > 0 {
 			return []string{reasonExistingAntiAffinity}
 		}
 	}

@@ -33,7 +33,7 @@ func newCluster(t *testing.T) *cluster {
 	env := testenv.Start(t)
 	pods, _ := scheme.Default().ForName("pods")
 	events, _ := scheme.Default().ForName("events")
-	return &cluster{env: env, pods: pods, events: events, quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	return &cluster{env: env, pods: pods, events: events, quiet: quietLogger()}
 }
 
 // startScheduler runs a scheduler with its own informers until the returned stop is called
@@ -280,3 +280,5 @@ func TestRestartAndConcurrentSchedulersBindEachPodOnce(t *testing.T) {
 		}
 	}
 }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

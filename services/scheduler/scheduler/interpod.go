@@ -3,9 +3,10 @@ package scheduler
 // interPodState is what inter-pod affinity needs for one pod, computed once per cycle from
 // the cache's indexes rather than per node.
 type interPodState struct {
-	// blocked are the topology domains (key -> values) where placed pods' required
-	// anti-affinity terms forbid this pod.
-	blocked map[string]map[string]bool
+	// blocked are placed pods' required anti-affinity terms that select this pod, with the
+	// domains (values of the term's topology key) where pods carrying them are: this pod may
+	// not go there. The counts are the cache's own, read in place.
+	blocked []termCounts
 	// affinity and antiAffinity are the pod's required terms with the number of matching
 	// placed pods per topology value.
 	affinity     []termCounts
@@ -35,17 +36,7 @@ func (c *Cache) interPodState(pi *PodInfo) *interPodState {
 		if len(g.counts) == 0 || !g.term.matchesPod(pi.Namespace, pi.Labels, c.namespaceLabels) {
 			continue
 		}
-		if st.blocked == nil {
-			st.blocked = map[string]map[string]bool{}
-		}
-		vals := st.blocked[g.term.topologyKey]
-		if vals == nil {
-			vals = map[string]bool{}
-			st.blocked[g.term.topologyKey] = vals
-		}
-		for v := range g.counts {
-			vals[v] = true
-		}
+		st.blocked = append(st.blocked, termCounts{term: g.term, counts: g.counts})
 	}
 	st.noAffinityMatches, st.matchesOwnAffinity = true, true
 	for _, t := range pi.requiredAffinity {
@@ -96,15 +87,31 @@ func (c *Cache) interPodState(pi *PodInfo) *interPodState {
 }
 
 // countMatching counts the placed pods term t selects, per value of its topology key on their
-// nodes (pods on nodes without the key are in no domain).
+// nodes (pods on nodes without the key are in no domain). The counts are remembered and kept
+// current (see Cache.termCounts); callers must not change them.
 func (c *Cache) countMatching(t *affinityTerm) termCounts {
-	tc := termCounts{term: t, counts: map[string]int{}}
+	c.termUse++
+	if g, ok := c.termCounts[t.signature]; ok {
+		g.lastUse = c.termUse
+		return termCounts{term: t, counts: g.counts}
+	}
+	g := &termGroup{term: t, counts: map[string]int{}, lastUse: c.termUse}
 	c.matchingPods(t, func(p *PodInfo) {
 		if n := c.nodes[p.NodeName]; n != nil {
 			if v, ok := n.Labels[t.topologyKey]; ok {
-				tc.counts[v]++
+				g.counts[v]++
 			}
 		}
 	})
-	return tc
+	if len(c.termCounts) >= maxTermCounts {
+		var oldest string
+		for sig, og := range c.termCounts {
+			if oldest == "" || og.lastUse < c.termCounts[oldest].lastUse {
+				oldest = sig
+			}
+		}
+		delete(c.termCounts, oldest)
+	}
+	c.termCounts[t.signature] = g
+	return termCounts{term: t, counts: g.counts}
 }

@@ -97,8 +97,12 @@ func New(cfg Config) (*Scheduler, error) {
 		DeleteFunc: func(obj scheme.Object) { s.cache.DeleteNode(obj.GetMetadata().GetName()) },
 	})
 	s.ns.AddEventHandler(informer.HandlerFuncs{
-		AddFunc:    func(obj scheme.Object) { s.cache.SetNamespace(obj.GetMetadata().GetName(), obj.GetMetadata().GetLabels()) },
-		UpdateFunc: func(_, obj scheme.Object) { s.cache.SetNamespace(obj.GetMetadata().GetName(), obj.GetMetadata().GetLabels()) },
+		AddFunc: func(obj scheme.Object) {
+			s.cache.SetNamespace(obj.GetMetadata().GetName(), obj.GetMetadata().GetLabels())
+		},
+		UpdateFunc: func(_, obj scheme.Object) {
+			s.cache.SetNamespace(obj.GetMetadata().GetName(), obj.GetMetadata().GetLabels())
+		},
 		DeleteFunc: func(obj scheme.Object) { s.cache.DeleteNamespace(obj.GetMetadata().GetName()) },
 	})
 	return s, nil
