@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -345,5 +347,76 @@ func TestPreviousObjectAndOversize(t *testing.T) {
 	}
 	if pod, ok := ev.Object.(*corev1.Pod); !ok || pod.Kind != "Pod" || pod.ApiVersion != "v1" {
 		t.Errorf("oversize object %T %v; want a v1 Pod", ev.Object, ev.Object)
+	}
+}
+
+// TestOpeningManyReadersAtOnceIsCheap: readers opened together share the stream's handle and
+// state reads, so that JetStream's API (which timed out under 200 concurrent watches when
+// each opening made four requests) sees about one request per reader: its consumer.
+func TestOpeningManyReadersAtOnceIsCheap(t *testing.T) {
+	s := newRawStream(t)
+	for i := range 50 {
+		s.change(bus.Added, testPod("p-"+strconv.Itoa(i), nil), int64(10+i), nil)
+	}
+	nc, err := nats.Connect(s.js.Conn().ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	requests := map[string]int{}
+	sub, err := nc.Subscribe("$JS.API.>", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Subject, "$JS.API.DIRECT.") {
+			return // direct gets are served by the stream, not the API
+		}
+		op := strings.Join(strings.Split(m.Subject, ".")[2:4], ".")
+		mu.Lock()
+		requests[op]++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 200
+	subscription := bus.NewSubscription(s.js, scheme.Default())
+	readers := make([]*bus.Reader, n)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := subscription.Open(context.Background(), []string{bus.KindFilter(s.pods, "")}, 59-int64(i%40))
+			readers[i] = r
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.Unsubscribe()
+	mu.Lock()
+	total := 0
+	for _, c := range requests {
+		total += c
+	}
+	t.Logf("JetStream API requests while opening %d readers: %v", n, requests)
+	if total > n+n/10 {
+		t.Errorf("%d JetStream API requests to open %d readers (%v); want about one each", total, n, requests)
+	}
+	mu.Unlock()
+	for _, r := range readers {
+		r.Close()
 	}
 }

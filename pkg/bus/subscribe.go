@@ -137,31 +137,42 @@ const stateMaxAge = 500 * time.Millisecond
 func (s *Subscription) Open(ctx context.Context, filters []string, after int64) (*Reader, error) {
 	ctx, cancel := withDefaultTimeout(ctx, openTimeout)
 	defer cancel()
-	stream, err := retry(ctx, "stream "+StreamName, s.streamHandle)
+	notBefore := time.Now().Add(-stateMaxAge)
+	for attempt := 1; ; attempt++ {
+		r, err := s.open(ctx, filters, after, notBefore)
+		var stale *staleStateError
+		if !errors.As(err, &stale) {
+			return r, err
+		}
+		if attempt == 3 {
+			return nil, stale.err
+		}
+		// The shared state was older than what retention dropped since: read it again.
+		notBefore = time.Now()
+	}
+}
+
+// staleStateError: the stream dropped messages after the state open used was read; err is
+// what to answer if a fresh state does not help.
+type staleStateError struct{ err error }
+
+func (e *staleStateError) Error() string { return e.err.Error() }
+
+func (s *Subscription) open(ctx context.Context, filters []string, after int64, notBefore time.Time) (*Reader, error) {
+	st, err := retry(ctx, "stream state", func(ctx context.Context) (*streamState, error) {
+		return s.readState(ctx, notBefore)
+	})
 	if err != nil {
 		return nil, err
 	}
-	var st *streamState
-	var start uint64
-	notBefore := time.Now().Add(-stateMaxAge)
-	for fresh := false; ; fresh = true {
-		st, err = retry(ctx, "stream state", func(ctx context.Context) (*streamState, error) {
-			return s.readState(ctx, notBefore)
-		})
-		if err != nil {
-			return nil, err
-		}
-		start, err = retry(ctx, "start sequence", func(ctx context.Context) (uint64, error) {
-			return startSequence(ctx, s.js, stream, st, after)
-		})
-		if errors.Is(err, jetstream.ErrMsgNotFound) && !fresh {
-			notBefore = time.Now() // the shared state was older than what retention dropped since
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		break
+	start, err := retry(ctx, "start sequence", func(ctx context.Context) (uint64, error) {
+		return startSequence(ctx, s.js, st.stream, st, after)
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, &staleStateError{err}
+	}
+	if err != nil {
+		return nil, err
 	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    withGapSubject(filters),
@@ -182,10 +193,10 @@ func (s *Subscription) Open(ctx context.Context, filters []string, after int64) 
 	r := &Reader{sub: s, consumer: cons, after: after, lastSeq: start - 1, created: st.info.Created,
 		consumerName: info.Name}
 	// JetStream starts a consumer at the stream's first message when the start was dropped
-	// meanwhile (its delivered sequence is then past start-1): the start is no longer covered.
+	// (its delivered sequence is then past start-1): the start may no longer be covered.
 	if info.Delivered.Stream >= start {
 		r.deleteConsumer()
-		return nil, ErrTooOld
+		return nil, &staleStateError{ErrTooOld}
 	}
 	msgs, err := cons.Messages()
 	if err != nil {
@@ -424,9 +435,10 @@ func decodeObject(k *scheme.Kind, data []byte, rev int64) (scheme.Object, error)
 
 // streamState is a read of the stream's state: its info and its last gap marker.
 type streamState struct {
-	info  *jetstream.StreamInfo
-	gap   *gapMarker // nil: the stream holds no gap marker
-	began time.Time  // the read began then: the state is at least that recent
+	stream jetstream.Stream
+	info   *jetstream.StreamInfo
+	gap    *gapMarker // nil: the stream holds no gap marker
+	began  time.Time  // the read began then: the state is at least that recent
 }
 
 // stateRead is a read of the stream's state in progress, which later callers join.
@@ -435,24 +447,6 @@ type stateRead struct {
 	done  chan struct{}
 	state *streamState
 	err   error
-}
-
-// streamHandle looks the stream up once.
-func (s *Subscription) streamHandle(ctx context.Context) (jetstream.Stream, error) {
-	s.mu.Lock()
-	stream := s.stream
-	s.mu.Unlock()
-	if stream != nil {
-		return stream, nil
-	}
-	stream, err := s.js.Stream(ctx, StreamName)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.stream = stream
-	s.mu.Unlock()
-	return stream, nil
 }
 
 // readState returns a state of the stream read no earlier than notBefore: the newest one
@@ -493,10 +487,21 @@ func (s *Subscription) readState(ctx context.Context, notBefore time.Time) (*str
 	}
 }
 
+// fetchState reads the stream's state; the first read looks the stream up, which reads its
+// info too.
 func (s *Subscription) fetchState(ctx context.Context, began time.Time) (*streamState, error) {
-	stream, err := s.streamHandle(ctx)
-	if err != nil {
-		return nil, err
+	s.mu.Lock()
+	stream := s.stream
+	s.mu.Unlock()
+	if stream == nil {
+		stream, err := s.js.Stream(ctx, StreamName)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", StreamName, err)
+		}
+		s.mu.Lock()
+		s.stream = stream
+		s.mu.Unlock()
+		return withLastGap(ctx, &streamState{stream: stream, info: stream.CachedInfo(), began: began})
 	}
 	return readStreamState(ctx, stream, began)
 }
@@ -506,7 +511,12 @@ func readStreamState(ctx context.Context, stream jetstream.Stream, began time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("stream info: %w", err)
 	}
-	st := &streamState{info: info, began: began}
+	return withLastGap(ctx, &streamState{stream: stream, info: info, began: began})
+}
+
+// withLastGap adds the stream's last gap marker to st.
+func withLastGap(ctx context.Context, st *streamState) (*streamState, error) {
+	stream, info := st.stream, st.info
 	if info.State.Msgs == 0 {
 		return st, nil
 	}
