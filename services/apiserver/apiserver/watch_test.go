@@ -440,18 +440,29 @@ func TestWatchAtFutureResourceVersion(t *testing.T) {
 			t.Errorf("%s: %v; want 504 Timeout, cause ResourceVersionTooLarge, retryAfterSeconds 1", name, st)
 		}
 	}
-	code, body := restCall(t, env, http.MethodGet, "/api/v1/namespaces/default/pods?watch=true&resourceVersion="+future, "")
-	if code != 504 {
-		t.Errorf("REST: %d %v; want 504", code, body)
-	}
-	st := &metav1.Status{}
-	raw, _ := json.Marshal(body)
-	if err := codec.Unmarshal(raw, st); err != nil {
+	// Bounded, so that a watch that hangs instead fails the test.
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(wctx, http.MethodGet,
+		env.HTTPURL+"/api/v1/namespaces/default/pods?watch=true&resourceVersion="+future, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	st.Code = int32(code)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 504 {
+		t.Errorf("REST: %d %s (%v); want 504", resp.StatusCode, raw, err)
+	}
+	st := &metav1.Status{}
+	if err := codec.Unmarshal(raw, st); err != nil {
+		t.Fatalf("REST body %q: %v", raw, err)
+	}
 	check("REST", &apierrors.StatusError{Status: st})
-	err = env.Client.Watch(ctx, kind(t, "pods"), "default", client.WatchOptions{ResourceVersion: future},
+	err = env.Client.Watch(wctx, kind(t, "pods"), "default", client.WatchOptions{ResourceVersion: future},
 		func(client.WatchEvent) error { return nil })
 	if s, _ := status.FromError(err); s.Code() != codes.DeadlineExceeded {
 		t.Errorf("gRPC code %v; want DeadlineExceeded", s.Code())
