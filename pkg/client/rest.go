@@ -213,6 +213,14 @@ func (c *restClient) Watch(ctx context.Context, k *scheme.Kind, ns string, opts 
 			}
 			return apierrors.NewServiceUnavailable(fmt.Sprintf("watch %s: %v", u, err))
 		}
+		if line.Type == "ERROR" {
+			// The server ended the watch; the object is the Status saying why (410: list again).
+			st := &metav1.Status{}
+			if err := codec.Unmarshal(line.Object, st); err != nil {
+				return apierrors.NewInternal(fmt.Errorf("decode watch ERROR event: %w", err))
+			}
+			return &apierrors.StatusError{Status: st}
+		}
 		obj := k.New()
 		if err := codec.Unmarshal(line.Object, obj); err != nil {
 			return apierrors.NewInternal(fmt.Errorf("decode watch event: %w", err))
