@@ -24,7 +24,7 @@ func newApplyCommand(o *globalOptions) *cobra.Command {
 			"or - for standard input, and may be repeated.",
 		Example: "  skiff apply -f deploy/examples/web.yaml\n  cat web.yaml | skiff apply -f -\n" +
 			"  skiff apply -f web.yaml --dry-run=server",
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
 				return usageErrorf(cmd, "must specify -f")

@@ -151,7 +151,7 @@ func TestForgedContinueTokens(t *testing.T) {
 		forge(1<<40, "/registry/pods/default/p-1"), // a future revision
 		forge(5, "/registry/pods/kube-system/x"),   // outside the list
 		forge(0, "/registry/pods/default/p-1"),     // no revision
-		"!!!", // not base64
+		"!!!",                                      // not base64
 	} {
 		code, st := restCall(t, env, "GET", podsPath+"?limit=1&continue="+tok, "")
 		if code != http.StatusBadRequest && code != http.StatusGone {
