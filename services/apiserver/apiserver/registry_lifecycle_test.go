@@ -160,11 +160,15 @@ func TestNamespaceDeletionNeverLosesOrOrphansContent(t *testing.T) {
 	// Nothing new may be created in it, over gRPC or REST.
 	for _, obj := range []scheme.Object{regPodIn("team", "late"), regService("team", "late")} {
 		_, err := c.Create(ctx, obj)
+		if err == nil {
+			t.Errorf("create %T in a terminating namespace accepted; want 403 NamespaceTerminating", obj)
+			continue
+		}
 		se := apierrors.FromError(err)
 		causes := se.Status.GetDetails().GetCauses()
 		if se.Status.GetCode() != http.StatusForbidden || len(causes) != 1 || causes[0].Reason != "NamespaceTerminating" ||
 			causes[0].Field != "metadata.namespace" {
-			t.Errorf("create %s in a terminating namespace: %v (causes %v); want 403 with cause NamespaceTerminating", obj.GetKind(), err, causes)
+			t.Errorf("create %T in a terminating namespace: %v (causes %v); want 403 with cause NamespaceTerminating", obj, err, causes)
 		}
 	}
 	code, st := restCall(t, env, "POST", "/api/v1/namespaces/team/pods", podJSON("late", nil))
