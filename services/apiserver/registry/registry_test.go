@@ -113,21 +113,3 @@ func TestContendedBindGivesUpWithConflict(t *testing.T) {
 		t.Errorf("bind gave up after %d attempts", n)
 	}
 }
-
-// A write that names the resourceVersion it read does not retry: the client's version is
-// stale, 409 at once.
-func TestConditionalUpdateConflictsAtOnce(t *testing.T) {
-	r, il, pods := setup(t, 1)
-	ctx := context.Background()
-	cur, err := r.Get(ctx, pods, "default", "web", registry.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.GetMetadata().Labels = map[string]string{"v": "2"}
-	if _, err := r.Update(ctx, pods, "default", "web", cur, registry.WriteOptions{}); !apierrors.IsConflict(err) {
-		t.Errorf("conditional update that lost a race: %v; want 409", err)
-	}
-	if n := il.attempts.Load(); n != 1 {
-		t.Errorf("conditional update made %d attempts; want 1", n)
-	}
-}
