@@ -211,7 +211,8 @@ func (s *Server) handle(ctx context.Context, k *scheme.Kind, method, verb, sub s
 	}
 	s.metrics.observe(k.Resource, verb, sub, code, time.Since(start))
 	if se != nil {
-		if code >= 500 {
+		// A read at a version etcd has not reached yet is the client's timing, not a failure.
+		if code >= 500 && !apierrors.IsTooLargeResourceVersion(se) {
 			s.log.Error("request failed", "resource", k.Resource, "verb", verb, "error", se.Status.GetMessage())
 		}
 		return nil, se

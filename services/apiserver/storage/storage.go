@@ -331,34 +331,6 @@ func (s *Store) Get(ctx context.Context, key string, into scheme.Object, o ReadO
 	return resp.Header.Revision, Decode(kv.Value, kv.ModRevision, into)
 }
 
-// Create writes obj at key if the key does not exist and every condition holds.
-func (s *Store) Create(ctx context.Context, key string, obj scheme.Object, conds ...Condition) (int64, error) {
-	res, err := s.Write(ctx, Write{Key: key, Object: obj, Conditions: conds})
-	if err != nil {
-		return 0, err
-	}
-	return res.Revision, nil
-}
-
-// Update writes obj at key if the key's mod revision is still rev. On success obj gets its new
-// resourceVersion.
-func (s *Store) Update(ctx context.Context, key string, obj scheme.Object, rev int64) (int64, error) {
-	res, err := s.Write(ctx, Write{Key: key, Rev: rev, Object: obj})
-	if err != nil {
-		return 0, err
-	}
-	return res.Revision, nil
-}
-
-// Delete removes key if its mod revision is still rev, and returns the deleting revision.
-func (s *Store) Delete(ctx context.Context, key string, rev int64) (int64, error) {
-	res, err := s.Write(ctx, Write{Key: key, Rev: rev})
-	if err != nil {
-		return 0, err
-	}
-	return res.Revision, nil
-}
-
 // KeyValue is one stored object as read by a range.
 type KeyValue struct {
 	Key         string
