@@ -107,6 +107,11 @@ func TestReadsAtResourceVersions(t *testing.T) {
 		})
 	}
 
+	// sendInitialEvents belongs to watches; a list refuses it, as Kubernetes does.
+	if code, st := restCall(t, env, "GET", podsPath+"?sendInitialEvents=true", ""); code != http.StatusUnprocessableEntity {
+		t.Errorf("list with sendInitialEvents: %d %v; want 422", code, st)
+	}
+
 	// Get: "" and "0" and an old version read the latest; a future one is 504.
 	for _, rv := range []string{"", "0", then} {
 		code, got := restCall(t, env, "GET", podsPath+"/a?resourceVersion="+rv, "")
