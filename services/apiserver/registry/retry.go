@@ -33,6 +33,10 @@ func (r *Registry) readModifyWrite(ctx context.Context, k *scheme.Kind, ns, name
 		err := attempt(cur, rev)
 		var ce *storage.ConflictError
 		if !errors.As(err, &ce) {
+			if err != nil && attempts > 1 && ctx.Err() != nil {
+				// The request ended during an attempt, after earlier ones lost to other writers.
+				return gaveUp(k, name, attempts)
+			}
 			return r.storageError(k, ns, name, err)
 		}
 		if !retry {
@@ -47,12 +51,18 @@ func (r *Registry) readModifyWrite(ctx context.Context, k *scheme.Kind, ns, name
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return apierrors.NewConflict(k.Group, k.Resource, name, fmt.Sprintf(
-				"the object kept changing: %d attempts failed on concurrent writes before the request ended", attempts))
+			return gaveUp(k, name, attempts)
 		case <-t.C:
 		}
 		pause = min(2*pause, maxConflictPause)
 	}
+}
+
+// gaveUp is the answer of a write whose request ended while concurrent writers kept getting
+// in first: 409, which a client may retry, as after any conflict.
+func gaveUp(k *scheme.Kind, name string, attempts int) error {
+	return apierrors.NewConflict(k.Group, k.Resource, name, fmt.Sprintf(
+		"the object kept changing: %d attempts lost to concurrent writes before the request ended", attempts))
 }
 
 // decodeCurrent turns the value a conflicting write brought back into the object and its mod
