@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
@@ -100,8 +101,9 @@ func TestRelistWhenBusTooOld(t *testing.T) {
 }
 
 // TestResumesAfterFailures fails the list twice, the bus subscription at once, then after
-// every few events, and once between two events of the same revision (a namespace deleted
-// with its pods in one transaction). The informer must neither lose nor repeat a change, and
+// every few events, and once between two events of the same revision (a namespace's pods
+// deleted in one etcd transaction: the API no longer writes several objects at once, but the
+// bus carries whatever etcd commits). The informer must neither lose nor repeat a change, and
 // must not relist.
 func TestResumesAfterFailures(t *testing.T) {
 	f := start(t)
@@ -154,7 +156,7 @@ func TestResumesAfterFailures(t *testing.T) {
 		}
 	}
 	f.relabel(t, "multi", "m-0", "step", "1")
-	if _, err := f.env.Client.Delete(context.Background(), mustKind(t, "namespaces"), "", "multi", client.DeleteOptions{}); err != nil {
+	if _, err := f.env.Etcd.Txn(context.Background()).Then(clientv3.OpDelete("/registry/pods/multi/", clientv3.WithPrefix())).Commit(); err != nil {
 		t.Fatal(err)
 	}
 	f.createPod(t, "default", "after", nil)
