@@ -15,7 +15,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
-	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/codec"
@@ -106,7 +105,7 @@ func (s *Server) waitForRevision(ctx context.Context, rev int64) error {
 			return nil
 		}
 		if !time.Now().Before(deadline) {
-			return tooLargeResourceVersion(rev, cur)
+			return apierrors.NewTooLargeResourceVersion(rev, cur)
 		}
 		t := time.NewTimer(100 * time.Millisecond)
 		select {
@@ -116,19 +115,6 @@ func (s *Server) waitForRevision(ctx context.Context, rev int64) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// tooLargeResourceVersion is Kubernetes' answer to a request at a revision the storage has not
-// reached (storage.NewTooLargeResourceVersionError): 504 Timeout, cause ResourceVersionTooLarge,
-// retry after 1 s.
-func tooLargeResourceVersion(rev, current int64) *apierrors.StatusError {
-	return &apierrors.StatusError{Status: &metav1.Status{
-		ApiVersion: "v1", Kind: "Status", Status: "Failure", Code: http.StatusGatewayTimeout,
-		Reason:  apierrors.ReasonTimeout,
-		Message: fmt.Sprintf("Timeout: Too large resource version: %d, current: %d", rev, current),
-		Details: &metav1.StatusDetails{RetryAfterSeconds: 1, Causes: []*metav1.StatusCause{
-			{Reason: "ResourceVersionTooLarge", Message: "Too large resource version"}}},
-	}}
 }
 
 // clientGoneError wraps a failure to send an event: the client went away, nobody to tell.

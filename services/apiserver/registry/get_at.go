@@ -15,7 +15,7 @@ import (
 // bus could not carry (oversize markers).
 func (r *Registry) GetAtRevision(ctx context.Context, k *scheme.Kind, ns, name string, rev int64) (scheme.Object, error) {
 	key := r.Key(k, ns, name)
-	page, err := r.store.Range(ctx, key, key+"\x00", rev, 1)
+	page, err := r.store.Range(ctx, key, key+"\x00", rev, 1, storage.ReadOptions{})
 	if errors.Is(err, storage.ErrCompacted) {
 		return nil, apierrors.NewGone(fmt.Sprintf("too old resource version: %d (compacted)", rev))
 	}
@@ -35,10 +35,9 @@ func (r *Registry) GetAtRevision(ctx context.Context, k *scheme.Kind, ns, name s
 
 // CurrentRevision is etcd's current revision: the resourceVersion of the newest change.
 func (r *Registry) CurrentRevision(ctx context.Context) (int64, error) {
-	// Any key serves: the answer's header carries the revision.
-	page, err := r.store.Range(ctx, r.prefix, r.prefix+"\x00", 0, 1)
+	rev, err := r.store.CurrentRevision(ctx)
 	if err != nil {
 		return 0, apierrors.NewInternal(err)
 	}
-	return page.Revision, nil
+	return rev, nil
 }
