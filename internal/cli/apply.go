@@ -15,31 +15,66 @@ import (
 
 func newApplyCommand(o *globalOptions) *cobra.Command {
 	var files []string
+	var dryRun string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILENAME",
 		Short: "Create or update objects from manifest files",
 		Long: "Create the objects of Kubernetes-style YAML or JSON manifests, or update them to match the\n" +
 			"manifests when they exist. -f takes a file, a directory (its .yaml, .yml and .json files)\n" +
 			"or - for standard input, and may be repeated.",
-		Example: "  skiff apply -f deploy/examples/web.yaml\n  cat web.yaml | skiff apply -f -",
-		Args:    cobra.NoArgs,
+		Example: "  skiff apply -f deploy/examples/web.yaml\n  cat web.yaml | skiff apply -f -\n" +
+			"  skiff apply -f web.yaml --dry-run=server",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
 				return usageErrorf(cmd, "must specify -f")
+			}
+			dry, err := parseDryRunFlag(cmd, dryRun)
+			if err != nil {
+				return err
 			}
 			c, err := o.client()
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			return runApply(cmd, o, c, files)
+			return runApply(cmd, o, c, files, dry)
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory or - (stdin); repeatable")
+	addDryRunFlag(cmd, &dryRun)
 	return cmd
 }
 
-func runApply(cmd *cobra.Command, o *globalOptions, c client.Interface, files []string) error {
+// addDryRunFlag adds kubectl's --dry-run flag.
+func addDryRunFlag(cmd *cobra.Command, v *string) {
+	cmd.Flags().StringVar(v, "dry-run", "none",
+		`"none" or "server": with "server" the server checks the request (defaulting, admission, validation) and stores nothing`)
+}
+
+// parseDryRunFlag reads --dry-run. kubectl's "client" (a local preview) is not offered: the
+// server's answer is the one that counts.
+func parseDryRunFlag(cmd *cobra.Command, v string) (bool, error) {
+	switch v {
+	case "none", "":
+		return false, nil
+	case "server":
+		return true, nil
+	case "client":
+		return false, usageErrorf(cmd, "--dry-run=client is not supported; use --dry-run=server")
+	}
+	return false, usageErrorf(cmd, "Invalid dry-run value (%s). Must be \"none\" or \"server\".", v)
+}
+
+// dryRunSuffix is what kubectl appends to the report of a dry run.
+func dryRunSuffix(dry bool) string {
+	if dry {
+		return " (server dry run)"
+	}
+	return ""
+}
+
+func runApply(cmd *cobra.Command, o *globalOptions, c client.Interface, files []string, dry bool) error {
 	rep := &errorReporter{w: o.streams.ErrOut, server: o.server}
 	objs, err := loadManifests(files, o.streams.In, c.Scheme(), rep)
 	if err != nil {
@@ -54,12 +89,12 @@ func runApply(cmd *cobra.Command, o *globalOptions, c client.Interface, files []
 			rep.report(err)
 			continue
 		}
-		result, op, err := applyObject(cmd.Context(), c, m.Kind, m.Object)
+		result, op, err := applyObject(cmd.Context(), c, m.Kind, m.Object, dry)
 		if err != nil {
 			rep.report(fmt.Errorf("error when %s %q: %w", op, m.source, err))
 			continue
 		}
-		fmt.Fprintf(o.streams.Out, "%s %s\n", objectRef(m.Kind, m.Object.GetMetadata().GetName()), result)
+		fmt.Fprintf(o.streams.Out, "%s %s%s\n", objectRef(m.Kind, m.Object.GetMetadata().GetName()), result, dryRunSuffix(dry))
 	}
 	return rep.result()
 }
@@ -67,18 +102,23 @@ func runApply(cmd *cobra.Command, o *globalOptions, c client.Interface, files []
 // applyObject creates obj, or replaces the existing object's spec and metadata with the
 // manifest's and reports what the server did: "created", "configured", or "unchanged" when the
 // server found nothing to change (it then keeps the resourceVersion). op says what failed, for
-// the error message ("creating", "updating", ...).
-func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj scheme.Object) (result, op string, err error) {
+// the error message ("creating", "updating", ...). A dry run asks the server the same and
+// stores nothing.
+func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj scheme.Object, dry bool) (result, op string, err error) {
 	md := obj.GetMetadata()
 	if md.GetName() == "" {
 		return "", "applying", fmt.Errorf("%s: resource name may not be empty", k.Kind)
+	}
+	var opts []client.WriteOption
+	if dry {
+		opts = append(opts, client.DryRunAll)
 	}
 	err = retryOnConflict(ctx, func() error {
 		op = "retrieving current configuration of"
 		cur, err := c.Get(ctx, k, md.GetNamespace(), md.GetName())
 		if apierrors.IsNotFound(err) {
 			op = "creating"
-			_, err = c.Create(ctx, obj)
+			_, err = c.Create(ctx, obj, opts...)
 			if apierrors.IsAlreadyExists(err) {
 				// Created by someone else since our Get: retry as an update.
 				return apierrors.NewConflict(k.Group, k.Resource, md.GetName(), "object was created concurrently")
@@ -94,12 +134,14 @@ func applyObject(ctx context.Context, c client.Interface, k *scheme.Kind, obj sc
 		keepAllocatedFields(next, cur)
 		rv := cur.GetMetadata().GetResourceVersion()
 		scheme.Meta(next).ResourceVersion = rv
-		updated, err := c.Update(ctx, next)
+		updated, err := c.Update(ctx, next, opts...)
 		if err != nil {
 			return err
 		}
 		result = "configured"
-		if updated.GetMetadata().GetResourceVersion() == rv {
+		// A real update that changes nothing keeps the resourceVersion; a dry run keeps it
+		// anyway, but answers a no-op with the stored object itself.
+		if (!dry && updated.GetMetadata().GetResourceVersion() == rv) || (dry && proto.Equal(updated, cur)) {
 			result = "unchanged"
 		}
 		return nil

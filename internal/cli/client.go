@@ -20,10 +20,10 @@ func (c *timeoutClient) ctx(ctx context.Context) (context.Context, context.Cance
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-func (c *timeoutClient) Create(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+func (c *timeoutClient) Create(ctx context.Context, obj scheme.Object, opts ...client.WriteOption) (scheme.Object, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
-	return c.Interface.Create(ctx, obj)
+	return c.Interface.Create(ctx, obj, opts...)
 }
 
 func (c *timeoutClient) Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error) {
@@ -38,16 +38,16 @@ func (c *timeoutClient) List(ctx context.Context, k *scheme.Kind, ns string, opt
 	return c.Interface.List(ctx, k, ns, opts)
 }
 
-func (c *timeoutClient) Update(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+func (c *timeoutClient) Update(ctx context.Context, obj scheme.Object, opts ...client.WriteOption) (scheme.Object, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
-	return c.Interface.Update(ctx, obj)
+	return c.Interface.Update(ctx, obj, opts...)
 }
 
-func (c *timeoutClient) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+func (c *timeoutClient) UpdateStatus(ctx context.Context, obj scheme.Object, opts ...client.WriteOption) (scheme.Object, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
-	return c.Interface.UpdateStatus(ctx, obj)
+	return c.Interface.UpdateStatus(ctx, obj, opts...)
 }
 
 func (c *timeoutClient) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts client.DeleteOptions) (scheme.Object, error) {
@@ -56,8 +56,8 @@ func (c *timeoutClient) Delete(ctx context.Context, k *scheme.Kind, ns, name str
 	return c.Interface.Delete(ctx, k, ns, name, opts)
 }
 
-func (c *timeoutClient) Bind(ctx context.Context, ns, name, node string) error {
+func (c *timeoutClient) Bind(ctx context.Context, ns, name, node string, opts ...client.WriteOption) error {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
-	return c.Interface.Bind(ctx, ns, name, node)
+	return c.Interface.Bind(ctx, ns, name, node, opts...)
 }

@@ -17,6 +17,7 @@ type deleteOptions struct {
 	now            bool
 	force          bool
 	ignoreNotFound bool
+	dryRun         string
 }
 
 func newDeleteCommand(o *globalOptions) *cobra.Command {
@@ -37,6 +38,9 @@ func newDeleteCommand(o *globalOptions) *cobra.Command {
 			}
 			if d.now && cmd.Flags().Changed("grace-period") {
 				return usageErrorf(cmd, "--now and --grace-period cannot be specified together")
+			}
+			if _, err := parseDryRunFlag(cmd, d.dryRun); err != nil {
+				return err
 			}
 			var ra *resourceArgs
 			if len(args) > 0 {
@@ -62,6 +66,7 @@ func newDeleteCommand(o *globalOptions) *cobra.Command {
 	f.BoolVar(&d.now, "now", false, "stop pods right away (grace period 1)")
 	f.BoolVar(&d.force, "force", false, "remove objects from the API at once, without waiting for their processes to stop")
 	f.BoolVar(&d.ignoreNotFound, "ignore-not-found", false, "treat objects that do not exist as deleted")
+	addDryRunFlag(cmd, &d.dryRun)
 	return cmd
 }
 
@@ -87,7 +92,7 @@ func (d *deleteOptions) grace() *int64 {
 func runDelete(cmd *cobra.Command, o *globalOptions, d *deleteOptions, c client.Interface, ra *resourceArgs) error {
 	ctx := cmd.Context()
 	rep := &errorReporter{w: o.streams.ErrOut, server: o.server}
-	opts := client.DeleteOptions{GracePeriodSeconds: d.grace()}
+	opts := client.DeleteOptions{GracePeriodSeconds: d.grace(), DryRun: d.dryRun == "server"}
 	if d.force {
 		fmt.Fprintln(o.streams.ErrOut, "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.")
 	}
@@ -138,6 +143,6 @@ func deleteObject(ctx context.Context, o *globalOptions, d *deleteOptions, c cli
 	if opts.GracePeriodSeconds != nil && *opts.GracePeriodSeconds == 0 && d.force {
 		verb = "force deleted"
 	}
-	fmt.Fprintf(o.streams.Out, "%s %q %s\n", kindRef(k), name, verb)
+	fmt.Fprintf(o.streams.Out, "%s %q %s%s\n", kindRef(k), name, verb, dryRunSuffix(opts.DryRun))
 	return nil
 }

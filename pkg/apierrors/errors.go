@@ -164,7 +164,7 @@ func GRPCCode(s *metav1.Status) codes.Code {
 		return codes.Aborted
 	case http.StatusGone:
 		return codes.OutOfRange
-	case http.StatusTooManyRequests:
+	case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
 		return codes.ResourceExhausted
 	case http.StatusServiceUnavailable:
 		return codes.Unavailable

@@ -34,7 +34,23 @@ const (
 	// out: if its predecessor's revision is newer than the start point, something has.
 	HeaderPrevRevision = "Skiff-Prev-Revision"
 	HeaderKind         = "Skiff-Kind" // apiVersion/kind, e.g. "apps/v1/Deployment"
+	// HeaderPrevOffset, on a MODIFIED message whose labels or selectable fields changed, splits
+	// the payload: Data[:N] is the new object, Data[N:] its previous stored value. Without it,
+	// the previous value had the same labels and selectable fields as the new one.
+	HeaderPrevOffset = "Skiff-Prev-Offset"
+	// HeaderOversize marks a change the bus could not carry (its payload, in bytes, was above
+	// the server's max payload): the message has no data, and HeaderNamespace and HeaderName
+	// name the object, which readers fetch from the API.
+	HeaderOversize  = "Skiff-Oversize"
+	HeaderNamespace = "Skiff-Namespace"
+	HeaderName      = "Skiff-Name"
 )
+
+// GapSubject carries compaction gap markers: HeaderType Gap, HeaderRevision C (etcd's
+// compaction revision, the first one still available) and HeaderPrevRevision P. The changes
+// with revisions in (P, C) are lost for good; a reader that had not read up to C-1 must list
+// again. It lies inside the stream's subject space, and every reader adds it to its filters.
+const GapSubject = subjectRoot + ".gap"
 
 // EventType is what happened to an object.
 type EventType string
@@ -43,6 +59,8 @@ const (
 	Added    EventType = "ADDED"
 	Modified EventType = "MODIFIED"
 	Deleted  EventType = "DELETED"
+	// Gap is the type of a compaction gap marker (GapSubject); readers never hand it out.
+	Gap EventType = "GAP"
 )
 
 func token(s string) string {

@@ -17,14 +17,61 @@ type ListOptions struct {
 	FieldSelector string
 	Limit         int64
 	Continue      string
+	// ResourceVersion and ResourceVersionMatch choose the state listed: "" the latest, "0"
+	// any, N at least N, or exactly N with ResourceVersionMatch "Exact".
+	ResourceVersion      string
+	ResourceVersionMatch string
 }
 
-// DeleteOptions tune a delete.
+// DeleteOptions tune a delete (sent as Kubernetes' DeleteOptions).
 type DeleteOptions struct {
-	// GracePeriodSeconds overrides a pod's grace period; 0 deletes at once.
+	// GracePeriodSeconds overrides a bound, running pod's grace period; 0 deletes at once.
+	// Other objects have no grace period.
 	GracePeriodSeconds *int64
-	// ResourceVersion makes the delete conditional on the object's version.
+	// ResourceVersion and UID make the delete conditional (preconditions): it fails with 409
+	// Conflict unless the object still has them.
 	ResourceVersion string
+	UID             string
+	// PropagationPolicy is Orphan, Background or Foreground (for the garbage collector).
+	PropagationPolicy string
+	// DryRun asks what the delete would do, deleting nothing.
+	DryRun bool
+}
+
+// WriteOptions tune a create, update, status update or bind.
+type WriteOptions struct {
+	// DryRun runs the write through defaulting, admission and validation and returns the
+	// object as it would be stored, storing nothing (Kubernetes' dryRun=All).
+	DryRun bool
+	// FieldManager names the writer, as Kubernetes clients do.
+	FieldManager string
+}
+
+// WriteOption sets a WriteOptions field.
+type WriteOption func(*WriteOptions)
+
+// DryRunAll makes a write a dry run.
+func DryRunAll(o *WriteOptions) { o.DryRun = true }
+
+// WithFieldManager names the writer.
+func WithFieldManager(name string) WriteOption {
+	return func(o *WriteOptions) { o.FieldManager = name }
+}
+
+func writeOptions(opts []WriteOption) WriteOptions {
+	var o WriteOptions
+	for _, set := range opts {
+		set(&o)
+	}
+	return o
+}
+
+// dryRunValues is the dryRun parameter of a request.
+func dryRunValues(dry bool) []string {
+	if dry {
+		return []string{"All"}
+	}
+	return nil
 }
 
 // WatchOptions select what a watch delivers.
@@ -50,14 +97,14 @@ type List struct {
 // Interface is the API, generic over kinds. Objects name their namespace in metadata.
 type Interface interface {
 	Scheme() *scheme.Scheme
-	Create(ctx context.Context, obj scheme.Object) (scheme.Object, error)
+	Create(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error)
 	Get(ctx context.Context, k *scheme.Kind, namespace, name string) (scheme.Object, error)
 	List(ctx context.Context, k *scheme.Kind, namespace string, opts ListOptions) (*List, error)
-	Update(ctx context.Context, obj scheme.Object) (scheme.Object, error)
-	UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error)
+	Update(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error)
+	UpdateStatus(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error)
 	Delete(ctx context.Context, k *scheme.Kind, namespace, name string, opts DeleteOptions) (scheme.Object, error)
 	// Bind assigns a pod to a node (the scheduler's binding subresource).
-	Bind(ctx context.Context, namespace, name, node string) error
+	Bind(ctx context.Context, namespace, name, node string, opts ...WriteOption) error
 	// Watch calls handle for every change after opts.ResourceVersion (with an empty one, the
 	// current objects first, as ADDED) until ctx ends (nil), handle fails (its error) or the
 	// server ends the watch. A resourceVersion older than the server keeps is a 410 error.

@@ -77,6 +77,13 @@ func (c *grpcClient) call(ctx context.Context, k *scheme.Kind, method, requestPr
 		if !ok || (fd.Name() == "namespace" && fd.Kind() != protoreflect.StringKind) {
 			continue
 		}
+		if list, ok := v.([]string); ok {
+			l := req.Mutable(fd).List()
+			for _, s := range list {
+				l.Append(protoreflect.ValueOfString(s))
+			}
+			continue
+		}
 		req.Set(fd, protoreflect.ValueOf(v))
 	}
 	if err := c.conn.Invoke(ctx, "/"+k.ServiceName()+"/"+method, req.Interface(), out); err != nil {
@@ -89,13 +96,15 @@ func (c *grpcClient) kindOf(obj scheme.Object) (*scheme.Kind, error) {
 	return kindOf(c.scheme, obj)
 }
 
-func (c *grpcClient) Create(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+func (c *grpcClient) Create(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error) {
 	k, err := c.kindOf(obj)
 	if err != nil {
 		return nil, err
 	}
+	o := writeOptions(opts)
 	out := k.New()
-	err = c.call(ctx, k, "Create", "Create", obj, map[protoreflect.Name]any{"namespace": obj.GetMetadata().GetNamespace()}, out)
+	err = c.call(ctx, k, "Create", "Create", obj, map[protoreflect.Name]any{"namespace": obj.GetMetadata().GetNamespace(),
+		"dry_run": dryRunValues(o.DryRun), "field_manager": o.FieldManager}, out)
 	return out, err
 }
 
@@ -110,6 +119,7 @@ func (c *grpcClient) List(ctx context.Context, k *scheme.Kind, ns string, opts L
 	err := c.call(ctx, k, "List", "List", nil, map[protoreflect.Name]any{
 		"namespace": ns, "label_selector": opts.LabelSelector, "field_selector": opts.FieldSelector,
 		"limit": opts.Limit, "continue": opts.Continue,
+		"resource_version": opts.ResourceVersion, "resource_version_match": opts.ResourceVersionMatch,
 	}, out)
 	if err != nil {
 		return nil, err
@@ -122,45 +132,59 @@ func toList(m proto.Message) *List {
 	return &List{Items: items, ResourceVersion: lm.GetResourceVersion(), Continue: lm.GetContinue()}
 }
 
-func (c *grpcClient) update(ctx context.Context, obj scheme.Object, method string) (scheme.Object, error) {
+func (c *grpcClient) update(ctx context.Context, obj scheme.Object, method string, opts []WriteOption) (scheme.Object, error) {
 	k, err := c.kindOf(obj)
 	if err != nil {
 		return nil, err
 	}
+	o := writeOptions(opts)
 	md := obj.GetMetadata()
 	out := k.New()
-	err = c.call(ctx, k, method, "Update", obj, map[protoreflect.Name]any{"namespace": md.GetNamespace(), "name": md.GetName()}, out)
+	err = c.call(ctx, k, method, "Update", obj, map[protoreflect.Name]any{"namespace": md.GetNamespace(), "name": md.GetName(),
+		"dry_run": dryRunValues(o.DryRun), "field_manager": o.FieldManager}, out)
 	return out, err
 }
 
-func (c *grpcClient) Update(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
-	return c.update(ctx, obj, "Update")
+func (c *grpcClient) Update(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error) {
+	return c.update(ctx, obj, "Update", opts)
 }
 
-func (c *grpcClient) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
-	return c.update(ctx, obj, "UpdateStatus")
+func (c *grpcClient) UpdateStatus(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error) {
+	return c.update(ctx, obj, "UpdateStatus", opts)
 }
 
 func (c *grpcClient) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts DeleteOptions) (scheme.Object, error) {
-	fields := map[protoreflect.Name]any{"namespace": ns, "name": name, "resource_version": opts.ResourceVersion}
-	if opts.GracePeriodSeconds != nil {
-		fields["grace_period_seconds"] = *opts.GracePeriodSeconds
-	}
+	fields := map[protoreflect.Name]any{"namespace": ns, "name": name, "body": deleteBody(opts).ProtoReflect()}
 	out := k.New()
 	err := c.call(ctx, k, "Delete", "Delete", nil, fields, out)
 	return out, err
 }
 
-func (c *grpcClient) Bind(ctx context.Context, ns, name, node string) error {
+// deleteBody is the DeleteOptions a delete sends, as Kubernetes clients send it.
+func deleteBody(opts DeleteOptions) *metav1.DeleteOptions {
+	body := &metav1.DeleteOptions{ApiVersion: "v1", Kind: "DeleteOptions", GracePeriodSeconds: opts.GracePeriodSeconds,
+		PropagationPolicy: opts.PropagationPolicy, DryRun: dryRunValues(opts.DryRun)}
+	if opts.ResourceVersion != "" || opts.UID != "" {
+		body.Preconditions = &metav1.Preconditions{Uid: opts.UID, ResourceVersion: opts.ResourceVersion}
+	}
+	return body
+}
+
+// binding is the Binding of pod ns/name to node.
+func binding(ns, name, node string) *corev1.Binding {
+	return &corev1.Binding{ApiVersion: "v1", Kind: "Binding",
+		Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns},
+		Target:   &metav1.ObjectReference{Kind: "Node", Name: node}}
+}
+
+func (c *grpcClient) Bind(ctx context.Context, ns, name, node string, opts ...WriteOption) error {
 	k, err := c.scheme.ForMessage(&corev1.Pod{})
 	if err != nil {
 		return err
 	}
-	b := &corev1.Binding{ApiVersion: "v1", Kind: "Binding",
-		Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns},
-		Target:   &metav1.ObjectReference{Kind: "Node", Name: node}}
 	return c.call(ctx, k, "Bind", "Bind", nil, map[protoreflect.Name]any{
-		"namespace": ns, "name": name, "binding": b.ProtoReflect(),
+		"namespace": ns, "name": name, "binding": binding(ns, name, node).ProtoReflect(),
+		"dry_run": dryRunValues(writeOptions(opts).DryRun),
 	}, &metav1.Status{})
 }
 

@@ -95,13 +95,26 @@ func (c *restClient) kindOf(obj scheme.Object) (*scheme.Kind, error) {
 	return kindOf(c.scheme, obj)
 }
 
-func (c *restClient) Create(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+// writeQuery is the query of a write: Kubernetes' dryRun and fieldManager parameters.
+func writeQuery(opts []WriteOption) url.Values {
+	o := writeOptions(opts)
+	q := url.Values{}
+	if o.DryRun {
+		q["dryRun"] = dryRunValues(true)
+	}
+	if o.FieldManager != "" {
+		q.Set("fieldManager", o.FieldManager)
+	}
+	return q
+}
+
+func (c *restClient) Create(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error) {
 	k, err := c.kindOf(obj)
 	if err != nil {
 		return nil, err
 	}
 	out := k.New()
-	return out, c.do(ctx, http.MethodPost, k.Path(obj.GetMetadata().GetNamespace(), ""), nil, obj, out)
+	return out, c.do(ctx, http.MethodPost, k.Path(obj.GetMetadata().GetNamespace(), ""), writeQuery(opts), obj, out)
 }
 
 func (c *restClient) Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error) {
@@ -123,6 +136,12 @@ func (c *restClient) List(ctx context.Context, k *scheme.Kind, ns string, opts L
 	if opts.Continue != "" {
 		q.Set("continue", opts.Continue)
 	}
+	if opts.ResourceVersion != "" {
+		q.Set("resourceVersion", opts.ResourceVersion)
+	}
+	if opts.ResourceVersionMatch != "" {
+		q.Set("resourceVersionMatch", opts.ResourceVersionMatch)
+	}
 	out := k.NewList()
 	if err := c.do(ctx, http.MethodGet, k.Path(ns, ""), q, nil, out); err != nil {
 		return nil, err
@@ -130,45 +149,36 @@ func (c *restClient) List(ctx context.Context, k *scheme.Kind, ns string, opts L
 	return toList(out), nil
 }
 
-func (c *restClient) update(ctx context.Context, obj scheme.Object, suffix string) (scheme.Object, error) {
+func (c *restClient) update(ctx context.Context, obj scheme.Object, suffix string, opts []WriteOption) (scheme.Object, error) {
 	k, err := c.kindOf(obj)
 	if err != nil {
 		return nil, err
 	}
 	md := obj.GetMetadata()
 	out := k.New()
-	return out, c.do(ctx, http.MethodPut, k.Path(md.GetNamespace(), md.GetName())+suffix, nil, obj, out)
+	return out, c.do(ctx, http.MethodPut, k.Path(md.GetNamespace(), md.GetName())+suffix, writeQuery(opts), obj, out)
 }
 
-func (c *restClient) Update(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
-	return c.update(ctx, obj, "")
+func (c *restClient) Update(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error) {
+	return c.update(ctx, obj, "", opts)
 }
 
-func (c *restClient) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
-	return c.update(ctx, obj, "/status")
+func (c *restClient) UpdateStatus(ctx context.Context, obj scheme.Object, opts ...WriteOption) (scheme.Object, error) {
+	return c.update(ctx, obj, "/status", opts)
 }
 
+// Delete sends the options as Kubernetes clients do: a DeleteOptions body.
 func (c *restClient) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts DeleteOptions) (scheme.Object, error) {
-	q := url.Values{}
-	if opts.GracePeriodSeconds != nil {
-		q.Set("gracePeriodSeconds", strconv.FormatInt(*opts.GracePeriodSeconds, 10))
-	}
-	if opts.ResourceVersion != "" {
-		q.Set("resourceVersion", opts.ResourceVersion)
-	}
 	out := k.New()
-	return out, c.do(ctx, http.MethodDelete, k.Path(ns, name), q, nil, out)
+	return out, c.do(ctx, http.MethodDelete, k.Path(ns, name), nil, deleteBody(opts), out)
 }
 
-func (c *restClient) Bind(ctx context.Context, ns, name, node string) error {
+func (c *restClient) Bind(ctx context.Context, ns, name, node string, opts ...WriteOption) error {
 	k, err := c.scheme.ForMessage(&corev1.Pod{})
 	if err != nil {
 		return err
 	}
-	b := &corev1.Binding{ApiVersion: "v1", Kind: "Binding",
-		Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns},
-		Target:   &metav1.ObjectReference{Kind: "Node", Name: node}}
-	return c.do(ctx, http.MethodPost, k.Path(ns, name)+"/binding", nil, b, &metav1.Status{})
+	return c.do(ctx, http.MethodPost, k.Path(ns, name)+"/binding", writeQuery(opts), binding(ns, name, node), &metav1.Status{})
 }
 
 func (c *restClient) Watch(ctx context.Context, k *scheme.Kind, ns string, opts WatchOptions, handle func(WatchEvent) error) error {
@@ -212,6 +222,14 @@ func (c *restClient) Watch(ctx context.Context, k *scheme.Kind, ns string, opts 
 				return nil
 			}
 			return apierrors.NewServiceUnavailable(fmt.Sprintf("watch %s: %v", u, err))
+		}
+		if line.Type == "ERROR" {
+			// The server ended the watch; the object is the Status saying why (410: list again).
+			st := &metav1.Status{}
+			if err := codec.Unmarshal(line.Object, st); err != nil {
+				return apierrors.NewInternal(fmt.Errorf("decode watch ERROR event: %w", err))
+			}
+			return &apierrors.StatusError{Status: st}
 		}
 		obj := k.New()
 		if err := codec.Unmarshal(line.Object, obj); err != nil {

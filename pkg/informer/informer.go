@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/skiff-project/skiff/pkg/apierrors"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
@@ -351,7 +353,9 @@ func (i *Informer) watch(ctx context.Context, after int64) (progressed bool, err
 		select {
 		case ev := <-events:
 			progressed = true
-			i.apply(ev)
+			if err := i.apply(ctx, ev); err != nil {
+				return progressed, err
+			}
 		case <-i.wake:
 			i.adoptPending()
 		case err := <-done:
@@ -368,28 +372,55 @@ func (i *Informer) watch(ctx context.Context, after int64) (progressed bool, err
 	}
 }
 
-// apply applies one bus event to the cache and tells the handlers.
-func (i *Informer) apply(ev bus.Event) {
+// apply applies one bus event to the cache and tells the handlers. It fails only when the
+// object of an oversize event cannot be fetched; the informer then resumes the bus from before
+// the event.
+func (i *Informer) apply(ctx context.Context, ev bus.Event) error {
 	prev := i.lastRev.Load()
 	if ev.Revision > prev {
 		// The stream is in revision order: every event of older revisions has been applied.
 		i.complete = prev
-		// Published after the cache changed, so a reader that sees the revision sees the change.
-		defer i.lastRev.Store(ev.Revision)
 	}
+	if err := i.applyObject(ctx, ev); err != nil {
+		return err
+	}
+	if ev.Revision > prev {
+		// Published after the cache changed, so a reader that sees the revision sees the change.
+		i.lastRev.Store(ev.Revision)
+	}
+	return nil
+}
+
+func (i *Informer) applyObject(ctx context.Context, ev bus.Event) error {
 	if ev.Kind == nil || ev.Kind.APIVersion() != i.cfg.Kind.APIVersion() || ev.Kind.Kind != i.cfg.Kind.Kind {
-		return
+		return nil // node subjects could carry other kinds
 	}
 	obj := ev.Object
-	if i.cfg.Namespace != "" && obj.GetMetadata().GetNamespace() != i.cfg.Namespace {
-		return // node subjects span namespaces
-	}
 	key := KeyOf(obj)
 	cur, cached := i.store.GetByKey(key)
 	if cached && ev.Revision <= resourceVersion(cur) {
-		return // seen already: redelivered after a resume, or older than the list
+		return nil // seen already: redelivered after a resume, or older than the list
 	}
-	switch ev.Type {
+	typ := ev.Type
+	if ev.Oversize && typ != bus.Deleted {
+		// The bus could not carry the object: read it from the API (its current state).
+		md := obj.GetMetadata()
+		fetched, err := i.cfg.Client.Get(ctx, i.cfg.Kind, md.GetNamespace(), md.GetName())
+		switch {
+		case apierrors.IsNotFound(err):
+			typ = bus.Deleted // gone since
+		case err != nil:
+			return fmt.Errorf("fetch %s for its oversize event at revision %d: %w", key, ev.Revision, err)
+		case cached && resourceVersion(fetched) <= resourceVersion(cur):
+			return nil
+		default:
+			obj = fetched
+		}
+	}
+	if typ != bus.Deleted && !i.selects(obj) {
+		typ = bus.Deleted // the object left what the informer caches (e.g. a pod off its node)
+	}
+	switch typ {
 	case bus.Added, bus.Modified:
 		i.store.put(obj)
 		if cached {
@@ -399,13 +430,31 @@ func (i *Informer) apply(ev bus.Event) {
 		}
 	case bus.Deleted:
 		if !cached {
-			return
+			return nil
+		}
+		if ev.Oversize {
+			obj = cur // the last state the informer knows
 		}
 		i.store.remove(key)
 		i.notifyDelete(obj)
 	default:
 		i.log.Warn("ignoring bus event of unknown type", "type", ev.Type, "key", key, "revision", ev.Revision)
 	}
+	return nil
+}
+
+// selects reports whether obj belongs in the cache: in the informer's namespace and, for a
+// node's informer, bound to the node. The bus's subjects already select; an object read from
+// the API, or a change that moves it elsewhere, may not be.
+func (i *Informer) selects(obj scheme.Object) bool {
+	if i.cfg.Namespace != "" && obj.GetMetadata().GetNamespace() != i.cfg.Namespace {
+		return false
+	}
+	if i.cfg.NodeName != "" {
+		node, err := fields.Value(obj.ProtoReflect(), "spec.nodeName")
+		return err == nil && node == i.cfg.NodeName
+	}
+	return true
 }
 
 func (i *Informer) notifyAdd(obj scheme.Object) {
@@ -480,16 +529,15 @@ func (i *Informer) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// backoff doubles from minBackoff to maxBackoff.
-type backoff struct{ cur time.Duration }
+// backoff is "decorrelated jitter": each delay is drawn from [minBackoff, 3 × the previous
+// one], capped at maxBackoff, so that the many informers one failure hits do not retry in
+// lockstep, while a failure that lasts still backs off towards maxBackoff.
+type backoff struct{ last time.Duration }
 
 func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = minBackoff
-	} else {
-		b.cur = min(2*b.cur, maxBackoff)
-	}
-	return b.cur
+	upper := 3 * max(b.last, minBackoff)
+	b.last = min(minBackoff+rand.N(upper-minBackoff+1), maxBackoff)
+	return b.last
 }
 
-func (b *backoff) reset() { b.cur = 0 }
+func (b *backoff) reset() { b.last = 0 }

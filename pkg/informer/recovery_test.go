@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
@@ -100,8 +101,9 @@ func TestRelistWhenBusTooOld(t *testing.T) {
 }
 
 // TestResumesAfterFailures fails the list twice, the bus subscription at once, then after
-// every few events, and once between two events of the same revision (a namespace deleted
-// with its pods in one transaction). The informer must neither lose nor repeat a change, and
+// every few events, and once between two events of the same revision (a namespace's pods
+// deleted in one etcd transaction: the API no longer writes several objects at once, but the
+// bus carries whatever etcd commits). The informer must neither lose nor repeat a change, and
 // must not relist.
 func TestResumesAfterFailures(t *testing.T) {
 	f := start(t)
@@ -154,7 +156,7 @@ func TestResumesAfterFailures(t *testing.T) {
 		}
 	}
 	f.relabel(t, "multi", "m-0", "step", "1")
-	if _, err := f.env.Client.Delete(context.Background(), mustKind(t, "namespaces"), "", "multi", client.DeleteOptions{}); err != nil {
+	if _, err := f.env.Etcd.Txn(context.Background()).Then(clientv3.OpDelete("/registry/pods/multi/", clientv3.WithPrefix())).Commit(); err != nil {
 		t.Fatal(err)
 	}
 	f.createPod(t, "default", "after", nil)
@@ -182,27 +184,62 @@ func TestResumesAfterFailures(t *testing.T) {
 	t.Logf("%d subscriptions, %d events delivered", calls.Load(), delivered.Load())
 }
 
+// TestBackoff: delays stay within [minBackoff, maxBackoff], each at most 3× the one before,
+// grow towards maxBackoff while failures last, start over after reset, and are jittered: two
+// informers failing together do not retry together.
 func TestBackoff(t *testing.T) {
-	var b backoff
-	var got []string
-	for range 8 {
-		got = append(got, b.next().String())
+	var a, b backoff
+	atCap := 0
+	const steps = 200
+	prev := minBackoff
+	for n := range steps {
+		d := a.next()
+		if d < minBackoff || d > maxBackoff || d > 3*prev {
+			t.Fatalf("step %d: %v after %v; want within [%v, min(%v, 3×previous)]", n, d, prev, minBackoff, maxBackoff)
+		}
+		prev = d
+		if d == maxBackoff {
+			atCap++
+		}
 	}
-	want := "[100ms 200ms 400ms 800ms 1.6s 3.2s 5s 5s]"
-	if fmt.Sprint(got) != want {
-		t.Errorf("back-off steps %v; want %s", got, want)
+	if atCap < steps/10 {
+		t.Errorf("the delay reached maxBackoff %d times of %d: it does not grow while failures last", atCap, steps)
 	}
-	b.reset()
-	if d := b.next(); d != minBackoff {
-		t.Errorf("after reset: %v", d)
+	// Informers that fail together (a NATS restart) start their back-off together.
+	same := 0
+	for range 100 {
+		a.reset()
+		b.reset()
+		for range 3 {
+			da, db := a.next(), b.next()
+			if da > 27*minBackoff {
+				t.Fatalf("after reset: %v; want at most %v by the third step", da, 27*minBackoff)
+			}
+			if da == db {
+				same++
+			}
+		}
+	}
+	if same > 30 {
+		t.Errorf("two back-offs started together chose the same delay %d times of 300: no jitter", same)
 	}
 }
 
-// flakyClient fails the first listFailures lists.
+// flakyClient fails the first listFailures lists and getFailures gets.
 type flakyClient struct {
 	client.Interface
 	listFailures atomic.Int64
 	lists        atomic.Int64
+	getFailures  atomic.Int64
+	gets         atomic.Int64
+}
+
+func (c *flakyClient) Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error) {
+	c.gets.Add(1)
+	if c.getFailures.Add(-1) >= 0 {
+		return nil, errors.New("injected: apiserver unreachable")
+	}
+	return c.Interface.Get(ctx, k, ns, name)
 }
 
 func (c *flakyClient) List(ctx context.Context, k *scheme.Kind, ns string, opts client.ListOptions) (*client.List, error) {

@@ -32,6 +32,9 @@ const (
 	dns1123LabelFmt    = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 	dns1123LabelErrMsg = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
 
+	dns1035LabelFmt    = "[a-z]([-a-z0-9]*[a-z0-9])?"
+	dns1035LabelErrMsg = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character"
+
 	dns1123SubdomainFmt    = dns1123LabelFmt + "(\\." + dns1123LabelFmt + ")*"
 	dns1123SubdomainErrMsg = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
 )
@@ -42,6 +45,7 @@ var (
 	qualifiedNameRegexp    = regexp.MustCompile("^" + qualifiedNameFmt + "$")
 	labelValueRegexp       = regexp.MustCompile("^" + labelValueFmt + "$")
 	dns1123LabelRegexp     = regexp.MustCompile("^" + dns1123LabelFmt + "$")
+	dns1035LabelRegexp     = regexp.MustCompile("^" + dns1035LabelFmt + "$")
 	dns1123SubdomainRegexp = regexp.MustCompile("^" + dns1123SubdomainFmt + "$")
 )
 
@@ -102,6 +106,20 @@ func IsDNS1123Label(value string) []string {
 	}
 	if !dns1123LabelRegexp.MatchString(value) {
 		errs = append(errs, regexError(dns1123LabelErrMsg, dns1123LabelFmt, "my-name", "123-abc"))
+	}
+	return errs
+}
+
+// IsDNS1035Label checks an RFC 1035 label (e.g. a Service name, which becomes a DNS name
+// that must not look like a number): at most 63 lower case alphanumerics or '-', starting
+// with a letter and ending with an alphanumeric.
+func IsDNS1035Label(value string) []string {
+	var errs []string
+	if len(value) > DNS1123LabelMaxLength {
+		errs = append(errs, maxLenError(DNS1123LabelMaxLength))
+	}
+	if !dns1035LabelRegexp.MatchString(value) {
+		errs = append(errs, regexError(dns1035LabelErrMsg, dns1035LabelFmt, "my-name", "abc-123"))
 	}
 	return errs
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // RateLimiter decides how long an item waits before it is retried.
@@ -65,37 +67,22 @@ func (l *exponentialLimiter[T]) NumRequeues(item T) int {
 	return l.failures[item]
 }
 
-// NewBucketRateLimiter returns a limiter shared by all items: a token bucket holding up
-// to burst tokens, refilled at qps per second. Each When takes a token, possibly one
-// not yet refilled, and returns how long until that token exists. It panics unless
-// qps is positive and finite and burst is at least 1.
+// NewBucketRateLimiter returns a limiter shared by all items: a token bucket
+// (golang.org/x/time/rate) holding up to burst tokens, refilled at qps per second. Each When
+// reserves a token, possibly one not yet refilled, and returns how long until that token
+// exists. It panics unless qps is positive and finite and burst is at least 1.
 func NewBucketRateLimiter[T comparable](qps float64, burst int) RateLimiter[T] {
 	if !(qps > 0) || math.IsInf(qps, 1) || burst < 1 {
 		panic(fmt.Sprintf("workqueue: invalid bucket rate limiter qps=%v burst=%d", qps, burst))
 	}
-	return &bucketLimiter[T]{qps: qps, burst: float64(burst), tokens: float64(burst), last: time.Now()}
+	return &bucketLimiter[T]{limiter: rate.NewLimiter(rate.Limit(qps), burst)}
 }
 
 type bucketLimiter[T comparable] struct {
-	qps, burst float64
-
-	mu     sync.Mutex
-	tokens float64 // negative when tokens have been promised ahead of the refill
-	last   time.Time
+	limiter *rate.Limiter
 }
 
-func (l *bucketLimiter[T]) When(T) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.qps)
-	l.last = now
-	l.tokens--
-	if l.tokens >= 0 {
-		return 0
-	}
-	return time.Duration(-l.tokens / l.qps * float64(time.Second))
-}
+func (l *bucketLimiter[T]) When(T) time.Duration { return l.limiter.Reserve().Delay() }
 
 func (l *bucketLimiter[T]) Forget(T) {}
 

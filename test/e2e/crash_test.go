@@ -96,7 +96,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 	var nsws []*namespaceWriter
 	for w := range namespaceWriters {
-		nsw := &namespaceWriter{id: w, c: c.newClient(t), pods: pods, nsKind: namespaces, stats: &stats, failed: t.Errorf}
+		nsw := &namespaceWriter{id: w, c: c.newClient(t), etcd: c.Etcd, pods: pods, nsKind: namespaces, stats: &stats, failed: t.Errorf}
 		nsws = append(nsws, nsw)
 		writers.Add(1)
 		go func() { defer writers.Done(); nsw.run(ctx, stopWriters) }()

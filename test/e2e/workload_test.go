@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
@@ -133,14 +134,17 @@ func (w *podWriter) settle(ctx context.Context, err error) bool {
 	return false
 }
 
-// namespaceWriter creates a namespace with podsPerNamespace pods and deletes the namespace,
-// over and over. Deleting a namespace removes its pods in the same etcd transaction: one
+// namespaceWriter creates a namespace with podsPerNamespace pods, removes the pods in one etcd
+// transaction and deletes the (then empty) namespace, over and over. The transaction is one
 // revision with many pod changes, which the publisher must number the same way when it
-// resumes in the middle of one after a crash. Many pods per namespace make it likely that a
-// kill lands inside such a revision.
+// resumes in the middle of one after a crash; many pods per namespace make it likely that a
+// kill lands inside such a revision. (The API itself never deletes a namespace's content with
+// it, so the writer commits the multi-object revision to etcd directly, as any multi-key
+// transaction would.)
 type namespaceWriter struct {
 	id     int
 	c      client.Interface
+	etcd   *clientv3.Client
 	pods   *scheme.Kind
 	nsKind *scheme.Kind
 	stats  *writeStats
@@ -175,6 +179,10 @@ func (w *namespaceWriter) run(ctx context.Context, stop <-chan struct{}) {
 			next := proto.Clone(obj).(*corev1.Pod)
 			next.Metadata.Labels["touched"] = "yes"
 			_, err = w.c.Update(cctx, next)
+			return err
+		})
+		w.retry(ctx, func(cctx context.Context) error {
+			_, err := w.etcd.Txn(cctx).Then(clientv3.OpDelete(podPrefix+ns+"/", clientv3.WithPrefix())).Commit()
 			return err
 		})
 		w.retry(ctx, func(cctx context.Context) error {

@@ -24,14 +24,21 @@ import (
 const httpCodeHeader = "x-skiff-http-code"
 
 // request is what every per-kind request message carries, read by field name so that one
-// handler serves every kind's typed service.
+// handler serves every kind's typed service. Fields that several verbs share a name for
+// (resource_version: a get's or a list's version, a delete's precondition) are kept as they
+// come; serve gives them their meaning per verb.
 type request struct {
-	namespace string
-	name      string
-	object    scheme.Object
-	list      registry.ListOptions
-	del       registry.DeleteOptions
-	binding   *corev1.Binding
+	namespace       string
+	name            string
+	object          scheme.Object
+	binding         *corev1.Binding
+	list            registry.ListOptions
+	timeoutSeconds  *int64
+	resourceVersion string
+	dryRun          []string
+	fieldManager    string
+	del             registry.DeleteOptions // the query parameters of a delete
+	deleteBody      *metav1.DeleteOptions
 }
 
 func parseRequest(k *scheme.Kind, m proto.Message) request {
@@ -44,6 +51,8 @@ func parseRequest(k *scheme.Kind, m proto.Message) request {
 			req.object = v.Message().Interface().(scheme.Object)
 		case fd.Kind() == protoreflect.MessageKind && fd.Name() == "binding":
 			req.binding, _ = v.Message().Interface().(*corev1.Binding)
+		case fd.Kind() == protoreflect.MessageKind && fd.Name() == "body":
+			req.deleteBody, _ = v.Message().Interface().(*metav1.DeleteOptions)
 		case fd.Name() == "namespace" && fd.Kind() == protoreflect.StringKind:
 			req.namespace = v.String()
 		case fd.Name() == "name":
@@ -56,15 +65,51 @@ func parseRequest(k *scheme.Kind, m proto.Message) request {
 			req.list.Limit = v.Int()
 		case fd.Name() == "continue":
 			req.list.Continue = v.String()
+		case fd.Name() == "resource_version_match":
+			req.list.ResourceVersionMatch = v.String()
+		case fd.Name() == "send_initial_events":
+			b := v.Bool()
+			req.list.SendInitialEvents = &b
+		case fd.Name() == "timeout_seconds":
+			t := v.Int()
+			req.timeoutSeconds = &t
 		case fd.Name() == "grace_period_seconds":
 			g := v.Int()
 			req.del.GracePeriodSeconds = &g
+		case fd.Name() == "propagation_policy":
+			req.del.PropagationPolicy = v.String()
+		case fd.Name() == "orphan_dependents":
+			b := v.Bool()
+			req.del.OrphanDependents = &b
 		case fd.Name() == "resource_version":
-			req.del.ResourceVersion = v.String()
+			req.resourceVersion = v.String()
+		case fd.Name() == "dry_run" && fd.IsList():
+			for i, l := 0, v.List(); i < l.Len(); i++ {
+				req.dryRun = append(req.dryRun, l.Get(i).String())
+			}
+		case fd.Name() == "field_manager":
+			req.fieldManager = v.String()
 		}
 		return true
 	})
 	return req
+}
+
+// writeOptions reads the options of a create, update or bind.
+func (req *request) writeOptions() (registry.WriteOptions, error) {
+	dry, err := registry.ParseDryRun(req.dryRun)
+	if err != nil {
+		return registry.WriteOptions{}, err
+	}
+	return registry.WriteOptions{DryRun: dry, FieldManager: req.fieldManager}, nil
+}
+
+// deleteOptions combines a delete's parameters with its DeleteOptions body. Over gRPC the
+// request's resource_version is a precondition, as a body's preconditions are.
+func (req *request) deleteOptions() (registry.DeleteOptions, error) {
+	query := req.del
+	query.Preconditions.ResourceVersion = req.resourceVersion
+	return registry.DeleteOptionsFrom(query, req.dryRun, req.deleteBody)
 }
 
 // verbOf maps a proto method name to Kubernetes' verb and subresource (for authorization and
@@ -166,7 +211,8 @@ func (s *Server) handle(ctx context.Context, k *scheme.Kind, method, verb, sub s
 	}
 	s.metrics.observe(k.Resource, verb, sub, code, time.Since(start))
 	if se != nil {
-		if code >= 500 {
+		// A read at a version etcd has not reached yet is the client's timing, not a failure.
+		if code >= 500 && !apierrors.IsTooLargeResourceVersion(se) {
 			s.log.Error("request failed", "resource", k.Resource, "verb", verb, "error", se.Status.GetMessage())
 		}
 		return nil, se
@@ -186,28 +232,45 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 		return nil, err
 	}
 	switch method {
-	case "Create":
-		obj, err := s.registry.Create(ctx, k, req.namespace, req.object)
-		if err == nil {
-			setCreated(ctx)
+	case "Create", "Update", "UpdateStatus", "Bind":
+		opts, err := req.writeOptions()
+		if err != nil {
+			return nil, err
 		}
-		return obj, err
-	case "Get":
-		return s.registry.Get(ctx, k, req.namespace, req.name)
-	case "List":
-		return s.registry.List(ctx, k, req.namespace, req.list)
-	case "Update":
-		return s.registry.Update(ctx, k, req.namespace, req.name, req.object)
-	case "UpdateStatus":
-		return s.registry.UpdateStatus(ctx, k, req.namespace, req.name, req.object)
-	case "Delete":
-		return s.registry.Delete(ctx, k, req.namespace, req.name, req.del)
-	case "Bind":
-		if err := s.registry.Bind(ctx, req.namespace, req.name, req.binding); err != nil {
+		switch method {
+		case "Create":
+			obj, err := s.registry.Create(ctx, k, req.namespace, req.object, opts)
+			if err == nil {
+				setCreated(ctx)
+			}
+			return obj, err
+		case "Update":
+			return s.registry.Update(ctx, k, req.namespace, req.name, req.object, opts)
+		case "UpdateStatus":
+			return s.registry.UpdateStatus(ctx, k, req.namespace, req.name, req.object, opts)
+		}
+		if err := s.registry.Bind(ctx, req.namespace, req.name, req.binding, opts); err != nil {
 			return nil, err
 		}
 		setCreated(ctx)
 		return &metav1.Status{ApiVersion: "v1", Kind: "Status", Status: "Success", Code: 201}, nil
+	case "Get":
+		return s.registry.Get(ctx, k, req.namespace, req.name, registry.GetOptions{ResourceVersion: req.resourceVersion})
+	case "List":
+		opts := req.list
+		opts.ResourceVersion = req.resourceVersion
+		if t := req.timeoutSeconds; t != nil && *t > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(*t)*time.Second)
+			defer cancel()
+		}
+		return s.registry.List(ctx, k, req.namespace, opts)
+	case "Delete":
+		opts, err := req.deleteOptions()
+		if err != nil {
+			return nil, err
+		}
+		return s.registry.Delete(ctx, k, req.namespace, req.name, opts)
 	}
 	return nil, apierrors.NewMethodNotSupported(k.Group, k.Resource, method)
 }

@@ -223,8 +223,12 @@ func TestRESTListSelectorsAndPages(t *testing.T) {
 		rv := dig(l, "metadata", "resourceVersion").(string)
 		if listRV == "" {
 			listRV = rv
-			// A write between pages must not show up: the list is one snapshot.
-			restCall(t, env, "POST", podsPath, podJSON("late", nil))
+			// A write between pages must not show up: the list is one snapshot. The late pod
+			// sorts after the first page's last key (p-2), among the pods of later pages, so
+			// a page read at a newer revision would show it.
+			if code, b := restCall(t, env, "POST", podsPath, podJSON("p-5-late", nil)); code != 201 {
+				t.Fatalf("late create: %d %v", code, b)
+			}
 		} else if rv != listRV {
 			t.Errorf("page resourceVersion %s differs from first page's %s", rv, listRV)
 		}
@@ -234,8 +238,8 @@ func TestRESTListSelectorsAndPages(t *testing.T) {
 		}
 		path = podsPath + "?limit=3&continue=" + cont
 	}
-	if len(seen) != 7 || pages != 3 || seen["late"] {
-		t.Errorf("paged list saw %d pods in %d pages (late=%v); want 7 in 3 without late", len(seen), pages, seen["late"])
+	if len(seen) != 7 || pages != 3 || seen["p-5-late"] {
+		t.Errorf("paged list saw %d pods in %d pages (late=%v); want 7 in 3 without the late one", len(seen), pages, seen["p-5-late"])
 	}
 
 	code, st := restCall(t, env, "GET", podsPath+"?labelSelector=app%3D%3D%3D", "")

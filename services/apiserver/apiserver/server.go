@@ -75,6 +75,9 @@ type Server struct {
 	nats      *nats.Conn
 	js        jetstream.JetStream
 	publisher *publisher.Publisher
+	// busReader opens every watch's reader: one per server, so that watches share the stream's
+	// handle and state reads.
+	busReader *bus.Subscription
 
 	// stopping is cancelled when shutdown begins, to end long-running watches that would
 	// otherwise hold a graceful stop until its deadline.
@@ -158,6 +161,7 @@ func (s *Server) connectBus(ctx context.Context) error {
 		return err
 	}
 	s.nats, s.js, s.publisher = nc, js, pub
+	s.busReader = bus.NewSubscription(js, s.registry.Scheme())
 	return nil
 }
 

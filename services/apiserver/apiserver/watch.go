@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
@@ -29,65 +30,196 @@ type watchRequest struct {
 	resourceVersion string
 }
 
+// openedWatch is a watch positioned on the bus, with what it sends first.
+type openedWatch struct {
+	reader  *bus.Reader
+	initial []scheme.Object // the current state, sent as ADDED events first
+	filter  *registry.Filter
+}
+
+// tooLargeWait is how long a watch from a resourceVersion etcd has not reached yet waits for
+// it before answering "Too large resource version", as Kubernetes' watch cache does.
+const tooLargeWait = 3 * time.Second
+
 // openWatch validates a watch and positions it, so that errors (a bad selector, a
-// resourceVersion older than the bus keeps: 410) are answered before any event streams.
-// With an empty resourceVersion the current state comes first, as ADDED events (Kubernetes'
-// semantics); initial holds them.
-func (s *Server) openWatch(ctx context.Context, w watchRequest) (reader *bus.Reader, initial []scheme.Object, filter *registry.Filter, err error) {
+// resourceVersion older than the bus keeps: 410, one from the future: 504) are answered before
+// any event streams. With an empty resourceVersion the current state comes first, as ADDED
+// events (Kubernetes' semantics).
+func (s *Server) openWatch(ctx context.Context, w watchRequest) (*openedWatch, error) {
 	if s.js == nil {
-		return nil, nil, nil, apierrors.NewServiceUnavailable("watch needs the event bus; this apiserver runs without --nats-url")
+		return nil, apierrors.NewServiceUnavailable("watch needs the event bus; this apiserver runs without --nats-url")
 	}
 	if err := s.authorize(ctx, w.kind, "watch", "", w.namespace, ""); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	filter, err = registry.NewFilter(w.kind, w.labelSelector, w.fieldSelector)
+	filter, err := registry.NewFilter(w.kind, w.labelSelector, w.fieldSelector)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
+	ow := &openedWatch{filter: filter}
 	var after int64
 	switch w.resourceVersion {
 	case "", "0":
 		list, err := s.registry.List(ctx, w.kind, w.namespace, registry.ListOptions{
 			LabelSelector: w.labelSelector, FieldSelector: w.fieldSelector})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		items, lm := scheme.ListItems(list)
-		initial = items
+		ow.initial = items
 		after, _ = strconv.ParseInt(lm.GetResourceVersion(), 10, 64)
 	default:
 		after, err = strconv.ParseInt(w.resourceVersion, 10, 64)
 		if err != nil || after < 0 {
-			return nil, nil, nil, apierrors.NewBadRequestField("resourceVersion",
+			return nil, apierrors.NewBadRequestField("resourceVersion",
 				fmt.Sprintf("resourceVersion %q is not a revision", w.resourceVersion))
 		}
+		if err := s.waitForRevision(ctx, after); err != nil {
+			return nil, err
+		}
 	}
-	reader, err = bus.NewSubscription(s.js, s.registry.Scheme()).Open(ctx, []string{bus.KindFilter(w.kind, w.namespace)}, after)
+	ow.reader, err = s.busReader.Open(ctx, []string{bus.KindFilter(w.kind, w.namespace)}, after)
 	if errors.Is(err, bus.ErrTooOld) {
-		return nil, nil, nil, apierrors.NewGone(fmt.Sprintf("too old resource version: %d (the event bus no longer holds "+
+		return nil, apierrors.NewGone(fmt.Sprintf("too old resource version: %d (the event bus no longer holds "+
 			"changes after it; list again and watch from the list's resourceVersion)", after))
 	}
 	if err != nil {
-		return nil, nil, nil, apierrors.NewServiceUnavailable(fmt.Sprintf("event bus: %v", err))
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("event bus: %v", err))
 	}
-	return reader, initial, filter, nil
+	return ow, nil
 }
 
-// runWatch sends the initial objects, then every matching event, until ctx ends or send fails.
-func runWatch(ctx context.Context, reader *bus.Reader, initial []scheme.Object, filter *registry.Filter,
-	send func(typ string, obj scheme.Object) error) error {
-	defer reader.Close()
-	for _, obj := range initial {
-		if err := send(string(bus.Added), obj); err != nil {
+// waitForRevision waits up to tooLargeWait for etcd to reach revision rev, and answers
+// Kubernetes' "Too large resource version" (504, retry after 1 s) if it does not.
+func (s *Server) waitForRevision(ctx context.Context, rev int64) error {
+	deadline := time.Now().Add(tooLargeWait)
+	for {
+		cur, err := s.registry.CurrentRevision(ctx)
+		if err != nil {
 			return err
 		}
-	}
-	return reader.Run(ctx, func(ev bus.Event) error {
-		if !filter.Matches(ev.Object) {
+		if cur >= rev {
 			return nil
 		}
-		return send(string(ev.Type), ev.Object)
+		if !time.Now().Before(deadline) {
+			return apierrors.NewTooLargeResourceVersion(rev, cur)
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// clientGoneError wraps a failure to send an event: the client went away, nobody to tell.
+type clientGoneError struct{ err error }
+
+func (e *clientGoneError) Error() string { return "send watch event: " + e.err.Error() }
+func (e *clientGoneError) Unwrap() error { return e.err }
+
+// runWatch sends the initial objects, then every change the watch's selectors see, until ctx
+// ends (nil) or the watch fails.
+func (s *Server) runWatch(ctx context.Context, ow *openedWatch, send func(typ string, obj scheme.Object) error) error {
+	defer ow.reader.Close()
+	for _, obj := range ow.initial {
+		if err := send(string(bus.Added), obj); err != nil {
+			return &clientGoneError{err}
+		}
+	}
+	return ow.reader.Run(ctx, func(ev bus.Event) error {
+		typ, obj, err := s.watchEvent(ctx, ow.filter, ev)
+		if err != nil || obj == nil {
+			return err
+		}
+		if err := send(typ, obj); err != nil {
+			return &clientGoneError{err}
+		}
+		return nil
 	})
+}
+
+// watchEvent is what a watch with filter sends for a bus event (nothing when obj is nil).
+// Like Kubernetes, a change that makes an object match the selectors is ADDED, one that makes
+// it stop matching is DELETED (with the previous content at the event's resourceVersion).
+func (s *Server) watchEvent(ctx context.Context, filter *registry.Filter, ev bus.Event) (typ string, obj scheme.Object, err error) {
+	obj, prev := ev.Object, ev.PrevObject
+	if ev.Oversize {
+		if obj, prev, err = s.oversizeObjects(ctx, ev, !filter.Empty()); err != nil {
+			return "", nil, err
+		}
+	}
+	matches := filter.Matches(obj)
+	switch ev.Type {
+	case bus.Added, bus.Deleted:
+		if matches {
+			return string(ev.Type), obj, nil
+		}
+	case bus.Modified:
+		// Without a previous value, its labels and selectable fields were the new ones.
+		prevMatches := matches
+		if prev != nil {
+			prevMatches = filter.Matches(prev)
+		}
+		switch {
+		case matches && prevMatches:
+			return string(bus.Modified), obj, nil
+		case matches:
+			return string(bus.Added), obj, nil
+		case prevMatches:
+			return string(bus.Deleted), prev, nil
+		}
+	}
+	return "", nil, nil
+}
+
+// oversizeObjects reads from etcd, at the event's revision, what an oversize marker could not
+// carry: the object (for a delete, its last state, at the revision before) and, for a
+// MODIFIED event when selectors need it, its previous value. Both get the event's
+// resourceVersion.
+func (s *Server) oversizeObjects(ctx context.Context, ev bus.Event, needPrev bool) (obj, prev scheme.Object, err error) {
+	md := ev.Object.GetMetadata()
+	at := func(rev int64) (scheme.Object, error) {
+		o, err := s.registry.GetAtRevision(ctx, ev.Kind, md.GetNamespace(), md.GetName(), rev)
+		if err != nil {
+			return nil, fmt.Errorf("read %s %s/%s at revision %d for an oversize event: %w", ev.Kind.Kind,
+				md.GetNamespace(), md.GetName(), rev, err)
+		}
+		scheme.Meta(o).ResourceVersion = strconv.FormatInt(ev.Revision, 10)
+		return o, nil
+	}
+	if ev.Type == bus.Deleted {
+		obj, err = at(ev.Revision - 1)
+		return obj, nil, err
+	}
+	if obj, err = at(ev.Revision); err != nil {
+		return nil, nil, err
+	}
+	if needPrev && ev.Type == bus.Modified {
+		if prev, err = at(ev.Revision - 1); err != nil {
+			return nil, nil, err
+		}
+	}
+	return obj, prev, nil
+}
+
+// watchEndStatus is the Status that tells a watch's client why the watch stopped; nil when
+// there is nobody to tell (the request ended, the client went away).
+func watchEndStatus(ctx context.Context, err error) *apierrors.StatusError {
+	var gone *clientGoneError
+	if err == nil || ctx.Err() != nil || errors.As(err, &gone) {
+		return nil
+	}
+	if errors.Is(err, bus.ErrTooOld) {
+		return apierrors.NewGone("too old resource version: the event bus no longer holds the changes this " +
+			"watch needs; list again and watch from the list's resourceVersion")
+	}
+	return apierrors.FromError(err)
 }
 
 // watchStreamDesc is the gRPC Watch method of kind k's service.
@@ -116,7 +248,7 @@ func (s *Server) watchStreamDesc(k *scheme.Kind, md protoreflect.MethodDescripto
 			ctx, cancel := s.streamContext(stream.Context())
 			defer cancel()
 			start := time.Now()
-			reader, initial, filter, err := s.openWatch(ctx, watchRequest{kind: k, namespace: r.namespace,
+			ow, err := s.openWatch(ctx, watchRequest{kind: k, namespace: r.namespace,
 				labelSelector: r.list.LabelSelector, fieldSelector: r.list.FieldSelector, resourceVersion: rv})
 			s.metrics.observe(k.Resource, "watch", "", statusCode(err), time.Since(start))
 			if err != nil {
@@ -124,12 +256,17 @@ func (s *Server) watchStreamDesc(k *scheme.Kind, md protoreflect.MethodDescripto
 			}
 			fields := out.Descriptor().Fields()
 			typeField, objField := fields.ByName("type"), fields.ByName("object")
-			return runWatch(ctx, reader, initial, filter, func(typ string, obj scheme.Object) error {
+			err = s.runWatch(ctx, ow, func(typ string, obj scheme.Object) error {
 				ev := out.New()
 				ev.Set(typeField, protoreflect.ValueOfString(typ))
 				ev.Set(objField, protoreflect.ValueOfMessage(obj.ProtoReflect()))
 				return stream.SendMsg(ev.Interface())
 			})
+			if st := watchEndStatus(ctx, err); st != nil {
+				s.log.Warn("watch ended", "resource", k.Resource, "error", err)
+				return st
+			}
+			return nil
 		},
 	}, nil
 }
@@ -208,7 +345,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	start := time.Now()
-	reader, initial, filter, err := s.openWatch(ctx, watchRequest{kind: k, namespace: ns,
+	ow, err := s.openWatch(ctx, watchRequest{kind: k, namespace: ns,
 		labelSelector: q.Get("labelSelector"), fieldSelector: q.Get("fieldSelector"),
 		resourceVersion: q.Get("resourceVersion")})
 	s.metrics.observe(k.Resource, "watch", "", statusCode(err), time.Since(start))
@@ -223,7 +360,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	if flusher != nil {
 		flusher.Flush()
 	}
-	err = runWatch(ctx, reader, initial, filter, func(typ string, obj scheme.Object) error {
+	send := func(typ string, obj proto.Message) error {
 		body, err := codec.Marshal(obj)
 		if err != nil {
 			return err
@@ -240,8 +377,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 		return nil
-	})
-	if err != nil && ctx.Err() == nil {
+	}
+	err = s.runWatch(ctx, ow, func(typ string, obj scheme.Object) error { return send(typ, obj) })
+	if st := watchEndStatus(ctx, err); st != nil {
+		// Kubernetes ends a watch it cannot continue with an ERROR event carrying the Status.
 		s.log.Warn("watch ended", "resource", k.Resource, "error", err)
+		_ = send("ERROR", st.Status)
 	}
 }

@@ -19,14 +19,6 @@ import (
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 )
 
-// ListOptions select and page a list.
-type ListOptions struct {
-	LabelSelector string
-	FieldSelector string
-	Limit         int64  // 0: no limit
-	Continue      string // the token of the previous page
-}
-
 // continueToken is what the opaque continue string holds: the revision the list is read at
 // and the first key of the next page.
 type continueToken struct {
@@ -38,34 +30,47 @@ type continueToken struct {
 // message. Every page of a paginated list is read at the revision of the first page, so the
 // pages together are one consistent snapshot; a token older than etcd's compaction gets 410.
 func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts ListOptions) (proto.Message, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	filter, err := NewFilter(k, opts.LabelSelector, opts.FieldSelector)
 	if err != nil {
 		return nil, err
 	}
-	if opts.Limit < 0 {
-		return nil, apierrors.NewBadRequestField("limit", "limit must not be negative")
-	}
 
 	prefix := r.CollectionPrefix(k, ns)
-	start, end, rev := prefix, storage.PrefixEnd(prefix), int64(0)
-	if opts.Continue != "" {
+	start, end := prefix, storage.PrefixEnd(prefix)
+	var rev, minRev int64 // the revision to read at (0: the latest); the least one acceptable
+	var ro storage.ReadOptions
+	switch {
+	case opts.Continue != "":
 		tok, err := decodeContinue(opts.Continue)
 		if err != nil || !strings.HasPrefix(tok.Start, prefix) {
 			return nil, apierrors.NewBadRequestField("continue", "the continue token is not valid for this list")
 		}
 		start, rev = tok.Start, tok.Revision
+	case opts.ResourceVersion == "":
+	case opts.ResourceVersion == "0":
+		ro.Serializable = true
+	default:
+		n, _ := parseResourceVersion("resourceVersion", opts.ResourceVersion) // checked by validate
+		if opts.ResourceVersionMatch == MatchExact {
+			rev = n
+		} else {
+			minRev = n
+		}
 	}
 
 	var items []scheme.Object
 	next := ""
 	for {
-		page, err := r.store.Range(ctx, start, end, rev, opts.Limit)
-		if errors.Is(err, storage.ErrCompacted) {
-			return nil, apierrors.NewGone("The provided continue parameter is too old to display a consistent list " +
-				"result. You can start a new list without the continue parameter.")
-		}
+		page, err := r.store.Range(ctx, start, end, rev, opts.Limit, ro)
 		if err != nil {
-			return nil, apierrors.NewInternal(err)
+			return nil, r.listError(k, ns, opts, rev, err)
+		}
+		if minRev > page.Revision {
+			// The latest state etcd has is older than the version asked for.
+			return nil, apierrors.NewTooLargeResourceVersion(minRev, page.Revision)
 		}
 		rev = page.Revision
 		for i, kv := range page.KVs {
@@ -98,6 +103,24 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 	list := k.NewList()
 	scheme.SetListItems(list, k, items, lm)
 	return list, nil
+}
+
+// listError explains a failed range read of a list read at revision rev.
+func (r *Registry) listError(k *scheme.Kind, ns string, opts ListOptions, rev int64, err error) error {
+	var future *storage.FutureRevisionError
+	switch {
+	case errors.Is(err, storage.ErrCompacted) && opts.Continue != "":
+		return apierrors.NewGone("The provided continue parameter is too old to display a consistent list " +
+			"result. You can start a new list without the continue parameter.")
+	case errors.Is(err, storage.ErrCompacted):
+		return apierrors.NewGone(fmt.Sprintf("too old resource version: %d (etcd has compacted it)", rev))
+	case errors.As(err, &future) && opts.Continue != "":
+		// Only a forged or foreign token names a revision etcd has not reached.
+		return apierrors.NewBadRequestField("continue", fmt.Sprintf(
+			"the continue token is not valid: it names revision %d, beyond the current revision %d",
+			future.Requested, future.Current))
+	}
+	return r.storageError(k, ns, "", err)
 }
 
 // Filter selects objects by label and field selectors (lists and watches).

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -29,18 +30,12 @@ import (
 // DefaultPrefix is the etcd key prefix under which objects live.
 const DefaultPrefix = "/registry"
 
-// defaultGracePeriodSeconds applies to pods whose spec names none.
-const defaultGracePeriodSeconds = 30
-
-// maxConflictRetries bounds the read-modify-write loop of requests that carry no
-// resourceVersion and so should win against concurrent writers.
-const maxConflictRetries = 16
-
 // Options configure a Registry.
 type Options struct {
 	Prefix    string           // etcd key prefix; DefaultPrefix when empty
 	Admission *admission.Chain // nil: no plugins
 	Now       func() time.Time // nil: time.Now
+	Logger    *slog.Logger     // nil: slog.Default()
 }
 
 // Registry implements the API verbs for every kind of a scheme.
@@ -50,16 +45,20 @@ type Registry struct {
 	prefix    string
 	admission *admission.Chain
 	now       func() time.Time
+	log       *slog.Logger
 }
 
 // New returns a registry storing into store.
 func New(store *storage.Store, s *scheme.Scheme, opts Options) *Registry {
-	r := &Registry{store: store, scheme: s, prefix: opts.Prefix, admission: opts.Admission, now: opts.Now}
+	r := &Registry{store: store, scheme: s, prefix: opts.Prefix, admission: opts.Admission, now: opts.Now, log: opts.Logger}
 	if r.prefix == "" {
 		r.prefix = DefaultPrefix
 	}
 	if r.now == nil {
 		r.now = time.Now
+	}
+	if r.log == nil {
+		r.log = slog.Default()
 	}
 	return r
 }
@@ -91,7 +90,7 @@ func (r *Registry) CollectionPrefix(k *scheme.Kind, ns string) string {
 func (r *Registry) timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // Create stores a new object in namespace ns (ignored for cluster-scoped kinds).
-func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj scheme.Object) (scheme.Object, error) {
+func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj scheme.Object, opts WriteOptions) (scheme.Object, error) {
 	if obj == nil {
 		return nil, apierrors.NewBadRequest("a " + k.Kind + " object is required in the request body")
 	}
@@ -126,51 +125,53 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 		return nil, err
 	}
 
-	var require []string
-	if k.Namespaced {
-		require = append(require, r.prefix+"/namespaces/"+md.Namespace)
-	}
-	if _, err := r.store.Create(ctx, r.Key(k, md.Namespace, md.Name), obj, require...); err != nil {
-		var missing *storage.MissingKeyError
-		switch {
-		case errors.Is(err, storage.ErrExists):
-			return nil, apierrors.NewAlreadyExists(k.Group, k.Resource, md.Name)
-		case errors.As(err, &missing):
-			return nil, apierrors.NewNotFound("", "namespaces", md.Namespace)
-		}
-		return nil, apierrors.NewInternal(err)
+	w := storage.Write{Key: r.Key(k, md.Namespace, md.Name), Object: obj,
+		Conditions: r.createConditions(k, md.Namespace), DryRun: opts.DryRun}
+	if _, err := r.store.Write(ctx, w); err != nil {
+		return nil, r.storageError(k, md.Namespace, md.Name, err)
 	}
 	return obj, nil
 }
 
-// prepareStatusForCreate resets status the way Kubernetes' create strategies do: a new pod
-// is Pending, workloads start with no status; nodes and namespaces keep what they bring.
-func prepareStatusForCreate(obj scheme.Object) {
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		o.Status = &corev1.PodStatus{Phase: "Pending"}
-	case *corev1.Node, *corev1.Namespace:
-	default:
-		clearField(obj, "status")
-	}
-}
-
 // Get reads one object.
-func (r *Registry) Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error) {
-	obj, _, err := r.get(ctx, k, ns, name)
-	return obj, err
+func (r *Registry) Get(ctx context.Context, k *scheme.Kind, ns, name string, opts GetOptions) (scheme.Object, error) {
+	if name == "" {
+		return nil, apierrors.NewBadRequestField("metadata.name", "name is required")
+	}
+	var minRev int64
+	var ro storage.ReadOptions
+	switch rv := opts.ResourceVersion; rv {
+	case "":
+	case "0":
+		ro.Serializable = true
+	default:
+		var err error
+		if minRev, err = parseResourceVersion("resourceVersion", rv); err != nil {
+			return nil, err
+		}
+	}
+	obj := k.New()
+	current, err := r.store.Get(ctx, r.Key(k, ns, name), obj, ro)
+	if minRev > current && (err == nil || errors.Is(err, storage.ErrNotFound)) {
+		// Kubernetes waits a little for its cache to reach the version; etcd's answer is
+		// already the latest, so a version beyond it does not exist yet.
+		return nil, apierrors.NewTooLargeResourceVersion(minRev, current)
+	}
+	if err != nil {
+		return nil, r.storageError(k, ns, name, err)
+	}
+	scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
+	return obj, nil
 }
 
-func (r *Registry) get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, int64, error) {
+// latest reads the current object (a quorum read) and its mod revision.
+func (r *Registry) latest(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, int64, error) {
 	if name == "" {
 		return nil, 0, apierrors.NewBadRequestField("metadata.name", "name is required")
 	}
 	obj := k.New()
-	if err := r.store.Get(ctx, r.Key(k, ns, name), obj); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, 0, apierrors.NewNotFound(k.Group, k.Resource, name)
-		}
-		return nil, 0, apierrors.NewInternal(err)
+	if _, err := r.store.Get(ctx, r.Key(k, ns, name), obj, storage.ReadOptions{}); err != nil {
+		return nil, 0, r.storageError(k, ns, name, err)
 	}
 	scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
 	rev, _ := strconv.ParseInt(obj.GetMetadata().GetResourceVersion(), 10, 64)
@@ -179,20 +180,20 @@ func (r *Registry) get(ctx context.Context, k *scheme.Kind, ns, name string) (sc
 
 // Update replaces an object's spec and metadata (status is kept: it has its own subresource).
 // With a resourceVersion in the body the update applies only to that version; without one it
-// applies to the latest.
-func (r *Registry) Update(ctx context.Context, k *scheme.Kind, ns, name string, obj scheme.Object) (scheme.Object, error) {
-	return r.update(ctx, k, ns, name, obj, "")
+// applies to the latest, however many concurrent writers it has to wait out.
+func (r *Registry) Update(ctx context.Context, k *scheme.Kind, ns, name string, obj scheme.Object, opts WriteOptions) (scheme.Object, error) {
+	return r.update(ctx, k, ns, name, obj, "", opts)
 }
 
 // UpdateStatus replaces an object's status only.
-func (r *Registry) UpdateStatus(ctx context.Context, k *scheme.Kind, ns, name string, obj scheme.Object) (scheme.Object, error) {
+func (r *Registry) UpdateStatus(ctx context.Context, k *scheme.Kind, ns, name string, obj scheme.Object, opts WriteOptions) (scheme.Object, error) {
 	if !k.HasStatus {
 		return nil, apierrors.NewMethodNotSupported(k.Group, k.Resource, "update status")
 	}
-	return r.update(ctx, k, ns, name, obj, "status")
+	return r.update(ctx, k, ns, name, obj, "status", opts)
 }
 
-func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns, name string, obj scheme.Object, sub string) (scheme.Object, error) {
+func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns, name string, obj scheme.Object, sub string, opts WriteOptions) (scheme.Object, error) {
 	if obj == nil {
 		return nil, apierrors.NewBadRequest("a " + k.Kind + " object is required in the request body")
 	}
@@ -211,26 +212,22 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns, name string, 
 			fmt.Sprintf("the name of the object (%s) does not match the name on the URL (%s)", md.Name, name))
 	}
 	wantRV := md.ResourceVersion
-	for attempt := 0; ; attempt++ {
-		cur, rev, err := r.get(ctx, k, md.Namespace, name)
-		if err != nil {
-			return nil, err
-		}
+	var result scheme.Object
+	err := r.readModifyWrite(ctx, k, md.Namespace, name, wantRV == "", func(cur scheme.Object, rev int64) error {
 		curMD := cur.GetMetadata()
 		if wantRV != "" && wantRV != curMD.ResourceVersion {
-			return nil, conflict(k, name)
+			return conflict(k, name)
 		}
 		if md.Uid != "" && md.Uid != curMD.Uid {
-			return nil, apierrors.NewConflict(k.Group, k.Resource, name,
+			return apierrors.NewConflict(k.Group, k.Resource, name,
 				fmt.Sprintf("Precondition failed: UID in precondition: %s, UID in object meta: %s", md.Uid, curMD.Uid))
 		}
 
 		var next scheme.Object
-		var errs validation.ErrorList
 		if sub == "status" {
 			next = proto.Clone(cur).(scheme.Object)
 			copyField(next, obj, "status")
-			errs = validation.ValidateStatusUpdate(next, cur)
+			validation.Default(next)
 		} else {
 			next = proto.Clone(obj).(scheme.Object)
 			nmd := next.GetMetadata()
@@ -241,186 +238,187 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns, name string, 
 			if k.HasStatus {
 				copyField(next, cur, "status")
 			}
+			prepareForUpdate(next, cur)
 			validation.Default(next)
-			if specChanged(next, cur) {
-				nmd.Generation++
-			}
 		}
 		next.GetMetadata().ResourceVersion = curMD.ResourceVersion
 
 		attrs := &admission.Attributes{Kind: k, Namespace: md.Namespace, Name: name, SubResource: sub,
 			Operation: admission.Update, Object: next, OldObject: cur, User: authz.UserFrom(ctx)}
 		if err := r.admission.Admit(ctx, attrs); err != nil {
-			return nil, err
+			return err
 		}
-		if sub == "" {
+		var errs validation.ErrorList
+		if sub == "status" {
+			errs = validation.ValidateStatusUpdate(next, cur)
+		} else {
+			// The generation counts spec changes, including those mutating admission made.
+			nmd := next.GetMetadata()
+			nmd.Generation = curMD.Generation
+			if specChanged(next, cur) {
+				nmd.Generation++
+			}
 			errs = validation.ValidateUpdate(next, cur)
 		}
 		if len(errs) > 0 {
-			return nil, invalid(k, name, errs)
+			return invalid(k, name, errs)
 		}
 		if err := r.admission.Validate(ctx, attrs); err != nil {
-			return nil, err
+			return err
 		}
-		if proto.Equal(next, cur) {
-			return cur, nil // a no-op update writes nothing and keeps the resourceVersion
-		}
+		// An object being deleted goes when its last finalizer does.
+		deleting := next.GetMetadata().GetDeletionTimestamp() != ""
+		var err error
+		result, err = r.commit(ctx, k, cur, next, rev, deleting, opts.DryRun)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return result, nil
+}
 
-		key := r.Key(k, md.Namespace, name)
-		nmd := next.GetMetadata()
-		if nmd.DeletionTimestamp != "" && len(nmd.Finalizers) == 0 && nmd.GetDeletionGracePeriodSeconds() == 0 {
-			// The last finalizer is gone from an object being deleted: it goes now.
-			_, err = r.store.Delete(ctx, key, rev)
-		} else {
-			_, err = r.store.Update(ctx, key, next, rev)
-		}
+// commit writes next over cur (read at mod revision rev): it removes the object when
+// deleting and nothing holds it any more (no finalizers, no pending grace period, and for a
+// namespace no content), stores next when it differs from cur, and does nothing for a no-op
+// (which keeps the resourceVersion). It returns the object to answer with.
+func (r *Registry) commit(ctx context.Context, k *scheme.Kind, cur, next scheme.Object, rev int64, deleting, dryRun bool) (scheme.Object, error) {
+	nmd := next.GetMetadata()
+	if deleting && !hasFinalizers(next) && nmd.GetDeletionGracePeriodSeconds() == 0 {
+		res, err := r.store.Write(ctx, r.removeWrite(k, nmd, rev, dryRun))
 		switch {
 		case err == nil:
-			return next, nil
-		case errors.Is(err, storage.ErrNotFound):
-			return nil, apierrors.NewNotFound(k.Group, k.Resource, name)
-		case errors.Is(err, storage.ErrConflict):
-			if wantRV != "" || attempt >= maxConflictRetries {
-				return nil, conflict(k, name)
+			if ns := nmd.GetNamespace(); res.Probed[r.terminatingKey(ns)] && !dryRun {
+				r.finalizeNamespace(ctx, ns)
 			}
-			continue
+			return next, nil
+		case isNotEmpty(err):
+			// A namespace that still holds objects stays, Terminating, until they are gone.
 		default:
-			return nil, apierrors.NewInternal(err)
+			return nil, err
 		}
 	}
+	if proto.Equal(next, cur) {
+		return cur, nil
+	}
+	if _, err := r.store.Write(ctx, r.storeWrite(k, next, rev, dryRun)); err != nil {
+		return nil, err
+	}
+	return next, nil
 }
 
-// DeleteOptions are the knobs of a delete.
-type DeleteOptions struct {
-	GracePeriodSeconds *int64 // overrides the pod's grace period; 0 deletes at once
-	ResourceVersion    string // precondition: the object must still be at this version
-}
-
-// Delete removes an object as Kubernetes does: an object with finalizers, or a pod bound to a
-// node with a grace period, only gets a deletionTimestamp; it goes away when the finalizers
-// are cleared or the node confirms (a delete with grace 0). Other objects go at once.
+// Delete removes an object as Kubernetes does. A pod running on a node gets a
+// deletionTimestamp its grace period ahead and goes when its node confirms (a delete with
+// grace 0); an object with finalizers gets a deletionTimestamp and goes when the last
+// finalizer is removed; a namespace goes when it is also empty. Everything else goes at once.
 func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts DeleteOptions) (scheme.Object, error) {
-	if k.Kind == "Namespace" && (name == "default" || name == "kube-system") {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if isNamespaceKind(k) && isImmortalNamespace(name) {
 		return nil, apierrors.NewForbidden(k.Group, k.Resource, name, "this namespace may not be deleted")
 	}
-	for attempt := 0; ; attempt++ {
-		cur, rev, err := r.get(ctx, k, ns, name)
-		if err != nil {
-			return nil, err
-		}
+	pre := opts.Preconditions
+	var result scheme.Object
+	err := r.readModifyWrite(ctx, k, ns, name, pre.ResourceVersion == "", func(cur scheme.Object, rev int64) error {
 		md := cur.GetMetadata()
-		if opts.ResourceVersion != "" && opts.ResourceVersion != md.ResourceVersion {
-			return nil, conflict(k, name)
+		if pre.UID != "" && pre.UID != md.GetUid() {
+			return apierrors.NewConflict(k.Group, k.Resource, name,
+				fmt.Sprintf("Precondition failed: UID in precondition: %s, UID in object meta: %s", pre.UID, md.GetUid()))
 		}
-		attrs := &admission.Attributes{Kind: k, Namespace: md.Namespace, Name: name, Operation: admission.Delete,
+		if pre.ResourceVersion != "" && pre.ResourceVersion != md.GetResourceVersion() {
+			return apierrors.NewConflict(k.Group, k.Resource, name, fmt.Sprintf(
+				"Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s",
+				pre.ResourceVersion, md.GetResourceVersion()))
+		}
+		attrs := &admission.Attributes{Kind: k, Namespace: md.GetNamespace(), Name: name, Operation: admission.Delete,
 			OldObject: cur, User: authz.UserFrom(ctx)}
 		if err := r.admission.Validate(ctx, attrs); err != nil {
-			return nil, err
+			return err
 		}
-
-		grace := int64(0)
-		if pod, ok := cur.(*corev1.Pod); ok && pod.GetSpec().GetNodeName() != "" {
-			grace = defaultGracePeriodSeconds
-			if g := pod.GetSpec().TerminationGracePeriodSeconds; g != nil {
-				grace = *g
-			}
-			// A pod that has finished holds nothing on its node.
-			if phase := pod.GetStatus().GetPhase(); phase == "Succeeded" || phase == "Failed" {
-				grace = 0
-			}
-		}
-		if opts.GracePeriodSeconds != nil {
-			grace = max(*opts.GracePeriodSeconds, 0)
-		}
-
-		key := r.Key(k, md.Namespace, name)
-		if len(md.Finalizers) > 0 || grace > 0 {
-			next := proto.Clone(cur).(scheme.Object)
-			nmd := next.GetMetadata()
-			now := r.now()
-			if nmd.DeletionTimestamp == "" || grace < nmd.GetDeletionGracePeriodSeconds() {
-				// A shorter grace period may cut a pending one short, never lengthen it.
-				nmd.DeletionTimestamp = r.timestamp(now.Add(time.Duration(grace) * time.Second))
-				nmd.DeletionGracePeriodSeconds = proto.Int64(grace)
-			}
-			if proto.Equal(next, cur) {
-				return cur, nil
-			}
-			if len(nmd.Finalizers) == 0 && nmd.GetDeletionGracePeriodSeconds() == 0 {
-				_, err = r.store.Delete(ctx, key, rev)
-			} else {
-				_, err = r.store.Update(ctx, key, next, rev)
-			}
-			if err == nil {
-				return next, nil
-			}
-		} else if k.Kind == "Namespace" {
-			_, err = r.store.DeletePrefixes(ctx, key, rev, r.namespacedPrefixes(name)...)
-		} else {
-			_, err = r.store.Delete(ctx, key, rev)
-		}
-		switch {
-		case err == nil:
-			return cur, nil
-		case errors.Is(err, storage.ErrNotFound):
-			return nil, apierrors.NewNotFound(k.Group, k.Resource, name)
-		case errors.Is(err, storage.ErrConflict):
-			if opts.ResourceVersion != "" || attempt >= maxConflictRetries {
-				return nil, conflict(k, name)
-			}
-		default:
-			return nil, apierrors.NewInternal(err)
-		}
+		next := proto.Clone(cur).(scheme.Object)
+		r.markForDeletion(next, opts.GracePeriodSeconds)
+		var err error
+		result, err = r.commit(ctx, k, cur, next, rev, true, opts.DryRun)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return result, nil
 }
 
-// namespacedPrefixes are the key prefixes of every object in namespace ns.
-func (r *Registry) namespacedPrefixes(ns string) []string {
-	var out []string
-	for _, k := range r.scheme.Kinds() {
-		if k.Namespaced {
-			out = append(out, r.CollectionPrefix(k, ns))
+// markForDeletion sets obj's deletionTimestamp and deletionGracePeriodSeconds as a delete
+// with the requested grace period does (Kubernetes' BeforeDelete): a graceful object is
+// marked its grace period ahead, an object held by finalizers is marked now with period 0,
+// and an object already being deleted may only have its grace period cut short. Marking bumps
+// the generation, as Kubernetes does.
+func (r *Registry) markForDeletion(obj scheme.Object, requested *int64) {
+	md := obj.GetMetadata()
+	now := r.now()
+	if md.GetDeletionTimestamp() != "" {
+		old := md.GetDeletionGracePeriodSeconds()
+		if requested == nil || old == 0 || *requested >= old {
+			return
 		}
+		// The deadline moves by the difference: the time already waited counts.
+		ts, err := time.Parse(time.RFC3339, md.GetDeletionTimestamp())
+		if err != nil {
+			ts = now.Add(time.Duration(old) * time.Second)
+		}
+		md.DeletionTimestamp = r.timestamp(ts.Add(time.Duration(*requested-old) * time.Second))
+		md.DeletionGracePeriodSeconds = proto.Int64(*requested)
+		return
 	}
-	return out
+	period, graceful := deletionGrace(obj, requested)
+	if !graceful && !hasFinalizers(obj) {
+		return // it goes at once
+	}
+	md.DeletionTimestamp = r.timestamp(now.Add(time.Duration(period) * time.Second))
+	md.DeletionGracePeriodSeconds = proto.Int64(period)
+	if md.Generation > 0 {
+		md.Generation++
+	}
+	markDeleting(obj)
 }
 
 // Bind assigns a pending pod to a node: the binding subresource the scheduler uses. A pod
 // can be bound once.
-func (r *Registry) Bind(ctx context.Context, ns, name string, b *corev1.Binding) error {
+func (r *Registry) Bind(ctx context.Context, ns, name string, b *corev1.Binding, opts WriteOptions) error {
 	k, err := r.scheme.ForMessage(&corev1.Pod{})
 	if err != nil {
 		return apierrors.NewInternal(err)
 	}
+	if b == nil {
+		return apierrors.NewBadRequest("a Binding object is required in the request body")
+	}
+	// The binding names the pod it binds; a body about another pod is a client's mistake,
+	// never a reason to bind the URL's pod.
+	if bn := b.GetMetadata().GetName(); bn != name {
+		return apierrors.NewBadRequestField("metadata.name",
+			fmt.Sprintf("name in URL (%s) does not match name in Binding object (%s)", name, bn))
+	}
+	if bns := b.GetMetadata().GetNamespace(); bns != "" && bns != ns {
+		return apierrors.NewBadRequestField("metadata.namespace",
+			"the namespace of the provided object does not match the namespace sent on the request")
+	}
+	if errs := validation.ValidateBinding(b); len(errs) > 0 {
+		return apierrors.NewInvalid(k.Group, "Binding", name, causesOf(errs))
+	}
 	target := b.GetTarget()
-	if target.GetName() == "" {
-		return invalid(k, name, validation.ErrorList{validation.Required(validation.NewPath("target", "name"), "")})
-	}
-	if target.GetKind() != "" && target.GetKind() != "Node" {
-		return invalid(k, name, validation.ErrorList{
-			validation.NotSupported(validation.NewPath("target", "kind"), target.GetKind(), []string{"Node"})})
-	}
-	for attempt := 0; ; attempt++ {
-		cur, rev, err := r.get(ctx, k, ns, name)
-		if err != nil {
-			return err
-		}
-		pod := cur.(*corev1.Pod)
-		if want := b.GetMetadata().GetUid(); want != "" && want != pod.GetMetadata().GetUid() {
+	return r.readModifyWrite(ctx, k, ns, name, true, func(cur scheme.Object, rev int64) error {
+		old := cur.(*corev1.Pod)
+		if want := b.GetMetadata().GetUid(); want != "" && want != old.GetMetadata().GetUid() {
 			return apierrors.NewConflict("", "pods", name, "the pod's UID does not match the binding's")
 		}
-		if pod.GetMetadata().GetDeletionTimestamp() != "" {
+		if old.GetMetadata().GetDeletionTimestamp() != "" {
 			return apierrors.NewConflict("", "pods", name, "the pod is being deleted")
 		}
-		if pod.GetSpec().GetNodeName() != "" {
+		if old.GetSpec().GetNodeName() != "" {
 			return apierrors.NewConflict("", "pods", name,
-				fmt.Sprintf("pod %s is already assigned to node %q", name, pod.GetSpec().GetNodeName()))
+				fmt.Sprintf("pod %s is already assigned to node %q", name, old.GetSpec().GetNodeName()))
 		}
-		attrs := &admission.Attributes{Kind: k, Namespace: ns, Name: name, SubResource: "binding",
-			Operation: admission.Create, Object: pod, OldObject: cur, User: authz.UserFrom(ctx)}
-		if err := r.admission.Validate(ctx, attrs); err != nil {
-			return err
-		}
+		pod := proto.Clone(old).(*corev1.Pod)
 		if pod.Spec == nil {
 			pod.Spec = &corev1.PodSpec{}
 		}
@@ -430,18 +428,14 @@ func (r *Registry) Bind(ctx context.Context, ns, name string, b *corev1.Binding)
 		}
 		setPodCondition(pod.Status, &corev1.PodCondition{Type: "PodScheduled", Status: "True",
 			LastTransitionTime: r.timestamp(r.now())})
-		_, err = r.store.Update(ctx, r.Key(k, ns, name), pod, rev)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, storage.ErrNotFound):
-			return apierrors.NewNotFound("", "pods", name)
-		case errors.Is(err, storage.ErrConflict) && attempt < maxConflictRetries:
-			continue
-		default:
-			return apierrors.NewInternal(err)
+		attrs := &admission.Attributes{Kind: k, Namespace: ns, Name: name, SubResource: "binding",
+			Operation: admission.Create, Object: pod, OldObject: cur, User: authz.UserFrom(ctx)}
+		if err := r.admission.Validate(ctx, attrs); err != nil {
+			return err
 		}
-	}
+		_, err := r.store.Write(ctx, r.storeWrite(k, pod, rev, opts.DryRun))
+		return err
+	})
 }
 
 func setPodCondition(st *corev1.PodStatus, c *corev1.PodCondition) {
@@ -461,7 +455,7 @@ func (r *Registry) EnsureNamespace(ctx context.Context, name string) error {
 		return err
 	}
 	ns := &corev1.Namespace{Metadata: &metav1.ObjectMeta{Name: name}}
-	if _, err := r.Create(ctx, k, "", ns); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := r.Create(ctx, k, "", ns, WriteOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("ensure namespace %s: %w", name, err)
 	}
 	return nil
@@ -501,6 +495,10 @@ func conflict(k *scheme.Kind, name string) error {
 
 // invalid turns field errors into a 422 Status with one cause per field.
 func invalid(k *scheme.Kind, name string, errs validation.ErrorList) error {
+	return apierrors.NewInvalid(k.Group, k.Kind, name, causesOf(errs))
+}
+
+func causesOf(errs validation.ErrorList) []*metav1.StatusCause {
 	causes := make([]*metav1.StatusCause, 0, len(errs))
 	for _, e := range errs {
 		causes = append(causes, &metav1.StatusCause{
@@ -509,7 +507,7 @@ func invalid(k *scheme.Kind, name string, errs validation.ErrorList) error {
 			Message: strings.TrimPrefix(e.Error(), e.Field+": "),
 		})
 	}
-	return apierrors.NewInvalid(k.Group, k.Kind, name, causes)
+	return causes
 }
 
 // specChanged reports whether anything but metadata and status differs: that is what bumps

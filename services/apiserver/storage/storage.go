@@ -1,7 +1,8 @@
 // Package storage keeps API objects in etcd as protobuf values. An object's resourceVersion is
-// the etcd mod revision of its key: it is never stored, only filled in on read. Writes are
-// transactions that compare revisions, so a stale writer gets a conflict instead of
-// overwriting a newer object.
+// the etcd mod revision of its key: it is never stored, only filled in on read. Every write is
+// one transaction that compares the key's revision and any conditions on other keys, so a
+// stale writer gets a conflict instead of overwriting a newer object, and no check is separate
+// from the write it guards.
 package storage
 
 import (
@@ -10,9 +11,11 @@ import (
 	"fmt"
 	"strconv"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiff-project/skiff/internal/limits"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 )
 
@@ -21,17 +24,116 @@ var (
 	ErrNotFound = errors.New("storage: key not found")
 	// ErrExists: create found the key already there.
 	ErrExists = errors.New("storage: key already exists")
-	// ErrConflict: the key's revision is not the expected one.
+	// ErrConflict: the key's revision is not the expected one (a *ConflictError carries the
+	// current value).
 	ErrConflict = errors.New("storage: revision conflict")
 	// ErrCompacted: the requested revision is older than etcd keeps.
 	ErrCompacted = errors.New("storage: revision compacted")
+	// ErrFutureRevision: the requested revision is newer than etcd's current one (a
+	// *FutureRevisionError says both).
+	ErrFutureRevision = errors.New("storage: revision is in the future")
+	// ErrTooLarge: the encoded object is above limits.MaxObjectBytes (a *TooLargeError says
+	// by how much).
+	ErrTooLarge = errors.New("storage: object too large")
 )
 
-// MissingKeyError reports which precondition key of a create was absent.
-type MissingKeyError struct{ Key string }
+// ConflictError is a write that found the key at another revision. Current is the key's
+// value at the time of the failed write, so a retry needs no second read.
+type ConflictError struct {
+	Key     string
+	Current KeyValue
+}
 
-func (e *MissingKeyError) Error() string {
-	return fmt.Sprintf("storage: required key %s is missing", e.Key)
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("storage: %s is at revision %d: conflict", e.Key, e.Current.ModRevision)
+}
+
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// TooLargeError is a write refused because the object's stored encoding is above the limit.
+type TooLargeError struct {
+	Key         string
+	Size, Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("storage: %s would take %d bytes, above the limit of %d", e.Key, e.Size, e.Limit)
+}
+
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
+// FutureRevisionError is a read at a revision etcd has not reached.
+type FutureRevisionError struct {
+	Requested, Current int64
+}
+
+func (e *FutureRevisionError) Error() string {
+	return fmt.Sprintf("storage: revision %d is newer than the current revision %d", e.Requested, e.Current)
+}
+
+func (e *FutureRevisionError) Is(target error) bool { return target == ErrFutureRevision }
+
+// Condition is a check on another key (or every key under a prefix) that a write needs, made
+// in the write's own transaction.
+type Condition struct {
+	Key    string
+	Prefix bool // the condition is on every key that starts with Key
+	Exists bool // true: the key must exist; false: it (or every key under the prefix) must not
+}
+
+// KeyExists is the condition that key exists.
+func KeyExists(key string) Condition { return Condition{Key: key, Exists: true} }
+
+// KeyAbsent is the condition that key does not exist.
+func KeyAbsent(key string) Condition { return Condition{Key: key} }
+
+// PrefixEmpty is the condition that no key starts with prefix.
+func PrefixEmpty(prefix string) Condition { return Condition{Key: prefix, Prefix: true} }
+
+// ConditionError is a write refused because one of its conditions did not hold.
+type ConditionError struct{ Condition Condition }
+
+func (e *ConditionError) Error() string {
+	c := e.Condition
+	switch {
+	case c.Prefix:
+		return fmt.Sprintf("storage: keys under %s exist", c.Key)
+	case c.Exists:
+		return fmt.Sprintf("storage: required key %s is missing", c.Key)
+	}
+	return fmt.Sprintf("storage: key %s exists", c.Key)
+}
+
+// Side is a key other than the object's that a write puts or deletes in the same transaction
+// (bookkeeping markers that are not API objects).
+type Side struct {
+	Key    string
+	Value  string
+	Delete bool
+}
+
+// Write is one transactional change of an object's key.
+type Write struct {
+	Key string
+	// Rev is the key's expected mod revision; 0 means the key must not exist (a create).
+	Rev int64
+	// Object is written at Key; nil deletes Key.
+	Object     scheme.Object
+	Conditions []Condition
+	Sides      []Side
+	// Probe lists keys whose existence, read in the same transaction, the result reports.
+	Probe []string
+	// DryRun makes every check (revision, conditions, size) and writes nothing: the
+	// transaction only reads, so etcd's revision does not move.
+	DryRun bool
+}
+
+// Result is what a successful write reports.
+type Result struct {
+	// Revision is the revision the write created (etcd's current revision on a dry run).
+	Revision int64
+	// Probed holds the probed keys that exist.
+	Probed map[string]bool
 }
 
 // Store reads and writes objects under keys in etcd.
@@ -67,119 +169,166 @@ func Decode(value []byte, rev int64, into scheme.Object) error {
 	return nil
 }
 
-// Create writes obj at key if the key does not exist and every key in requireKeys does (e.g.
-// the object's namespace), in one transaction. It sets obj's resourceVersion and returns the
-// new revision.
-func (s *Store) Create(ctx context.Context, key string, obj scheme.Object, requireKeys ...string) (int64, error) {
+// encodeForWrite encodes obj and refuses it above limits.MaxObjectBytes: the one place the
+// object size limit is enforced, for every kind of write.
+func encodeForWrite(key string, obj scheme.Object) ([]byte, error) {
 	val, err := Encode(obj)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
-	for _, k := range requireKeys {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), ">", 0))
+	if len(val) > limits.MaxObjectBytes {
+		return nil, &TooLargeError{Key: key, Size: len(val), Limit: limits.MaxObjectBytes}
 	}
-	var elseOps []clientv3.Op
-	for _, k := range requireKeys {
-		elseOps = append(elseOps, clientv3.OpGet(k, clientv3.WithCountOnly()))
+	return val, nil
+}
+
+func (c Condition) cmp() clientv3.Cmp {
+	var cmp clientv3.Cmp
+	if c.Exists {
+		cmp = clientv3.Compare(clientv3.CreateRevision(c.Key), ">", 0)
+	} else {
+		cmp = clientv3.Compare(clientv3.CreateRevision(c.Key), "=", 0)
 	}
-	resp, err := s.kv.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(val))).Else(elseOps...).Commit()
-	if err != nil {
-		return 0, fmt.Errorf("create %s: %w", key, err)
+	if c.Prefix {
+		cmp = cmp.WithPrefix()
 	}
-	if !resp.Succeeded {
-		for i, r := range resp.Responses {
-			if r.GetResponseRange().GetCount() == 0 {
-				return 0, &MissingKeyError{Key: requireKeys[i]}
+	return cmp
+}
+
+func (c Condition) countOp() clientv3.Op {
+	opts := []clientv3.OpOption{clientv3.WithCountOnly()}
+	if c.Prefix {
+		opts = append(opts, clientv3.WithPrefix())
+	}
+	return clientv3.OpGet(c.Key, opts...)
+}
+
+// Write applies w in one etcd transaction. Errors: ErrExists (create of an existing key),
+// ErrNotFound (the key is gone), *ConflictError (another revision), *ConditionError,
+// *TooLargeError. For a create, a failed condition is reported before ErrExists (the
+// namespace is checked before the name, as in Kubernetes).
+func (s *Store) Write(ctx context.Context, w Write) (*Result, error) {
+	var val []byte
+	if w.Object != nil {
+		var err error
+		if val, err = encodeForWrite(w.Key, w.Object); err != nil {
+			return nil, err
+		}
+	}
+	cmps := make([]clientv3.Cmp, 0, 1+len(w.Conditions))
+	if w.Rev == 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(w.Key), "=", 0))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(w.Key), "=", w.Rev))
+	}
+	for _, c := range w.Conditions {
+		cmps = append(cmps, c.cmp())
+	}
+
+	var then []clientv3.Op
+	if !w.DryRun {
+		if w.Object != nil {
+			then = append(then, clientv3.OpPut(w.Key, string(val)))
+		} else {
+			then = append(then, clientv3.OpDelete(w.Key))
+		}
+		for _, sd := range w.Sides {
+			if sd.Delete {
+				then = append(then, clientv3.OpDelete(sd.Key))
+			} else {
+				then = append(then, clientv3.OpPut(sd.Key, sd.Value))
 			}
 		}
-		return 0, ErrExists
 	}
-	rev := resp.Header.Revision
-	scheme.Meta(obj).ResourceVersion = strconv.FormatInt(rev, 10)
-	return rev, nil
+	probeAt := len(then)
+	for _, p := range w.Probe {
+		then = append(then, clientv3.OpGet(p, clientv3.WithCountOnly()))
+	}
+	// On failure: the key itself, then each condition, to say which check failed.
+	elseOps := []clientv3.Op{clientv3.OpGet(w.Key)}
+	for _, c := range w.Conditions {
+		elseOps = append(elseOps, c.countOp())
+	}
+
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(then...).Else(elseOps...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", w.Key, err)
+	}
+	if !resp.Succeeded {
+		return nil, w.failure(resp)
+	}
+	res := &Result{Revision: resp.Header.Revision, Probed: map[string]bool{}}
+	for i, p := range w.Probe {
+		if resp.Responses[probeAt+i].GetResponseRange().GetCount() > 0 {
+			res.Probed[p] = true
+		}
+	}
+	if w.Object != nil && !w.DryRun {
+		scheme.Meta(w.Object).ResourceVersion = strconv.FormatInt(res.Revision, 10)
+	}
+	return res, nil
 }
 
-// Get reads key into into.
-func (s *Store) Get(ctx context.Context, key string, into scheme.Object) error {
-	resp, err := s.kv.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("get %s: %w", key, err)
+// failure explains a transaction whose comparisons failed, from its Else reads.
+func (w Write) failure(resp *clientv3.TxnResponse) error {
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	failedCondition := func() error {
+		for i, c := range w.Conditions {
+			n := resp.Responses[1+i].GetResponseRange().GetCount()
+			if (n > 0) != c.Exists {
+				return &ConditionError{Condition: c}
+			}
+		}
+		return nil
 	}
-	if len(resp.Kvs) == 0 {
+	if w.Rev == 0 {
+		if err := failedCondition(); err != nil {
+			return err
+		}
+		return ErrExists
+	}
+	if len(kvs) == 0 {
 		return ErrNotFound
 	}
+	if kvs[0].ModRevision != w.Rev {
+		kv := kvs[0]
+		return &ConflictError{Key: w.Key, Current: KeyValue{Key: string(kv.Key), Value: kv.Value, ModRevision: kv.ModRevision}}
+	}
+	if err := failedCondition(); err != nil {
+		return err
+	}
+	// Every comparison held when read back: the state changed between the two; the caller
+	// retries as after any conflict.
+	kv := kvs[0]
+	return &ConflictError{Key: w.Key, Current: KeyValue{Key: string(kv.Key), Value: kv.Value, ModRevision: kv.ModRevision}}
+}
+
+// ReadOptions tune a read.
+type ReadOptions struct {
+	// Serializable reads the local member's state without a quorum round: possibly stale,
+	// which a resourceVersion of "0" ("any") allows.
+	Serializable bool
+}
+
+func (o ReadOptions) opts() []clientv3.OpOption {
+	if o.Serializable {
+		return []clientv3.OpOption{clientv3.WithSerializable()}
+	}
+	return nil
+}
+
+// Get reads key into into and returns the revision etcd was at when it read (also when the
+// key does not exist, with ErrNotFound).
+func (s *Store) Get(ctx context.Context, key string, into scheme.Object, o ReadOptions) (int64, error) {
+	resp, err := s.kv.Get(ctx, key, o.opts()...)
+	if err != nil {
+		return 0, fmt.Errorf("get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return resp.Header.Revision, ErrNotFound
+	}
 	kv := resp.Kvs[0]
-	return Decode(kv.Value, kv.ModRevision, into)
-}
-
-// Update writes obj at key if the key's mod revision is still rev. On success obj gets its new
-// resourceVersion.
-func (s *Store) Update(ctx context.Context, key string, obj scheme.Object, rev int64) (int64, error) {
-	val, err := Encode(obj)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := s.kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(val))).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
-		Commit()
-	if err != nil {
-		return 0, fmt.Errorf("update %s: %w", key, err)
-	}
-	if !resp.Succeeded {
-		if resp.Responses[0].GetResponseRange().GetCount() == 0 {
-			return 0, ErrNotFound
-		}
-		return 0, ErrConflict
-	}
-	newRev := resp.Header.Revision
-	scheme.Meta(obj).ResourceVersion = strconv.FormatInt(newRev, 10)
-	return newRev, nil
-}
-
-// Delete removes key if its mod revision is still rev, and returns the deleting revision.
-func (s *Store) Delete(ctx context.Context, key string, rev int64) (int64, error) {
-	resp, err := s.kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
-		Commit()
-	if err != nil {
-		return 0, fmt.Errorf("delete %s: %w", key, err)
-	}
-	if !resp.Succeeded {
-		if resp.Responses[0].GetResponseRange().GetCount() == 0 {
-			return 0, ErrNotFound
-		}
-		return 0, ErrConflict
-	}
-	return resp.Header.Revision, nil
-}
-
-// DeletePrefixes removes every key under each prefix in one transaction, guarded by key still
-// having revision rev (used to delete a namespace and everything in it at once).
-func (s *Store) DeletePrefixes(ctx context.Context, key string, rev int64, prefixes ...string) (int64, error) {
-	ops := []clientv3.Op{clientv3.OpDelete(key)}
-	for _, p := range prefixes {
-		ops = append(ops, clientv3.OpDelete(p, clientv3.WithPrefix()))
-	}
-	resp, err := s.kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(ops...).
-		Else(clientv3.OpGet(key, clientv3.WithCountOnly())).
-		Commit()
-	if err != nil {
-		return 0, fmt.Errorf("delete %s: %w", key, err)
-	}
-	if !resp.Succeeded {
-		if resp.Responses[0].GetResponseRange().GetCount() == 0 {
-			return 0, ErrNotFound
-		}
-		return 0, ErrConflict
-	}
-	return resp.Header.Revision, nil
+	return resp.Header.Revision, Decode(kv.Value, kv.ModRevision, into)
 }
 
 // KeyValue is one stored object as read by a range.
@@ -198,8 +347,10 @@ type Page struct {
 
 // Range reads up to limit keys in [start, end) at revision rev (0: the current revision).
 // Reading every page of a list at the revision of its first page gives a consistent list.
-func (s *Store) Range(ctx context.Context, start, end string, rev, limit int64) (*Page, error) {
-	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
+// A revision etcd no longer keeps is ErrCompacted; one it has not reached, a
+// *FutureRevisionError.
+func (s *Store) Range(ctx context.Context, start, end string, rev, limit int64, o ReadOptions) (*Page, error) {
+	opts := append(o.opts(), clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if rev > 0 {
 		opts = append(opts, clientv3.WithRev(rev))
 	}
@@ -208,8 +359,15 @@ func (s *Store) Range(ctx context.Context, start, end string, rev, limit int64) 
 	}
 	resp, err := s.kv.Get(ctx, start, opts...)
 	if err != nil {
-		if isCompacted(err) {
+		switch {
+		case errors.Is(err, rpctypes.ErrCompacted):
 			return nil, ErrCompacted
+		case errors.Is(err, rpctypes.ErrFutureRev):
+			cur, cerr := s.CurrentRevision(ctx)
+			if cerr != nil {
+				return nil, fmt.Errorf("range %s at %d: %w (current revision: %w)", start, rev, err, cerr)
+			}
+			return nil, &FutureRevisionError{Requested: rev, Current: cur}
 		}
 		return nil, fmt.Errorf("range %s: %w", start, err)
 	}
@@ -222,6 +380,15 @@ func (s *Store) Range(ctx context.Context, start, end string, rev, limit int64) 
 		page.KVs[i] = KeyValue{Key: string(kv.Key), Value: kv.Value, ModRevision: kv.ModRevision}
 	}
 	return page, nil
+}
+
+// CurrentRevision is etcd's current revision (a quorum read).
+func (s *Store) CurrentRevision(ctx context.Context) (int64, error) {
+	resp, err := s.kv.Get(ctx, "\x00", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("current revision: %w", err)
+	}
+	return resp.Header.Revision, nil
 }
 
 // PrefixEnd is the end of the range that holds every key starting with prefix.

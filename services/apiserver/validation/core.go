@@ -33,6 +33,31 @@ func validateFinalizerName(f string, p *Path) ErrorList {
 	return errs
 }
 
+// validateNamespaceUpdate: a namespace being deleted may only lose spec finalizers, like
+// metadata ones.
+func validateNamespaceUpdate(ns, old *corev1.Namespace) ErrorList {
+	if old.GetMetadata().GetDeletionTimestamp() == "" {
+		return nil
+	}
+	return validateNoNewFinalizers(ns.GetSpec().GetFinalizers(), old.GetSpec().GetFinalizers(), NewPath("spec", "finalizers"))
+}
+
+// validateNamespacePhase keeps the phase what the deletionTimestamp says: clients (and the
+// namespace's content) rely on Terminating meaning "being deleted".
+func validateNamespacePhase(ns *corev1.Namespace) ErrorList {
+	phase, p := ns.GetStatus().GetPhase(), NewPath("status", "phase")
+	if ns.GetMetadata().GetDeletionTimestamp() == "" {
+		if phase != "Active" {
+			return ErrorList{Invalid(p, phase, "may only be 'Active' if `deletionTimestamp` is empty")}
+		}
+		return nil
+	}
+	if phase != "Terminating" {
+		return ErrorList{Invalid(p, phase, "may only be 'Terminating' if `deletionTimestamp` is not empty")}
+	}
+	return nil
+}
+
 func validateNamespaceStatus(st *corev1.NamespaceStatus, p *Path) ErrorList {
 	if ph := st.GetPhase(); ph != "" {
 		return oneOf(ph, namespacePhases, p.Child("phase"))
@@ -201,5 +226,24 @@ func validateEvent(ev *corev1.Event) ErrorList {
 		errs = append(errs, oneOf(t, eventTypes, NewPath("type"))...)
 	}
 	errs = append(errs, validateNonNegative(int64(ev.GetCount()), NewPath("count"))...)
+	return errs
+}
+
+// ---- Binding ----
+
+// ValidateBinding checks a pod binding: it must name a node by a valid Node name, since the
+// pod's spec.nodeName becomes that name and every later update of the pod is validated with
+// it.
+func ValidateBinding(b *corev1.Binding) ErrorList {
+	var errs ErrorList
+	t, p := b.GetTarget(), NewPath("target")
+	if k := t.GetKind(); k != "" && k != "Node" {
+		errs = append(errs, NotSupported(p.Child("kind"), k, []string{"Node"}))
+	}
+	if n := t.GetName(); n == "" {
+		errs = append(errs, Required(p.Child("name"), ""))
+	} else {
+		errs = append(errs, validateDNSSubdomain(n, p.Child("name"))...)
+	}
 	return errs
 }

@@ -232,12 +232,36 @@ func TestValidateNamespace(t *testing.T) {
 	}
 	runErrCases(t, validNamespace, validate[*corev1.Namespace], cases)
 
+	// The phase says what the deletionTimestamp says, as in Kubernetes.
 	old := validNamespace()
 	ns := proto.Clone(old).(*corev1.Namespace)
 	ns.Status.Phase = "Terminating"
-	if errs := ValidateStatusUpdate(ns, old); len(errs) > 0 {
-		t.Errorf("Terminating refused: %v", errs.ToAggregate())
+	if errs := ValidateStatusUpdate(ns, old); len(errs) != 1 || errs[0].Field != "status.phase" {
+		t.Errorf("Terminating without deletionTimestamp: got %v; want status.phase refused", errs.ToAggregate())
 	}
+	deleting := proto.Clone(old).(*corev1.Namespace)
+	deleting.Metadata.DeletionTimestamp = "2024-01-01T00:00:00Z"
+	deleting.Status.Phase = "Terminating"
+	ns = proto.Clone(deleting).(*corev1.Namespace)
+	if errs := ValidateStatusUpdate(ns, deleting); len(errs) > 0 {
+		t.Errorf("Terminating refused while deleting: %v", errs.ToAggregate())
+	}
+	ns.Status.Phase = "Active"
+	if errs := ValidateStatusUpdate(ns, deleting); len(errs) != 1 || errs[0].Field != "status.phase" {
+		t.Errorf("Active while deleting: got %v; want status.phase refused", errs.ToAggregate())
+	}
+	// A namespace being deleted may lose spec finalizers, not gain them.
+	deleting.Spec = &corev1.NamespaceSpec{Finalizers: []string{"example.com/a"}}
+	ns = proto.Clone(deleting).(*corev1.Namespace)
+	ns.Spec.Finalizers = nil
+	if errs := ValidateUpdate(ns, deleting); len(errs) > 0 {
+		t.Errorf("removing a spec finalizer while deleting: %v", errs.ToAggregate())
+	}
+	ns.Spec.Finalizers = []string{"example.com/a", "example.com/b"}
+	if errs := ValidateUpdate(ns, deleting); len(errs) != 1 || errs[0].Field != "spec.finalizers" || errs[0].Type != ErrorTypeForbidden {
+		t.Errorf("adding a spec finalizer while deleting: got %v; want spec.finalizers Forbidden", errs.ToAggregate())
+	}
+	ns = proto.Clone(old).(*corev1.Namespace)
 	ns.Status.Phase = "Gone"
 	if errs := ValidateStatusUpdate(ns, old); len(errs) == 0 || errs[0].Field != "status.phase" {
 		t.Errorf("bad phase: got %v", errs.ToAggregate())

@@ -53,6 +53,7 @@ func validatePodSpec(spec *corev1.PodSpec, p *Path) ErrorList {
 	for i, c := range spec.GetContainers() {
 		errs = append(errs, validateContainer(c, spec, volumes, names, true, p.Child("containers").Index(i))...)
 	}
+	errs = append(errs, validateHostPortConflicts(spec.GetContainers(), p.Child("containers"))...)
 
 	if rp := spec.GetRestartPolicy(); rp == "" {
 		errs = append(errs, Required(p.Child("restartPolicy"), ""))
@@ -144,6 +145,26 @@ func validateContainer(c *corev1.Container, spec *corev1.PodSpec, volumes map[st
 		// A liveness or startup probe passes on the first success: any other threshold is a mistake.
 		if pr.name != "readinessProbe" && pr.probe.GetSuccessThreshold() != 1 {
 			errs = append(errs, Invalid(pp.Child("successThreshold"), pr.probe.GetSuccessThreshold(), "must be 1"))
+		}
+	}
+	return errs
+}
+
+// validateHostPortConflicts refuses two ports of a pod's containers on the same host port,
+// protocol and host IP: the node can bind it once.
+func validateHostPortConflicts(containers []*corev1.Container, p *Path) ErrorList {
+	var errs ErrorList
+	seen := map[string]bool{}
+	for i, c := range containers {
+		for j, port := range c.GetPorts() {
+			if port.GetHostPort() == 0 {
+				continue
+			}
+			key := fmt.Sprintf("%s/%s/%d", port.GetProtocol(), port.GetHostIp(), port.GetHostPort())
+			if seen[key] {
+				errs = append(errs, Duplicate(p.Index(i).Child("ports").Index(j).Child("hostPort"), key))
+			}
+			seen[key] = true
 		}
 	}
 	return errs

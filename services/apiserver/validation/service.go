@@ -1,6 +1,7 @@
 package validation
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -19,7 +20,9 @@ var (
 func isHeadless(spec *corev1.ServiceSpec) bool { return spec.GetClusterIp() == "None" }
 
 func validateService(svc *corev1.Service) ErrorList {
-	errs := validateObjectMeta(svc.GetMetadata(), true, isDNS1123Label, NewPath("metadata"))
+	// A service name becomes a DNS name (and environment variable prefixes in pods), which
+	// must start with a letter: RFC 1035.
+	errs := validateObjectMeta(svc.GetMetadata(), true, isDNS1035Label, NewPath("metadata"))
 	spec := svc.GetSpec()
 	sp := NewPath("spec")
 	typ := spec.GetType()
@@ -69,6 +72,8 @@ func validateService(svc *corev1.Service) ErrorList {
 	requireName := len(spec.GetPorts()) > 1
 	names := map[string]bool{}
 	nodePorts := map[string]bool{}
+	// A port and protocol can be served once: kube-proxy keys its rules by them.
+	servicePorts := map[string]bool{}
 	for i, port := range spec.GetPorts() {
 		pp := sp.Child("ports").Index(i)
 		switch n := port.GetName(); {
@@ -86,6 +91,11 @@ func validateService(svc *corev1.Service) ErrorList {
 			errs = append(errs, Invalid(pp.Child("port"), port.GetPort(), portRangeMsg))
 		}
 		errs = append(errs, validateProtocol(port.GetProtocol(), pp.Child("protocol"))...)
+		if key := fmt.Sprintf("%d/%s", port.GetPort(), port.GetProtocol()); servicePorts[key] {
+			errs = append(errs, Duplicate(pp, key))
+		} else {
+			servicePorts[key] = true
+		}
 		errs = append(errs, validatePortNumOrName(port.GetTargetPort(), pp.Child("targetPort"))...)
 		if np := port.GetNodePort(); np != 0 {
 			switch {

@@ -63,6 +63,8 @@ func ValidateUpdate(obj, old scheme.Object) ErrorList {
 	errs := Validate(obj)
 	errs = append(errs, validateObjectMetaUpdate(obj.GetMetadata(), old.GetMetadata(), NewPath("metadata"))...)
 	switch o := obj.(type) {
+	case *corev1.Namespace:
+		errs = append(errs, validateNamespaceUpdate(o, old.(*corev1.Namespace))...)
 	case *corev1.Node:
 		errs = append(errs, validateNodeUpdate(o, old.(*corev1.Node))...)
 	case *corev1.Pod:
@@ -86,7 +88,7 @@ func ValidateStatusUpdate(obj, old scheme.Object) ErrorList {
 	path := NewPath("status")
 	switch o := obj.(type) {
 	case *corev1.Namespace:
-		return validateNamespaceStatus(o.GetStatus(), path)
+		return append(validateNamespaceStatus(o.GetStatus(), path), validateNamespacePhase(o)...)
 	case *corev1.Node:
 		return validateNodeStatus(o.GetStatus(), path)
 	case *corev1.Pod:
@@ -119,6 +121,7 @@ type nameFunc func(string) []string
 
 func isDNS1123Subdomain(s string) []string { return labels.IsDNS1123Subdomain(s) }
 func isDNS1123Label(s string) []string     { return labels.IsDNS1123Label(s) }
+func isDNS1035Label(s string) []string     { return labels.IsDNS1035Label(s) }
 
 // totalAnnotationSizeLimit is Kubernetes' cap on the summed size of an object's annotation
 // keys and values: annotations live in etcd with the object, so they must stay small.
@@ -246,7 +249,33 @@ func validateObjectMetaUpdate(md, old *metav1.ObjectMeta, path *Path) ErrorList 
 	if ts := md.GetCreationTimestamp(); ts != "" && ts != old.GetCreationTimestamp() {
 		errs = append(errs, Invalid(path.Child("creationTimestamp"), ts, "field is immutable"))
 	}
+	// Whoever finalizes an object being deleted may already be done with it: a new
+	// finalizer could hold it forever.
+	if old.GetDeletionTimestamp() != "" {
+		errs = append(errs, validateNoNewFinalizers(md.GetFinalizers(), old.GetFinalizers(), path.Child("finalizers"))...)
+	}
 	return errs
+}
+
+// validateNoNewFinalizers refuses finalizers that old does not have (an object being
+// deleted may only lose finalizers).
+func validateNoNewFinalizers(finalizers, old []string, path *Path) ErrorList {
+	had := map[string]bool{}
+	for _, f := range old {
+		had[f] = true
+	}
+	var added []string
+	for _, f := range finalizers {
+		if !had[f] {
+			added = append(added, strconv.Quote(f))
+			had[f] = true
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	return ErrorList{Forbidden(path, "no new finalizers can be added if the object is being deleted, found new finalizers ["+
+		strings.Join(added, ", ")+"]")}
 }
 
 // ---- shared value checks ----

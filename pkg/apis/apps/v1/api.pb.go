@@ -9,6 +9,7 @@
 package appsv1
 
 import (
+	v1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -25,9 +26,14 @@ const (
 )
 
 type CreateReplicaSetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	ReplicaSet    *ReplicaSet            `protobuf:"bytes,2,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Namespace  string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	ReplicaSet *ReplicaSet            `protobuf:"bytes,2,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -74,6 +80,20 @@ func (x *CreateReplicaSetRequest) GetReplicaSet() *ReplicaSet {
 		return x.ReplicaSet
 	}
 	return nil
+}
+
+func (x *CreateReplicaSetRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateReplicaSetRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetReplicaSetRequest struct {
@@ -144,8 +164,16 @@ type ListReplicaSetRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListReplicaSetRequest) Reset() {
@@ -220,11 +248,44 @@ func (x *ListReplicaSetRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListReplicaSetRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListReplicaSetRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListReplicaSetRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListReplicaSetRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateReplicaSetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	ReplicaSet    *ReplicaSet            `protobuf:"bytes,3,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Namespace  string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ReplicaSet *ReplicaSet            `protobuf:"bytes,3,opt,name=replica_set,json=replicaSet,proto3" json:"replica_set,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,6 +339,20 @@ func (x *UpdateReplicaSetRequest) GetReplicaSet() *ReplicaSet {
 		return x.ReplicaSet
 	}
 	return nil
+}
+
+func (x *UpdateReplicaSetRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateReplicaSetRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // ReplicaSetWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -339,10 +414,20 @@ type DeleteReplicaSetRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteReplicaSetRequest) Reset() {
@@ -403,10 +488,43 @@ func (x *DeleteReplicaSetRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteReplicaSetRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteReplicaSetRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteReplicaSetRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteReplicaSetRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type CreateDeploymentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Deployment    *Deployment            `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Namespace  string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Deployment *Deployment            `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -453,6 +571,20 @@ func (x *CreateDeploymentRequest) GetDeployment() *Deployment {
 		return x.Deployment
 	}
 	return nil
+}
+
+func (x *CreateDeploymentRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateDeploymentRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetDeploymentRequest struct {
@@ -523,8 +655,16 @@ type ListDeploymentRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListDeploymentRequest) Reset() {
@@ -599,11 +739,44 @@ func (x *ListDeploymentRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListDeploymentRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListDeploymentRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListDeploymentRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListDeploymentRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateDeploymentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Deployment    *Deployment            `protobuf:"bytes,3,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Namespace  string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Deployment *Deployment            `protobuf:"bytes,3,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +830,20 @@ func (x *UpdateDeploymentRequest) GetDeployment() *Deployment {
 		return x.Deployment
 	}
 	return nil
+}
+
+func (x *UpdateDeploymentRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateDeploymentRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // DeploymentWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -718,10 +905,20 @@ type DeleteDeploymentRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteDeploymentRequest) Reset() {
@@ -782,79 +979,139 @@ func (x *DeleteDeploymentRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteDeploymentRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteDeploymentRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteDeploymentRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteDeploymentRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 var File_skiff_apps_v1_api_proto protoreflect.FileDescriptor
 
 const file_skiff_apps_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x17skiff/apps/v1/api.proto\x12\rskiff.apps.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19skiff/apps/v1/types.proto\"s\n" +
+	"\x17skiff/apps/v1/api.proto\x12\rskiff.apps.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19skiff/apps/v1/types.proto\x1a\x18skiff/meta/v1/meta.proto\"\xb1\x01\n" +
 	"\x17CreateReplicaSetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12:\n" +
 	"\vreplica_set\x18\x02 \x01(\v2\x19.skiff.apps.v1.ReplicaSetR\n" +
-	"replicaSet\"s\n" +
+	"replicaSet\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"s\n" +
 	"\x14GetReplicaSetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xe0\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd9\x03\n" +
 	"\x15ListReplicaSetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"\x87\x01\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xc5\x01\n" +
 	"\x17UpdateReplicaSetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12:\n" +
 	"\vreplica_set\x18\x03 \x01(\v2\x19.skiff.apps.v1.ReplicaSetR\n" +
-	"replicaSet\"]\n" +
+	"replicaSet\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"]\n" +
 	"\x14ReplicaSetWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x121\n" +
-	"\x06object\x18\x02 \x01(\v2\x19.skiff.apps.v1.ReplicaSetR\x06object\"\xc6\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x19.skiff.apps.v1.ReplicaSetR\x06object\"\x88\x03\n" +
 	"\x17DeleteReplicaSetRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds\"r\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"\xb0\x01\n" +
 	"\x17CreateDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x129\n" +
 	"\n" +
 	"deployment\x18\x02 \x01(\v2\x19.skiff.apps.v1.DeploymentR\n" +
-	"deployment\"s\n" +
+	"deployment\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"s\n" +
 	"\x14GetDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xe0\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd9\x03\n" +
 	"\x15ListDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"\x86\x01\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xc4\x01\n" +
 	"\x17UpdateDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"deployment\x18\x03 \x01(\v2\x19.skiff.apps.v1.DeploymentR\n" +
-	"deployment\"]\n" +
+	"deployment\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"]\n" +
 	"\x14DeploymentWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x121\n" +
-	"\x06object\x18\x02 \x01(\v2\x19.skiff.apps.v1.DeploymentR\x06object\"\xc6\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x19.skiff.apps.v1.DeploymentR\x06object\"\x88\x03\n" +
 	"\x17DeleteDeploymentRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds2\xfc\a\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents2\x82\b\n" +
 	"\rReplicaSetAPI\x12\x92\x01\n" +
 	"\x06Create\x12&.skiff.apps.v1.CreateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"E\x82\xd3\xe4\x93\x02?:\vreplica_set\"0/apis/apps/v1/namespaces/{namespace}/replicasets\x12\x86\x01\n" +
 	"\x03Get\x12#.skiff.apps.v1.GetReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"?\x82\xd3\xe4\x93\x029\x127/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12\xa2\x01\n" +
 	"\x04List\x12$.skiff.apps.v1.ListReplicaSetRequest\x1a\x1d.skiff.apps.v1.ReplicaSetList\"U\x82\xd3\xe4\x93\x02OZ\x1b\x12\x19/apis/apps/v1/replicasets\x120/apis/apps/v1/namespaces/{namespace}/replicasets\x12\x99\x01\n" +
 	"\x06Update\x12&.skiff.apps.v1.UpdateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"L\x82\xd3\xe4\x93\x02F:\vreplica_set\x1a7/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12\xa6\x01\n" +
-	"\fUpdateStatus\x12&.skiff.apps.v1.UpdateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"S\x82\xd3\xe4\x93\x02M:\vreplica_set\x1a>/apis/apps/v1/namespaces/{namespace}/replicasets/{name}/status\x12\x8c\x01\n" +
-	"\x06Delete\x12&.skiff.apps.v1.DeleteReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"?\x82\xd3\xe4\x93\x029*7/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12T\n" +
-	"\x05Watch\x12$.skiff.apps.v1.ListReplicaSetRequest\x1a#.skiff.apps.v1.ReplicaSetWatchEvent0\x012\xf9\a\n" +
+	"\fUpdateStatus\x12&.skiff.apps.v1.UpdateReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"S\x82\xd3\xe4\x93\x02M:\vreplica_set\x1a>/apis/apps/v1/namespaces/{namespace}/replicasets/{name}/status\x12\x92\x01\n" +
+	"\x06Delete\x12&.skiff.apps.v1.DeleteReplicaSetRequest\x1a\x19.skiff.apps.v1.ReplicaSet\"E\x82\xd3\xe4\x93\x02?:\x04body*7/apis/apps/v1/namespaces/{namespace}/replicasets/{name}\x12T\n" +
+	"\x05Watch\x12$.skiff.apps.v1.ListReplicaSetRequest\x1a#.skiff.apps.v1.ReplicaSetWatchEvent0\x012\xff\a\n" +
 	"\rDeploymentAPI\x12\x91\x01\n" +
 	"\x06Create\x12&.skiff.apps.v1.CreateDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"D\x82\xd3\xe4\x93\x02>:\n" +
 	"deployment\"0/apis/apps/v1/namespaces/{namespace}/deployments\x12\x86\x01\n" +
@@ -863,8 +1120,8 @@ const file_skiff_apps_v1_api_proto_rawDesc = "" +
 	"\x06Update\x12&.skiff.apps.v1.UpdateDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"K\x82\xd3\xe4\x93\x02E:\n" +
 	"deployment\x1a7/apis/apps/v1/namespaces/{namespace}/deployments/{name}\x12\xa5\x01\n" +
 	"\fUpdateStatus\x12&.skiff.apps.v1.UpdateDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"R\x82\xd3\xe4\x93\x02L:\n" +
-	"deployment\x1a>/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status\x12\x8c\x01\n" +
-	"\x06Delete\x12&.skiff.apps.v1.DeleteDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"?\x82\xd3\xe4\x93\x029*7/apis/apps/v1/namespaces/{namespace}/deployments/{name}\x12T\n" +
+	"deployment\x1a>/apis/apps/v1/namespaces/{namespace}/deployments/{name}/status\x12\x92\x01\n" +
+	"\x06Delete\x12&.skiff.apps.v1.DeleteDeploymentRequest\x1a\x19.skiff.apps.v1.Deployment\"E\x82\xd3\xe4\x93\x02?:\x04body*7/apis/apps/v1/namespaces/{namespace}/deployments/{name}\x12T\n" +
 	"\x05Watch\x12$.skiff.apps.v1.ListDeploymentRequest\x1a#.skiff.apps.v1.DeploymentWatchEvent0\x01B8Z6github.com/skiff-project/skiff/pkg/apis/apps/v1;appsv1b\x06proto3"
 
 var (
@@ -894,50 +1151,53 @@ var file_skiff_apps_v1_api_proto_goTypes = []any{
 	(*DeploymentWatchEvent)(nil),    // 10: skiff.apps.v1.DeploymentWatchEvent
 	(*DeleteDeploymentRequest)(nil), // 11: skiff.apps.v1.DeleteDeploymentRequest
 	(*ReplicaSet)(nil),              // 12: skiff.apps.v1.ReplicaSet
-	(*Deployment)(nil),              // 13: skiff.apps.v1.Deployment
-	(*ReplicaSetList)(nil),          // 14: skiff.apps.v1.ReplicaSetList
-	(*DeploymentList)(nil),          // 15: skiff.apps.v1.DeploymentList
+	(*v1.DeleteOptions)(nil),        // 13: skiff.meta.v1.DeleteOptions
+	(*Deployment)(nil),              // 14: skiff.apps.v1.Deployment
+	(*ReplicaSetList)(nil),          // 15: skiff.apps.v1.ReplicaSetList
+	(*DeploymentList)(nil),          // 16: skiff.apps.v1.DeploymentList
 }
 var file_skiff_apps_v1_api_proto_depIdxs = []int32{
 	12, // 0: skiff.apps.v1.CreateReplicaSetRequest.replica_set:type_name -> skiff.apps.v1.ReplicaSet
 	12, // 1: skiff.apps.v1.UpdateReplicaSetRequest.replica_set:type_name -> skiff.apps.v1.ReplicaSet
 	12, // 2: skiff.apps.v1.ReplicaSetWatchEvent.object:type_name -> skiff.apps.v1.ReplicaSet
-	13, // 3: skiff.apps.v1.CreateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
-	13, // 4: skiff.apps.v1.UpdateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
-	13, // 5: skiff.apps.v1.DeploymentWatchEvent.object:type_name -> skiff.apps.v1.Deployment
-	0,  // 6: skiff.apps.v1.ReplicaSetAPI.Create:input_type -> skiff.apps.v1.CreateReplicaSetRequest
-	1,  // 7: skiff.apps.v1.ReplicaSetAPI.Get:input_type -> skiff.apps.v1.GetReplicaSetRequest
-	2,  // 8: skiff.apps.v1.ReplicaSetAPI.List:input_type -> skiff.apps.v1.ListReplicaSetRequest
-	3,  // 9: skiff.apps.v1.ReplicaSetAPI.Update:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
-	3,  // 10: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
-	5,  // 11: skiff.apps.v1.ReplicaSetAPI.Delete:input_type -> skiff.apps.v1.DeleteReplicaSetRequest
-	2,  // 12: skiff.apps.v1.ReplicaSetAPI.Watch:input_type -> skiff.apps.v1.ListReplicaSetRequest
-	6,  // 13: skiff.apps.v1.DeploymentAPI.Create:input_type -> skiff.apps.v1.CreateDeploymentRequest
-	7,  // 14: skiff.apps.v1.DeploymentAPI.Get:input_type -> skiff.apps.v1.GetDeploymentRequest
-	8,  // 15: skiff.apps.v1.DeploymentAPI.List:input_type -> skiff.apps.v1.ListDeploymentRequest
-	9,  // 16: skiff.apps.v1.DeploymentAPI.Update:input_type -> skiff.apps.v1.UpdateDeploymentRequest
-	9,  // 17: skiff.apps.v1.DeploymentAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateDeploymentRequest
-	11, // 18: skiff.apps.v1.DeploymentAPI.Delete:input_type -> skiff.apps.v1.DeleteDeploymentRequest
-	8,  // 19: skiff.apps.v1.DeploymentAPI.Watch:input_type -> skiff.apps.v1.ListDeploymentRequest
-	12, // 20: skiff.apps.v1.ReplicaSetAPI.Create:output_type -> skiff.apps.v1.ReplicaSet
-	12, // 21: skiff.apps.v1.ReplicaSetAPI.Get:output_type -> skiff.apps.v1.ReplicaSet
-	14, // 22: skiff.apps.v1.ReplicaSetAPI.List:output_type -> skiff.apps.v1.ReplicaSetList
-	12, // 23: skiff.apps.v1.ReplicaSetAPI.Update:output_type -> skiff.apps.v1.ReplicaSet
-	12, // 24: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:output_type -> skiff.apps.v1.ReplicaSet
-	12, // 25: skiff.apps.v1.ReplicaSetAPI.Delete:output_type -> skiff.apps.v1.ReplicaSet
-	4,  // 26: skiff.apps.v1.ReplicaSetAPI.Watch:output_type -> skiff.apps.v1.ReplicaSetWatchEvent
-	13, // 27: skiff.apps.v1.DeploymentAPI.Create:output_type -> skiff.apps.v1.Deployment
-	13, // 28: skiff.apps.v1.DeploymentAPI.Get:output_type -> skiff.apps.v1.Deployment
-	15, // 29: skiff.apps.v1.DeploymentAPI.List:output_type -> skiff.apps.v1.DeploymentList
-	13, // 30: skiff.apps.v1.DeploymentAPI.Update:output_type -> skiff.apps.v1.Deployment
-	13, // 31: skiff.apps.v1.DeploymentAPI.UpdateStatus:output_type -> skiff.apps.v1.Deployment
-	13, // 32: skiff.apps.v1.DeploymentAPI.Delete:output_type -> skiff.apps.v1.Deployment
-	10, // 33: skiff.apps.v1.DeploymentAPI.Watch:output_type -> skiff.apps.v1.DeploymentWatchEvent
-	20, // [20:34] is the sub-list for method output_type
-	6,  // [6:20] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	13, // 3: skiff.apps.v1.DeleteReplicaSetRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	14, // 4: skiff.apps.v1.CreateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
+	14, // 5: skiff.apps.v1.UpdateDeploymentRequest.deployment:type_name -> skiff.apps.v1.Deployment
+	14, // 6: skiff.apps.v1.DeploymentWatchEvent.object:type_name -> skiff.apps.v1.Deployment
+	13, // 7: skiff.apps.v1.DeleteDeploymentRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	0,  // 8: skiff.apps.v1.ReplicaSetAPI.Create:input_type -> skiff.apps.v1.CreateReplicaSetRequest
+	1,  // 9: skiff.apps.v1.ReplicaSetAPI.Get:input_type -> skiff.apps.v1.GetReplicaSetRequest
+	2,  // 10: skiff.apps.v1.ReplicaSetAPI.List:input_type -> skiff.apps.v1.ListReplicaSetRequest
+	3,  // 11: skiff.apps.v1.ReplicaSetAPI.Update:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
+	3,  // 12: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateReplicaSetRequest
+	5,  // 13: skiff.apps.v1.ReplicaSetAPI.Delete:input_type -> skiff.apps.v1.DeleteReplicaSetRequest
+	2,  // 14: skiff.apps.v1.ReplicaSetAPI.Watch:input_type -> skiff.apps.v1.ListReplicaSetRequest
+	6,  // 15: skiff.apps.v1.DeploymentAPI.Create:input_type -> skiff.apps.v1.CreateDeploymentRequest
+	7,  // 16: skiff.apps.v1.DeploymentAPI.Get:input_type -> skiff.apps.v1.GetDeploymentRequest
+	8,  // 17: skiff.apps.v1.DeploymentAPI.List:input_type -> skiff.apps.v1.ListDeploymentRequest
+	9,  // 18: skiff.apps.v1.DeploymentAPI.Update:input_type -> skiff.apps.v1.UpdateDeploymentRequest
+	9,  // 19: skiff.apps.v1.DeploymentAPI.UpdateStatus:input_type -> skiff.apps.v1.UpdateDeploymentRequest
+	11, // 20: skiff.apps.v1.DeploymentAPI.Delete:input_type -> skiff.apps.v1.DeleteDeploymentRequest
+	8,  // 21: skiff.apps.v1.DeploymentAPI.Watch:input_type -> skiff.apps.v1.ListDeploymentRequest
+	12, // 22: skiff.apps.v1.ReplicaSetAPI.Create:output_type -> skiff.apps.v1.ReplicaSet
+	12, // 23: skiff.apps.v1.ReplicaSetAPI.Get:output_type -> skiff.apps.v1.ReplicaSet
+	15, // 24: skiff.apps.v1.ReplicaSetAPI.List:output_type -> skiff.apps.v1.ReplicaSetList
+	12, // 25: skiff.apps.v1.ReplicaSetAPI.Update:output_type -> skiff.apps.v1.ReplicaSet
+	12, // 26: skiff.apps.v1.ReplicaSetAPI.UpdateStatus:output_type -> skiff.apps.v1.ReplicaSet
+	12, // 27: skiff.apps.v1.ReplicaSetAPI.Delete:output_type -> skiff.apps.v1.ReplicaSet
+	4,  // 28: skiff.apps.v1.ReplicaSetAPI.Watch:output_type -> skiff.apps.v1.ReplicaSetWatchEvent
+	14, // 29: skiff.apps.v1.DeploymentAPI.Create:output_type -> skiff.apps.v1.Deployment
+	14, // 30: skiff.apps.v1.DeploymentAPI.Get:output_type -> skiff.apps.v1.Deployment
+	16, // 31: skiff.apps.v1.DeploymentAPI.List:output_type -> skiff.apps.v1.DeploymentList
+	14, // 32: skiff.apps.v1.DeploymentAPI.Update:output_type -> skiff.apps.v1.Deployment
+	14, // 33: skiff.apps.v1.DeploymentAPI.UpdateStatus:output_type -> skiff.apps.v1.Deployment
+	14, // 34: skiff.apps.v1.DeploymentAPI.Delete:output_type -> skiff.apps.v1.Deployment
+	10, // 35: skiff.apps.v1.DeploymentAPI.Watch:output_type -> skiff.apps.v1.DeploymentWatchEvent
+	22, // [22:36] is the sub-list for method output_type
+	8,  // [8:22] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_skiff_apps_v1_api_proto_init() }
@@ -946,7 +1206,9 @@ func file_skiff_apps_v1_api_proto_init() {
 		return
 	}
 	file_skiff_apps_v1_types_proto_init()
+	file_skiff_apps_v1_api_proto_msgTypes[2].OneofWrappers = []any{}
 	file_skiff_apps_v1_api_proto_msgTypes[5].OneofWrappers = []any{}
+	file_skiff_apps_v1_api_proto_msgTypes[8].OneofWrappers = []any{}
 	file_skiff_apps_v1_api_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -26,8 +26,13 @@ const (
 )
 
 type CreateNamespaceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     *Namespace             `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace *Namespace             `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -67,6 +72,20 @@ func (x *CreateNamespaceRequest) GetNamespace() *Namespace {
 		return x.Namespace
 	}
 	return nil
+}
+
+func (x *CreateNamespaceRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateNamespaceRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetNamespaceRequest struct {
@@ -128,8 +147,16 @@ type ListNamespaceRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListNamespaceRequest) Reset() {
@@ -197,10 +224,43 @@ func (x *ListNamespaceRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListNamespaceRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListNamespaceRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListNamespaceRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListNamespaceRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateNamespaceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     *Namespace             `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace *Namespace             `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,6 +307,20 @@ func (x *UpdateNamespaceRequest) GetNamespace() *Namespace {
 		return x.Namespace
 	}
 	return nil
+}
+
+func (x *UpdateNamespaceRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateNamespaceRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // NamespaceWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -307,10 +381,20 @@ type DeleteNamespaceRequest struct {
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteNamespaceRequest) Reset() {
@@ -364,9 +448,42 @@ func (x *DeleteNamespaceRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteNamespaceRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteNamespaceRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteNamespaceRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteNamespaceRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type CreateNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *Node                  `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +523,20 @@ func (x *CreateNodeRequest) GetNode() *Node {
 		return x.Node
 	}
 	return nil
+}
+
+func (x *CreateNodeRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateNodeRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetNodeRequest struct {
@@ -467,8 +598,16 @@ type ListNodeRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListNodeRequest) Reset() {
@@ -536,10 +675,43 @@ func (x *ListNodeRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListNodeRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListNodeRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListNodeRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListNodeRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Node          *Node                  `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Node  *Node                  `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +758,20 @@ func (x *UpdateNodeRequest) GetNode() *Node {
 		return x.Node
 	}
 	return nil
+}
+
+func (x *UpdateNodeRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateNodeRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // NodeWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -646,10 +832,20 @@ type DeleteNodeRequest struct {
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteNodeRequest) Reset() {
@@ -703,10 +899,43 @@ func (x *DeleteNodeRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteNodeRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteNodeRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteNodeRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteNodeRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type CreatePodRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Pod           *Pod                   `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Pod       *Pod                   `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -753,6 +982,20 @@ func (x *CreatePodRequest) GetPod() *Pod {
 		return x.Pod
 	}
 	return nil
+}
+
+func (x *CreatePodRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreatePodRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetPodRequest struct {
@@ -823,8 +1066,16 @@ type ListPodRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListPodRequest) Reset() {
@@ -899,11 +1150,44 @@ func (x *ListPodRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListPodRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListPodRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListPodRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListPodRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdatePodRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Pod           *Pod                   `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Pod       *Pod                   `protobuf:"bytes,3,opt,name=pod,proto3" json:"pod,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -957,6 +1241,20 @@ func (x *UpdatePodRequest) GetPod() *Pod {
 		return x.Pod
 	}
 	return nil
+}
+
+func (x *UpdatePodRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdatePodRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // PodWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -1018,10 +1316,20 @@ type DeletePodRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeletePodRequest) Reset() {
@@ -1082,11 +1390,41 @@ func (x *DeletePodRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeletePodRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeletePodRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeletePodRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeletePodRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type CreateBindingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Binding       *Binding               `protobuf:"bytes,3,opt,name=binding,proto3" json:"binding,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Binding   *Binding               `protobuf:"bytes,3,opt,name=binding,proto3" json:"binding,omitempty"`
+	// dryRun=All: check the binding, storing nothing.
+	DryRun        []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1142,10 +1480,22 @@ func (x *CreateBindingRequest) GetBinding() *Binding {
 	return nil
 }
 
+func (x *CreateBindingRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
 type CreateServiceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Service       *Service               `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Service   *Service               `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1192,6 +1542,20 @@ func (x *CreateServiceRequest) GetService() *Service {
 		return x.Service
 	}
 	return nil
+}
+
+func (x *CreateServiceRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateServiceRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetServiceRequest struct {
@@ -1262,8 +1626,16 @@ type ListServiceRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListServiceRequest) Reset() {
@@ -1338,11 +1710,44 @@ func (x *ListServiceRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListServiceRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListServiceRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListServiceRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListServiceRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateServiceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Service       *Service               `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Service   *Service               `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1396,6 +1801,20 @@ func (x *UpdateServiceRequest) GetService() *Service {
 		return x.Service
 	}
 	return nil
+}
+
+func (x *UpdateServiceRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateServiceRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // ServiceWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -1457,10 +1876,20 @@ type DeleteServiceRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteServiceRequest) Reset() {
@@ -1521,10 +1950,43 @@ func (x *DeleteServiceRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteServiceRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteServiceRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteServiceRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteServiceRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type CreateEndpointsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Endpoints     *Endpoints             `protobuf:"bytes,2,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Endpoints *Endpoints             `protobuf:"bytes,2,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1571,6 +2033,20 @@ func (x *CreateEndpointsRequest) GetEndpoints() *Endpoints {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *CreateEndpointsRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateEndpointsRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetEndpointsRequest struct {
@@ -1641,8 +2117,16 @@ type ListEndpointsRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListEndpointsRequest) Reset() {
@@ -1717,11 +2201,44 @@ func (x *ListEndpointsRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListEndpointsRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListEndpointsRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListEndpointsRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListEndpointsRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateEndpointsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Endpoints     *Endpoints             `protobuf:"bytes,3,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Endpoints *Endpoints             `protobuf:"bytes,3,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1775,6 +2292,20 @@ func (x *UpdateEndpointsRequest) GetEndpoints() *Endpoints {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *UpdateEndpointsRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateEndpointsRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // EndpointsWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -1836,10 +2367,20 @@ type DeleteEndpointsRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteEndpointsRequest) Reset() {
@@ -1900,10 +2441,43 @@ func (x *DeleteEndpointsRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteEndpointsRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteEndpointsRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteEndpointsRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteEndpointsRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type CreateEventRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Event         *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Event     *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1950,6 +2524,20 @@ func (x *CreateEventRequest) GetEvent() *Event {
 		return x.Event
 	}
 	return nil
+}
+
+func (x *CreateEventRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *CreateEventRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 type GetEventRequest struct {
@@ -2020,8 +2608,16 @@ type ListEventRequest struct {
 	Limit           int64                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	Continue        string                 `protobuf:"bytes,5,opt,name=continue,proto3" json:"continue,omitempty"`
 	ResourceVersion string                 `protobuf:"bytes,6,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// NotOlderThan (the default) or Exact (read the list at resourceVersion); needs a
+	// resourceVersion.
+	ResourceVersionMatch string `protobuf:"bytes,7,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	// Bounds the request (a list) or the stream (a watch).
+	TimeoutSeconds      *int64 `protobuf:"varint,8,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	AllowWatchBookmarks bool   `protobuf:"varint,9,opt,name=allow_watch_bookmarks,json=allowWatchBookmarks,proto3" json:"allow_watch_bookmarks,omitempty"`
+	// For watches; a list refuses it, as Kubernetes does.
+	SendInitialEvents *bool `protobuf:"varint,10,opt,name=send_initial_events,json=sendInitialEvents,proto3,oneof" json:"send_initial_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListEventRequest) Reset() {
@@ -2096,11 +2692,44 @@ func (x *ListEventRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListEventRequest) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+func (x *ListEventRequest) GetTimeoutSeconds() int64 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *ListEventRequest) GetAllowWatchBookmarks() bool {
+	if x != nil {
+		return x.AllowWatchBookmarks
+	}
+	return false
+}
+
+func (x *ListEventRequest) GetSendInitialEvents() bool {
+	if x != nil && x.SendInitialEvents != nil {
+		return *x.SendInitialEvents
+	}
+	return false
+}
+
 type UpdateEventRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Event         *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Event     *Event                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	// dryRun=All: run defaulting, admission and validation and answer with the object as it
+	// would be stored, storing nothing. Any other value is refused (400).
+	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2154,6 +2783,20 @@ func (x *UpdateEventRequest) GetEvent() *Event {
 		return x.Event
 	}
 	return nil
+}
+
+func (x *UpdateEventRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *UpdateEventRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
 }
 
 // EventWatchEvent is one change: type is ADDED, MODIFIED or DELETED.
@@ -2215,10 +2858,20 @@ type DeleteEventRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Overrides the object's grace period; 0 deletes at once.
 	GracePeriodSeconds *int64 `protobuf:"varint,3,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	// Refuses the delete unless the object still has this resourceVersion.
+	// Refuses the delete unless the object still has this resourceVersion (for gRPC callers;
+	// REST clients send preconditions in the body, as Kubernetes clients do).
 	ResourceVersion string `protobuf:"bytes,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// dryRun=All: answer as the delete would, deleting nothing.
+	DryRun []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Orphan, Background or Foreground: how dependents are treated (the garbage collector's
+	// business; validated and passed on).
+	PropagationPolicy string `protobuf:"bytes,6,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	OrphanDependents  *bool  `protobuf:"varint,7,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// The DeleteOptions request body; where it and the query parameters both say something,
+	// the body wins (dryRun values are combined).
+	Body          *v1.DeleteOptions `protobuf:"bytes,8,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteEventRequest) Reset() {
@@ -2279,214 +2932,339 @@ func (x *DeleteEventRequest) GetResourceVersion() string {
 	return ""
 }
 
+func (x *DeleteEventRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *DeleteEventRequest) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteEventRequest) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteEventRequest) GetBody() *v1.DeleteOptions {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 var File_skiff_core_v1_api_proto protoreflect.FileDescriptor
 
 const file_skiff_core_v1_api_proto_rawDesc = "" +
 	"\n" +
-	"\x17skiff/core/v1/api.proto\x12\rskiff.core.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19skiff/core/v1/types.proto\x1a\x18skiff/meta/v1/meta.proto\"P\n" +
+	"\x17skiff/core/v1/api.proto\x12\rskiff.core.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19skiff/core/v1/types.proto\x1a\x18skiff/meta/v1/meta.proto\"\x8e\x01\n" +
 	"\x16CreateNamespaceRequest\x126\n" +
-	"\tnamespace\x18\x02 \x01(\v2\x18.skiff.core.v1.NamespaceR\tnamespace\"T\n" +
+	"\tnamespace\x18\x02 \x01(\v2\x18.skiff.core.v1.NamespaceR\tnamespace\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"T\n" +
 	"\x13GetNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xc1\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xba\x03\n" +
 	"\x14ListNamespaceRequest\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"d\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xa2\x01\n" +
 	"\x16UpdateNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
-	"\tnamespace\x18\x03 \x01(\v2\x18.skiff.core.v1.NamespaceR\tnamespace\"[\n" +
+	"\tnamespace\x18\x03 \x01(\v2\x18.skiff.core.v1.NamespaceR\tnamespace\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"[\n" +
 	"\x13NamespaceWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
-	"\x06object\x18\x02 \x01(\v2\x18.skiff.core.v1.NamespaceR\x06object\"\xa7\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x18.skiff.core.v1.NamespaceR\x06object\"\xe9\x02\n" +
 	"\x16DeleteNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds\"<\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"z\n" +
 	"\x11CreateNodeRequest\x12'\n" +
-	"\x04node\x18\x02 \x01(\v2\x13.skiff.core.v1.NodeR\x04node\"O\n" +
+	"\x04node\x18\x02 \x01(\v2\x13.skiff.core.v1.NodeR\x04node\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"O\n" +
 	"\x0eGetNodeRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xbc\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xb5\x03\n" +
 	"\x0fListNodeRequest\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"P\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\x8e\x01\n" +
 	"\x11UpdateNodeRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12'\n" +
-	"\x04node\x18\x03 \x01(\v2\x13.skiff.core.v1.NodeR\x04node\"Q\n" +
+	"\x04node\x18\x03 \x01(\v2\x13.skiff.core.v1.NodeR\x04node\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"Q\n" +
 	"\x0eNodeWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12+\n" +
-	"\x06object\x18\x02 \x01(\v2\x13.skiff.core.v1.NodeR\x06object\"\xa2\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x13.skiff.core.v1.NodeR\x06object\"\xe4\x02\n" +
 	"\x11DeleteNodeRequest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds\"V\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"\x94\x01\n" +
 	"\x10CreatePodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12$\n" +
-	"\x03pod\x18\x02 \x01(\v2\x12.skiff.core.v1.PodR\x03pod\"l\n" +
+	"\x03pod\x18\x02 \x01(\v2\x12.skiff.core.v1.PodR\x03pod\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"l\n" +
 	"\rGetPodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd9\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd2\x03\n" +
 	"\x0eListPodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"j\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xa8\x01\n" +
 	"\x10UpdatePodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12$\n" +
-	"\x03pod\x18\x03 \x01(\v2\x12.skiff.core.v1.PodR\x03pod\"O\n" +
+	"\x03pod\x18\x03 \x01(\v2\x12.skiff.core.v1.PodR\x03pod\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"O\n" +
 	"\rPodWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12*\n" +
-	"\x06object\x18\x02 \x01(\v2\x12.skiff.core.v1.PodR\x06object\"\xbf\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x12.skiff.core.v1.PodR\x06object\"\x81\x03\n" +
 	"\x10DeletePodRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds\"z\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"\x93\x01\n" +
 	"\x14CreateBindingRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x120\n" +
-	"\abinding\x18\x03 \x01(\v2\x16.skiff.core.v1.BindingR\abinding\"f\n" +
+	"\abinding\x18\x03 \x01(\v2\x16.skiff.core.v1.BindingR\abinding\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\"\xa4\x01\n" +
 	"\x14CreateServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x120\n" +
-	"\aservice\x18\x02 \x01(\v2\x16.skiff.core.v1.ServiceR\aservice\"p\n" +
+	"\aservice\x18\x02 \x01(\v2\x16.skiff.core.v1.ServiceR\aservice\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"p\n" +
 	"\x11GetServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xdd\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd6\x03\n" +
 	"\x12ListServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"z\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xb8\x01\n" +
 	"\x14UpdateServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x120\n" +
-	"\aservice\x18\x03 \x01(\v2\x16.skiff.core.v1.ServiceR\aservice\"W\n" +
+	"\aservice\x18\x03 \x01(\v2\x16.skiff.core.v1.ServiceR\aservice\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"W\n" +
 	"\x11ServiceWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12.\n" +
-	"\x06object\x18\x02 \x01(\v2\x16.skiff.core.v1.ServiceR\x06object\"\xc3\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x16.skiff.core.v1.ServiceR\x06object\"\x85\x03\n" +
 	"\x14DeleteServiceRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds\"n\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"\xac\x01\n" +
 	"\x16CreateEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x126\n" +
-	"\tendpoints\x18\x02 \x01(\v2\x18.skiff.core.v1.EndpointsR\tendpoints\"r\n" +
+	"\tendpoints\x18\x02 \x01(\v2\x18.skiff.core.v1.EndpointsR\tendpoints\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"r\n" +
 	"\x13GetEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xdf\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd8\x03\n" +
 	"\x14ListEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"\x82\x01\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xc0\x01\n" +
 	"\x16UpdateEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x126\n" +
-	"\tendpoints\x18\x03 \x01(\v2\x18.skiff.core.v1.EndpointsR\tendpoints\"[\n" +
+	"\tendpoints\x18\x03 \x01(\v2\x18.skiff.core.v1.EndpointsR\tendpoints\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"[\n" +
 	"\x13EndpointsWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
-	"\x06object\x18\x02 \x01(\v2\x18.skiff.core.v1.EndpointsR\x06object\"\xc5\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x18.skiff.core.v1.EndpointsR\x06object\"\x87\x03\n" +
 	"\x16DeleteEndpointsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds\"^\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"\x9c\x01\n" +
 	"\x12CreateEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12*\n" +
-	"\x05event\x18\x02 \x01(\v2\x14.skiff.core.v1.EventR\x05event\"n\n" +
+	"\x05event\x18\x02 \x01(\v2\x14.skiff.core.v1.EventR\x05event\x12\x17\n" +
+	"\adry_run\x18\x03 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x04 \x01(\tR\ffieldManager\"n\n" +
 	"\x0fGetEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xdb\x01\n" +
+	"\x10resource_version\x18\x03 \x01(\tR\x0fresourceVersion\"\xd4\x03\n" +
 	"\x10ListEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x05 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\"r\n" +
+	"\x10resource_version\x18\x06 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\a \x01(\tR\x14resourceVersionMatch\x12,\n" +
+	"\x0ftimeout_seconds\x18\b \x01(\x03H\x00R\x0etimeoutSeconds\x88\x01\x01\x122\n" +
+	"\x15allow_watch_bookmarks\x18\t \x01(\bR\x13allowWatchBookmarks\x123\n" +
+	"\x13send_initial_events\x18\n" +
+	" \x01(\bH\x01R\x11sendInitialEvents\x88\x01\x01B\x12\n" +
+	"\x10_timeout_secondsB\x16\n" +
+	"\x14_send_initial_events\"\xb0\x01\n" +
 	"\x12UpdateEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12*\n" +
-	"\x05event\x18\x03 \x01(\v2\x14.skiff.core.v1.EventR\x05event\"S\n" +
+	"\x05event\x18\x03 \x01(\v2\x14.skiff.core.v1.EventR\x05event\x12\x17\n" +
+	"\adry_run\x18\x04 \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\x05 \x01(\tR\ffieldManager\"S\n" +
 	"\x0fEventWatchEvent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12,\n" +
-	"\x06object\x18\x02 \x01(\v2\x14.skiff.core.v1.EventR\x06object\"\xc1\x01\n" +
+	"\x06object\x18\x02 \x01(\v2\x14.skiff.core.v1.EventR\x06object\"\x83\x03\n" +
 	"\x12DeleteEventRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x125\n" +
 	"\x14grace_period_seconds\x18\x03 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersionB\x17\n" +
-	"\x15_grace_period_seconds2\x91\x06\n" +
+	"\x10resource_version\x18\x04 \x01(\tR\x0fresourceVersion\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRun\x12-\n" +
+	"\x12propagation_policy\x18\x06 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\a \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x120\n" +
+	"\x04body\x18\b \x01(\v2\x1c.skiff.meta.v1.DeleteOptionsR\x04bodyB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents2\x97\x06\n" +
 	"\fNamespaceAPI\x12p\n" +
 	"\x06Create\x12%.skiff.core.v1.CreateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"%\x82\xd3\xe4\x93\x02\x1f:\tnamespace\"\x12/api/v1/namespaces\x12f\n" +
 	"\x03Get\x12\".skiff.core.v1.GetNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/namespaces/{name}\x12e\n" +
 	"\x04List\x12#.skiff.core.v1.ListNamespaceRequest\x1a\x1c.skiff.core.v1.NamespaceList\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/namespaces\x12w\n" +
 	"\x06Update\x12%.skiff.core.v1.UpdateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\",\x82\xd3\xe4\x93\x02&:\tnamespace\x1a\x19/api/v1/namespaces/{name}\x12\x84\x01\n" +
-	"\fUpdateStatus\x12%.skiff.core.v1.UpdateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"3\x82\xd3\xe4\x93\x02-:\tnamespace\x1a /api/v1/namespaces/{name}/status\x12l\n" +
-	"\x06Delete\x12%.skiff.core.v1.DeleteNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/namespaces/{name}\x12R\n" +
-	"\x05Watch\x12#.skiff.core.v1.ListNamespaceRequest\x1a\".skiff.core.v1.NamespaceWatchEvent0\x012\x98\x05\n" +
+	"\fUpdateStatus\x12%.skiff.core.v1.UpdateNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"3\x82\xd3\xe4\x93\x02-:\tnamespace\x1a /api/v1/namespaces/{name}/status\x12r\n" +
+	"\x06Delete\x12%.skiff.core.v1.DeleteNamespaceRequest\x1a\x18.skiff.core.v1.Namespace\"'\x82\xd3\xe4\x93\x02!:\x04body*\x19/api/v1/namespaces/{name}\x12R\n" +
+	"\x05Watch\x12#.skiff.core.v1.ListNamespaceRequest\x1a\".skiff.core.v1.NamespaceWatchEvent0\x012\x9e\x05\n" +
 	"\aNodeAPI\x12\\\n" +
 	"\x06Create\x12 .skiff.core.v1.CreateNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1b\x82\xd3\xe4\x93\x02\x15:\x04node\"\r/api/v1/nodes\x12W\n" +
 	"\x03Get\x12\x1d.skiff.core.v1.GetNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/nodes/{name}\x12V\n" +
 	"\x04List\x12\x1e.skiff.core.v1.ListNodeRequest\x1a\x17.skiff.core.v1.NodeList\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/nodes\x12c\n" +
 	"\x06Update\x12 .skiff.core.v1.UpdateNodeRequest\x1a\x13.skiff.core.v1.Node\"\"\x82\xd3\xe4\x93\x02\x1c:\x04node\x1a\x14/api/v1/nodes/{name}\x12p\n" +
-	"\fUpdateStatus\x12 .skiff.core.v1.UpdateNodeRequest\x1a\x13.skiff.core.v1.Node\")\x82\xd3\xe4\x93\x02#:\x04node\x1a\x1b/api/v1/nodes/{name}/status\x12]\n" +
-	"\x06Delete\x12 .skiff.core.v1.DeleteNodeRequest\x1a\x13.skiff.core.v1.Node\"\x1c\x82\xd3\xe4\x93\x02\x16*\x14/api/v1/nodes/{name}\x12H\n" +
-	"\x05Watch\x12\x1e.skiff.core.v1.ListNodeRequest\x1a\x1d.skiff.core.v1.NodeWatchEvent0\x012\xa5\a\n" +
+	"\fUpdateStatus\x12 .skiff.core.v1.UpdateNodeRequest\x1a\x13.skiff.core.v1.Node\")\x82\xd3\xe4\x93\x02#:\x04node\x1a\x1b/api/v1/nodes/{name}/status\x12c\n" +
+	"\x06Delete\x12 .skiff.core.v1.DeleteNodeRequest\x1a\x13.skiff.core.v1.Node\"\"\x82\xd3\xe4\x93\x02\x1c:\x04body*\x14/api/v1/nodes/{name}\x12H\n" +
+	"\x05Watch\x12\x1e.skiff.core.v1.ListNodeRequest\x1a\x1d.skiff.core.v1.NodeWatchEvent0\x012\xab\a\n" +
 	"\x06PodAPI\x12o\n" +
 	"\x06Create\x12\x1f.skiff.core.v1.CreatePodRequest\x1a\x12.skiff.core.v1.Pod\"0\x82\xd3\xe4\x93\x02*:\x03pod\"#/api/v1/namespaces/{namespace}/pods\x12k\n" +
 	"\x03Get\x12\x1c.skiff.core.v1.GetPodRequest\x1a\x12.skiff.core.v1.Pod\"2\x82\xd3\xe4\x93\x02,\x12*/api/v1/namespaces/{namespace}/pods/{name}\x12z\n" +
 	"\x04List\x12\x1d.skiff.core.v1.ListPodRequest\x1a\x16.skiff.core.v1.PodList\";\x82\xd3\xe4\x93\x025Z\x0e\x12\f/api/v1/pods\x12#/api/v1/namespaces/{namespace}/pods\x12v\n" +
 	"\x06Update\x12\x1f.skiff.core.v1.UpdatePodRequest\x1a\x12.skiff.core.v1.Pod\"7\x82\xd3\xe4\x93\x021:\x03pod\x1a*/api/v1/namespaces/{namespace}/pods/{name}\x12\x83\x01\n" +
-	"\fUpdateStatus\x12\x1f.skiff.core.v1.UpdatePodRequest\x1a\x12.skiff.core.v1.Pod\">\x82\xd3\xe4\x93\x028:\x03pod\x1a1/api/v1/namespaces/{namespace}/pods/{name}/status\x12q\n" +
-	"\x06Delete\x12\x1f.skiff.core.v1.DeletePodRequest\x1a\x12.skiff.core.v1.Pod\"2\x82\xd3\xe4\x93\x02,**/api/v1/namespaces/{namespace}/pods/{name}\x12F\n" +
+	"\fUpdateStatus\x12\x1f.skiff.core.v1.UpdatePodRequest\x1a\x12.skiff.core.v1.Pod\">\x82\xd3\xe4\x93\x028:\x03pod\x1a1/api/v1/namespaces/{namespace}/pods/{name}/status\x12w\n" +
+	"\x06Delete\x12\x1f.skiff.core.v1.DeletePodRequest\x1a\x12.skiff.core.v1.Pod\"8\x82\xd3\xe4\x93\x022:\x04body**/api/v1/namespaces/{namespace}/pods/{name}\x12F\n" +
 	"\x05Watch\x12\x1d.skiff.core.v1.ListPodRequest\x1a\x1c.skiff.core.v1.PodWatchEvent0\x01\x12\x87\x01\n" +
-	"\x04Bind\x12#.skiff.core.v1.CreateBindingRequest\x1a\x15.skiff.meta.v1.Status\"C\x82\xd3\xe4\x93\x02=:\abinding\"2/api/v1/namespaces/{namespace}/pods/{name}/binding2\x81\a\n" +
+	"\x04Bind\x12#.skiff.core.v1.CreateBindingRequest\x1a\x15.skiff.meta.v1.Status\"C\x82\xd3\xe4\x93\x02=:\abinding\"2/api/v1/namespaces/{namespace}/pods/{name}/binding2\x88\a\n" +
 	"\n" +
 	"ServiceAPI\x12\x7f\n" +
 	"\x06Create\x12#.skiff.core.v1.CreateServiceRequest\x1a\x16.skiff.core.v1.Service\"8\x82\xd3\xe4\x93\x022:\aservice\"'/api/v1/namespaces/{namespace}/services\x12w\n" +
 	"\x03Get\x12 .skiff.core.v1.GetServiceRequest\x1a\x16.skiff.core.v1.Service\"6\x82\xd3\xe4\x93\x020\x12./api/v1/namespaces/{namespace}/services/{name}\x12\x8a\x01\n" +
 	"\x04List\x12!.skiff.core.v1.ListServiceRequest\x1a\x1a.skiff.core.v1.ServiceList\"C\x82\xd3\xe4\x93\x02=Z\x12\x12\x10/api/v1/services\x12'/api/v1/namespaces/{namespace}/services\x12\x86\x01\n" +
 	"\x06Update\x12#.skiff.core.v1.UpdateServiceRequest\x1a\x16.skiff.core.v1.Service\"?\x82\xd3\xe4\x93\x029:\aservice\x1a./api/v1/namespaces/{namespace}/services/{name}\x12\x93\x01\n" +
-	"\fUpdateStatus\x12#.skiff.core.v1.UpdateServiceRequest\x1a\x16.skiff.core.v1.Service\"F\x82\xd3\xe4\x93\x02@:\aservice\x1a5/api/v1/namespaces/{namespace}/services/{name}/status\x12}\n" +
-	"\x06Delete\x12#.skiff.core.v1.DeleteServiceRequest\x1a\x16.skiff.core.v1.Service\"6\x82\xd3\xe4\x93\x020*./api/v1/namespaces/{namespace}/services/{name}\x12N\n" +
-	"\x05Watch\x12!.skiff.core.v1.ListServiceRequest\x1a .skiff.core.v1.ServiceWatchEvent0\x012\x91\x06\n" +
+	"\fUpdateStatus\x12#.skiff.core.v1.UpdateServiceRequest\x1a\x16.skiff.core.v1.Service\"F\x82\xd3\xe4\x93\x02@:\aservice\x1a5/api/v1/namespaces/{namespace}/services/{name}/status\x12\x83\x01\n" +
+	"\x06Delete\x12#.skiff.core.v1.DeleteServiceRequest\x1a\x16.skiff.core.v1.Service\"<\x82\xd3\xe4\x93\x026:\x04body*./api/v1/namespaces/{namespace}/services/{name}\x12N\n" +
+	"\x05Watch\x12!.skiff.core.v1.ListServiceRequest\x1a .skiff.core.v1.ServiceWatchEvent0\x012\x97\x06\n" +
 	"\fEndpointsAPI\x12\x86\x01\n" +
 	"\x06Create\x12%.skiff.core.v1.CreateEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\";\x82\xd3\xe4\x93\x025:\tendpoints\"(/api/v1/namespaces/{namespace}/endpoints\x12|\n" +
 	"\x03Get\x12\".skiff.core.v1.GetEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"7\x82\xd3\xe4\x93\x021\x12//api/v1/namespaces/{namespace}/endpoints/{name}\x12\x90\x01\n" +
 	"\x04List\x12#.skiff.core.v1.ListEndpointsRequest\x1a\x1c.skiff.core.v1.EndpointsList\"E\x82\xd3\xe4\x93\x02?Z\x13\x12\x11/api/v1/endpoints\x12(/api/v1/namespaces/{namespace}/endpoints\x12\x8d\x01\n" +
-	"\x06Update\x12%.skiff.core.v1.UpdateEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"B\x82\xd3\xe4\x93\x02<:\tendpoints\x1a//api/v1/namespaces/{namespace}/endpoints/{name}\x12\x82\x01\n" +
-	"\x06Delete\x12%.skiff.core.v1.DeleteEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"7\x82\xd3\xe4\x93\x021*//api/v1/namespaces/{namespace}/endpoints/{name}\x12R\n" +
-	"\x05Watch\x12#.skiff.core.v1.ListEndpointsRequest\x1a\".skiff.core.v1.EndpointsWatchEvent0\x012\xc0\x05\n" +
+	"\x06Update\x12%.skiff.core.v1.UpdateEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"B\x82\xd3\xe4\x93\x02<:\tendpoints\x1a//api/v1/namespaces/{namespace}/endpoints/{name}\x12\x88\x01\n" +
+	"\x06Delete\x12%.skiff.core.v1.DeleteEndpointsRequest\x1a\x18.skiff.core.v1.Endpoints\"=\x82\xd3\xe4\x93\x027:\x04body*//api/v1/namespaces/{namespace}/endpoints/{name}\x12R\n" +
+	"\x05Watch\x12#.skiff.core.v1.ListEndpointsRequest\x1a\".skiff.core.v1.EndpointsWatchEvent0\x012\xc6\x05\n" +
 	"\bEventAPI\x12w\n" +
 	"\x06Create\x12!.skiff.core.v1.CreateEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.:\x05event\"%/api/v1/namespaces/{namespace}/events\x12q\n" +
 	"\x03Get\x12\x1e.skiff.core.v1.GetEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.\x12,/api/v1/namespaces/{namespace}/events/{name}\x12\x82\x01\n" +
 	"\x04List\x12\x1f.skiff.core.v1.ListEventRequest\x1a\x18.skiff.core.v1.EventList\"?\x82\xd3\xe4\x93\x029Z\x10\x12\x0e/api/v1/events\x12%/api/v1/namespaces/{namespace}/events\x12~\n" +
-	"\x06Update\x12!.skiff.core.v1.UpdateEventRequest\x1a\x14.skiff.core.v1.Event\";\x82\xd3\xe4\x93\x025:\x05event\x1a,/api/v1/namespaces/{namespace}/events/{name}\x12w\n" +
-	"\x06Delete\x12!.skiff.core.v1.DeleteEventRequest\x1a\x14.skiff.core.v1.Event\"4\x82\xd3\xe4\x93\x02.*,/api/v1/namespaces/{namespace}/events/{name}\x12J\n" +
+	"\x06Update\x12!.skiff.core.v1.UpdateEventRequest\x1a\x14.skiff.core.v1.Event\";\x82\xd3\xe4\x93\x025:\x05event\x1a,/api/v1/namespaces/{namespace}/events/{name}\x12}\n" +
+	"\x06Delete\x12!.skiff.core.v1.DeleteEventRequest\x1a\x14.skiff.core.v1.Event\":\x82\xd3\xe4\x93\x024:\x04body*,/api/v1/namespaces/{namespace}/events/{name}\x12J\n" +
 	"\x05Watch\x12\x1f.skiff.core.v1.ListEventRequest\x1a\x1e.skiff.core.v1.EventWatchEvent0\x01B8Z6github.com/skiff-project/skiff/pkg/apis/core/v1;corev1b\x06proto3"
 
 var (
@@ -2541,127 +3319,134 @@ var file_skiff_core_v1_api_proto_goTypes = []any{
 	(*EventWatchEvent)(nil),        // 35: skiff.core.v1.EventWatchEvent
 	(*DeleteEventRequest)(nil),     // 36: skiff.core.v1.DeleteEventRequest
 	(*Namespace)(nil),              // 37: skiff.core.v1.Namespace
-	(*Node)(nil),                   // 38: skiff.core.v1.Node
-	(*Pod)(nil),                    // 39: skiff.core.v1.Pod
-	(*Binding)(nil),                // 40: skiff.core.v1.Binding
-	(*Service)(nil),                // 41: skiff.core.v1.Service
-	(*Endpoints)(nil),              // 42: skiff.core.v1.Endpoints
-	(*Event)(nil),                  // 43: skiff.core.v1.Event
-	(*NamespaceList)(nil),          // 44: skiff.core.v1.NamespaceList
-	(*NodeList)(nil),               // 45: skiff.core.v1.NodeList
-	(*PodList)(nil),                // 46: skiff.core.v1.PodList
-	(*v1.Status)(nil),              // 47: skiff.meta.v1.Status
-	(*ServiceList)(nil),            // 48: skiff.core.v1.ServiceList
-	(*EndpointsList)(nil),          // 49: skiff.core.v1.EndpointsList
-	(*EventList)(nil),              // 50: skiff.core.v1.EventList
+	(*v1.DeleteOptions)(nil),       // 38: skiff.meta.v1.DeleteOptions
+	(*Node)(nil),                   // 39: skiff.core.v1.Node
+	(*Pod)(nil),                    // 40: skiff.core.v1.Pod
+	(*Binding)(nil),                // 41: skiff.core.v1.Binding
+	(*Service)(nil),                // 42: skiff.core.v1.Service
+	(*Endpoints)(nil),              // 43: skiff.core.v1.Endpoints
+	(*Event)(nil),                  // 44: skiff.core.v1.Event
+	(*NamespaceList)(nil),          // 45: skiff.core.v1.NamespaceList
+	(*NodeList)(nil),               // 46: skiff.core.v1.NodeList
+	(*PodList)(nil),                // 47: skiff.core.v1.PodList
+	(*v1.Status)(nil),              // 48: skiff.meta.v1.Status
+	(*ServiceList)(nil),            // 49: skiff.core.v1.ServiceList
+	(*EndpointsList)(nil),          // 50: skiff.core.v1.EndpointsList
+	(*EventList)(nil),              // 51: skiff.core.v1.EventList
 }
 var file_skiff_core_v1_api_proto_depIdxs = []int32{
 	37, // 0: skiff.core.v1.CreateNamespaceRequest.namespace:type_name -> skiff.core.v1.Namespace
 	37, // 1: skiff.core.v1.UpdateNamespaceRequest.namespace:type_name -> skiff.core.v1.Namespace
 	37, // 2: skiff.core.v1.NamespaceWatchEvent.object:type_name -> skiff.core.v1.Namespace
-	38, // 3: skiff.core.v1.CreateNodeRequest.node:type_name -> skiff.core.v1.Node
-	38, // 4: skiff.core.v1.UpdateNodeRequest.node:type_name -> skiff.core.v1.Node
-	38, // 5: skiff.core.v1.NodeWatchEvent.object:type_name -> skiff.core.v1.Node
-	39, // 6: skiff.core.v1.CreatePodRequest.pod:type_name -> skiff.core.v1.Pod
-	39, // 7: skiff.core.v1.UpdatePodRequest.pod:type_name -> skiff.core.v1.Pod
-	39, // 8: skiff.core.v1.PodWatchEvent.object:type_name -> skiff.core.v1.Pod
-	40, // 9: skiff.core.v1.CreateBindingRequest.binding:type_name -> skiff.core.v1.Binding
-	41, // 10: skiff.core.v1.CreateServiceRequest.service:type_name -> skiff.core.v1.Service
-	41, // 11: skiff.core.v1.UpdateServiceRequest.service:type_name -> skiff.core.v1.Service
-	41, // 12: skiff.core.v1.ServiceWatchEvent.object:type_name -> skiff.core.v1.Service
-	42, // 13: skiff.core.v1.CreateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
-	42, // 14: skiff.core.v1.UpdateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
-	42, // 15: skiff.core.v1.EndpointsWatchEvent.object:type_name -> skiff.core.v1.Endpoints
-	43, // 16: skiff.core.v1.CreateEventRequest.event:type_name -> skiff.core.v1.Event
-	43, // 17: skiff.core.v1.UpdateEventRequest.event:type_name -> skiff.core.v1.Event
-	43, // 18: skiff.core.v1.EventWatchEvent.object:type_name -> skiff.core.v1.Event
-	0,  // 19: skiff.core.v1.NamespaceAPI.Create:input_type -> skiff.core.v1.CreateNamespaceRequest
-	1,  // 20: skiff.core.v1.NamespaceAPI.Get:input_type -> skiff.core.v1.GetNamespaceRequest
-	2,  // 21: skiff.core.v1.NamespaceAPI.List:input_type -> skiff.core.v1.ListNamespaceRequest
-	3,  // 22: skiff.core.v1.NamespaceAPI.Update:input_type -> skiff.core.v1.UpdateNamespaceRequest
-	3,  // 23: skiff.core.v1.NamespaceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNamespaceRequest
-	5,  // 24: skiff.core.v1.NamespaceAPI.Delete:input_type -> skiff.core.v1.DeleteNamespaceRequest
-	2,  // 25: skiff.core.v1.NamespaceAPI.Watch:input_type -> skiff.core.v1.ListNamespaceRequest
-	6,  // 26: skiff.core.v1.NodeAPI.Create:input_type -> skiff.core.v1.CreateNodeRequest
-	7,  // 27: skiff.core.v1.NodeAPI.Get:input_type -> skiff.core.v1.GetNodeRequest
-	8,  // 28: skiff.core.v1.NodeAPI.List:input_type -> skiff.core.v1.ListNodeRequest
-	9,  // 29: skiff.core.v1.NodeAPI.Update:input_type -> skiff.core.v1.UpdateNodeRequest
-	9,  // 30: skiff.core.v1.NodeAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNodeRequest
-	11, // 31: skiff.core.v1.NodeAPI.Delete:input_type -> skiff.core.v1.DeleteNodeRequest
-	8,  // 32: skiff.core.v1.NodeAPI.Watch:input_type -> skiff.core.v1.ListNodeRequest
-	12, // 33: skiff.core.v1.PodAPI.Create:input_type -> skiff.core.v1.CreatePodRequest
-	13, // 34: skiff.core.v1.PodAPI.Get:input_type -> skiff.core.v1.GetPodRequest
-	14, // 35: skiff.core.v1.PodAPI.List:input_type -> skiff.core.v1.ListPodRequest
-	15, // 36: skiff.core.v1.PodAPI.Update:input_type -> skiff.core.v1.UpdatePodRequest
-	15, // 37: skiff.core.v1.PodAPI.UpdateStatus:input_type -> skiff.core.v1.UpdatePodRequest
-	17, // 38: skiff.core.v1.PodAPI.Delete:input_type -> skiff.core.v1.DeletePodRequest
-	14, // 39: skiff.core.v1.PodAPI.Watch:input_type -> skiff.core.v1.ListPodRequest
-	18, // 40: skiff.core.v1.PodAPI.Bind:input_type -> skiff.core.v1.CreateBindingRequest
-	19, // 41: skiff.core.v1.ServiceAPI.Create:input_type -> skiff.core.v1.CreateServiceRequest
-	20, // 42: skiff.core.v1.ServiceAPI.Get:input_type -> skiff.core.v1.GetServiceRequest
-	21, // 43: skiff.core.v1.ServiceAPI.List:input_type -> skiff.core.v1.ListServiceRequest
-	22, // 44: skiff.core.v1.ServiceAPI.Update:input_type -> skiff.core.v1.UpdateServiceRequest
-	22, // 45: skiff.core.v1.ServiceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateServiceRequest
-	24, // 46: skiff.core.v1.ServiceAPI.Delete:input_type -> skiff.core.v1.DeleteServiceRequest
-	21, // 47: skiff.core.v1.ServiceAPI.Watch:input_type -> skiff.core.v1.ListServiceRequest
-	25, // 48: skiff.core.v1.EndpointsAPI.Create:input_type -> skiff.core.v1.CreateEndpointsRequest
-	26, // 49: skiff.core.v1.EndpointsAPI.Get:input_type -> skiff.core.v1.GetEndpointsRequest
-	27, // 50: skiff.core.v1.EndpointsAPI.List:input_type -> skiff.core.v1.ListEndpointsRequest
-	28, // 51: skiff.core.v1.EndpointsAPI.Update:input_type -> skiff.core.v1.UpdateEndpointsRequest
-	30, // 52: skiff.core.v1.EndpointsAPI.Delete:input_type -> skiff.core.v1.DeleteEndpointsRequest
-	27, // 53: skiff.core.v1.EndpointsAPI.Watch:input_type -> skiff.core.v1.ListEndpointsRequest
-	31, // 54: skiff.core.v1.EventAPI.Create:input_type -> skiff.core.v1.CreateEventRequest
-	32, // 55: skiff.core.v1.EventAPI.Get:input_type -> skiff.core.v1.GetEventRequest
-	33, // 56: skiff.core.v1.EventAPI.List:input_type -> skiff.core.v1.ListEventRequest
-	34, // 57: skiff.core.v1.EventAPI.Update:input_type -> skiff.core.v1.UpdateEventRequest
-	36, // 58: skiff.core.v1.EventAPI.Delete:input_type -> skiff.core.v1.DeleteEventRequest
-	33, // 59: skiff.core.v1.EventAPI.Watch:input_type -> skiff.core.v1.ListEventRequest
-	37, // 60: skiff.core.v1.NamespaceAPI.Create:output_type -> skiff.core.v1.Namespace
-	37, // 61: skiff.core.v1.NamespaceAPI.Get:output_type -> skiff.core.v1.Namespace
-	44, // 62: skiff.core.v1.NamespaceAPI.List:output_type -> skiff.core.v1.NamespaceList
-	37, // 63: skiff.core.v1.NamespaceAPI.Update:output_type -> skiff.core.v1.Namespace
-	37, // 64: skiff.core.v1.NamespaceAPI.UpdateStatus:output_type -> skiff.core.v1.Namespace
-	37, // 65: skiff.core.v1.NamespaceAPI.Delete:output_type -> skiff.core.v1.Namespace
-	4,  // 66: skiff.core.v1.NamespaceAPI.Watch:output_type -> skiff.core.v1.NamespaceWatchEvent
-	38, // 67: skiff.core.v1.NodeAPI.Create:output_type -> skiff.core.v1.Node
-	38, // 68: skiff.core.v1.NodeAPI.Get:output_type -> skiff.core.v1.Node
-	45, // 69: skiff.core.v1.NodeAPI.List:output_type -> skiff.core.v1.NodeList
-	38, // 70: skiff.core.v1.NodeAPI.Update:output_type -> skiff.core.v1.Node
-	38, // 71: skiff.core.v1.NodeAPI.UpdateStatus:output_type -> skiff.core.v1.Node
-	38, // 72: skiff.core.v1.NodeAPI.Delete:output_type -> skiff.core.v1.Node
-	10, // 73: skiff.core.v1.NodeAPI.Watch:output_type -> skiff.core.v1.NodeWatchEvent
-	39, // 74: skiff.core.v1.PodAPI.Create:output_type -> skiff.core.v1.Pod
-	39, // 75: skiff.core.v1.PodAPI.Get:output_type -> skiff.core.v1.Pod
-	46, // 76: skiff.core.v1.PodAPI.List:output_type -> skiff.core.v1.PodList
-	39, // 77: skiff.core.v1.PodAPI.Update:output_type -> skiff.core.v1.Pod
-	39, // 78: skiff.core.v1.PodAPI.UpdateStatus:output_type -> skiff.core.v1.Pod
-	39, // 79: skiff.core.v1.PodAPI.Delete:output_type -> skiff.core.v1.Pod
-	16, // 80: skiff.core.v1.PodAPI.Watch:output_type -> skiff.core.v1.PodWatchEvent
-	47, // 81: skiff.core.v1.PodAPI.Bind:output_type -> skiff.meta.v1.Status
-	41, // 82: skiff.core.v1.ServiceAPI.Create:output_type -> skiff.core.v1.Service
-	41, // 83: skiff.core.v1.ServiceAPI.Get:output_type -> skiff.core.v1.Service
-	48, // 84: skiff.core.v1.ServiceAPI.List:output_type -> skiff.core.v1.ServiceList
-	41, // 85: skiff.core.v1.ServiceAPI.Update:output_type -> skiff.core.v1.Service
-	41, // 86: skiff.core.v1.ServiceAPI.UpdateStatus:output_type -> skiff.core.v1.Service
-	41, // 87: skiff.core.v1.ServiceAPI.Delete:output_type -> skiff.core.v1.Service
-	23, // 88: skiff.core.v1.ServiceAPI.Watch:output_type -> skiff.core.v1.ServiceWatchEvent
-	42, // 89: skiff.core.v1.EndpointsAPI.Create:output_type -> skiff.core.v1.Endpoints
-	42, // 90: skiff.core.v1.EndpointsAPI.Get:output_type -> skiff.core.v1.Endpoints
-	49, // 91: skiff.core.v1.EndpointsAPI.List:output_type -> skiff.core.v1.EndpointsList
-	42, // 92: skiff.core.v1.EndpointsAPI.Update:output_type -> skiff.core.v1.Endpoints
-	42, // 93: skiff.core.v1.EndpointsAPI.Delete:output_type -> skiff.core.v1.Endpoints
-	29, // 94: skiff.core.v1.EndpointsAPI.Watch:output_type -> skiff.core.v1.EndpointsWatchEvent
-	43, // 95: skiff.core.v1.EventAPI.Create:output_type -> skiff.core.v1.Event
-	43, // 96: skiff.core.v1.EventAPI.Get:output_type -> skiff.core.v1.Event
-	50, // 97: skiff.core.v1.EventAPI.List:output_type -> skiff.core.v1.EventList
-	43, // 98: skiff.core.v1.EventAPI.Update:output_type -> skiff.core.v1.Event
-	43, // 99: skiff.core.v1.EventAPI.Delete:output_type -> skiff.core.v1.Event
-	35, // 100: skiff.core.v1.EventAPI.Watch:output_type -> skiff.core.v1.EventWatchEvent
-	60, // [60:101] is the sub-list for method output_type
-	19, // [19:60] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	38, // 3: skiff.core.v1.DeleteNamespaceRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	39, // 4: skiff.core.v1.CreateNodeRequest.node:type_name -> skiff.core.v1.Node
+	39, // 5: skiff.core.v1.UpdateNodeRequest.node:type_name -> skiff.core.v1.Node
+	39, // 6: skiff.core.v1.NodeWatchEvent.object:type_name -> skiff.core.v1.Node
+	38, // 7: skiff.core.v1.DeleteNodeRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	40, // 8: skiff.core.v1.CreatePodRequest.pod:type_name -> skiff.core.v1.Pod
+	40, // 9: skiff.core.v1.UpdatePodRequest.pod:type_name -> skiff.core.v1.Pod
+	40, // 10: skiff.core.v1.PodWatchEvent.object:type_name -> skiff.core.v1.Pod
+	38, // 11: skiff.core.v1.DeletePodRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	41, // 12: skiff.core.v1.CreateBindingRequest.binding:type_name -> skiff.core.v1.Binding
+	42, // 13: skiff.core.v1.CreateServiceRequest.service:type_name -> skiff.core.v1.Service
+	42, // 14: skiff.core.v1.UpdateServiceRequest.service:type_name -> skiff.core.v1.Service
+	42, // 15: skiff.core.v1.ServiceWatchEvent.object:type_name -> skiff.core.v1.Service
+	38, // 16: skiff.core.v1.DeleteServiceRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	43, // 17: skiff.core.v1.CreateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
+	43, // 18: skiff.core.v1.UpdateEndpointsRequest.endpoints:type_name -> skiff.core.v1.Endpoints
+	43, // 19: skiff.core.v1.EndpointsWatchEvent.object:type_name -> skiff.core.v1.Endpoints
+	38, // 20: skiff.core.v1.DeleteEndpointsRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	44, // 21: skiff.core.v1.CreateEventRequest.event:type_name -> skiff.core.v1.Event
+	44, // 22: skiff.core.v1.UpdateEventRequest.event:type_name -> skiff.core.v1.Event
+	44, // 23: skiff.core.v1.EventWatchEvent.object:type_name -> skiff.core.v1.Event
+	38, // 24: skiff.core.v1.DeleteEventRequest.body:type_name -> skiff.meta.v1.DeleteOptions
+	0,  // 25: skiff.core.v1.NamespaceAPI.Create:input_type -> skiff.core.v1.CreateNamespaceRequest
+	1,  // 26: skiff.core.v1.NamespaceAPI.Get:input_type -> skiff.core.v1.GetNamespaceRequest
+	2,  // 27: skiff.core.v1.NamespaceAPI.List:input_type -> skiff.core.v1.ListNamespaceRequest
+	3,  // 28: skiff.core.v1.NamespaceAPI.Update:input_type -> skiff.core.v1.UpdateNamespaceRequest
+	3,  // 29: skiff.core.v1.NamespaceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNamespaceRequest
+	5,  // 30: skiff.core.v1.NamespaceAPI.Delete:input_type -> skiff.core.v1.DeleteNamespaceRequest
+	2,  // 31: skiff.core.v1.NamespaceAPI.Watch:input_type -> skiff.core.v1.ListNamespaceRequest
+	6,  // 32: skiff.core.v1.NodeAPI.Create:input_type -> skiff.core.v1.CreateNodeRequest
+	7,  // 33: skiff.core.v1.NodeAPI.Get:input_type -> skiff.core.v1.GetNodeRequest
+	8,  // 34: skiff.core.v1.NodeAPI.List:input_type -> skiff.core.v1.ListNodeRequest
+	9,  // 35: skiff.core.v1.NodeAPI.Update:input_type -> skiff.core.v1.UpdateNodeRequest
+	9,  // 36: skiff.core.v1.NodeAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateNodeRequest
+	11, // 37: skiff.core.v1.NodeAPI.Delete:input_type -> skiff.core.v1.DeleteNodeRequest
+	8,  // 38: skiff.core.v1.NodeAPI.Watch:input_type -> skiff.core.v1.ListNodeRequest
+	12, // 39: skiff.core.v1.PodAPI.Create:input_type -> skiff.core.v1.CreatePodRequest
+	13, // 40: skiff.core.v1.PodAPI.Get:input_type -> skiff.core.v1.GetPodRequest
+	14, // 41: skiff.core.v1.PodAPI.List:input_type -> skiff.core.v1.ListPodRequest
+	15, // 42: skiff.core.v1.PodAPI.Update:input_type -> skiff.core.v1.UpdatePodRequest
+	15, // 43: skiff.core.v1.PodAPI.UpdateStatus:input_type -> skiff.core.v1.UpdatePodRequest
+	17, // 44: skiff.core.v1.PodAPI.Delete:input_type -> skiff.core.v1.DeletePodRequest
+	14, // 45: skiff.core.v1.PodAPI.Watch:input_type -> skiff.core.v1.ListPodRequest
+	18, // 46: skiff.core.v1.PodAPI.Bind:input_type -> skiff.core.v1.CreateBindingRequest
+	19, // 47: skiff.core.v1.ServiceAPI.Create:input_type -> skiff.core.v1.CreateServiceRequest
+	20, // 48: skiff.core.v1.ServiceAPI.Get:input_type -> skiff.core.v1.GetServiceRequest
+	21, // 49: skiff.core.v1.ServiceAPI.List:input_type -> skiff.core.v1.ListServiceRequest
+	22, // 50: skiff.core.v1.ServiceAPI.Update:input_type -> skiff.core.v1.UpdateServiceRequest
+	22, // 51: skiff.core.v1.ServiceAPI.UpdateStatus:input_type -> skiff.core.v1.UpdateServiceRequest
+	24, // 52: skiff.core.v1.ServiceAPI.Delete:input_type -> skiff.core.v1.DeleteServiceRequest
+	21, // 53: skiff.core.v1.ServiceAPI.Watch:input_type -> skiff.core.v1.ListServiceRequest
+	25, // 54: skiff.core.v1.EndpointsAPI.Create:input_type -> skiff.core.v1.CreateEndpointsRequest
+	26, // 55: skiff.core.v1.EndpointsAPI.Get:input_type -> skiff.core.v1.GetEndpointsRequest
+	27, // 56: skiff.core.v1.EndpointsAPI.List:input_type -> skiff.core.v1.ListEndpointsRequest
+	28, // 57: skiff.core.v1.EndpointsAPI.Update:input_type -> skiff.core.v1.UpdateEndpointsRequest
+	30, // 58: skiff.core.v1.EndpointsAPI.Delete:input_type -> skiff.core.v1.DeleteEndpointsRequest
+	27, // 59: skiff.core.v1.EndpointsAPI.Watch:input_type -> skiff.core.v1.ListEndpointsRequest
+	31, // 60: skiff.core.v1.EventAPI.Create:input_type -> skiff.core.v1.CreateEventRequest
+	32, // 61: skiff.core.v1.EventAPI.Get:input_type -> skiff.core.v1.GetEventRequest
+	33, // 62: skiff.core.v1.EventAPI.List:input_type -> skiff.core.v1.ListEventRequest
+	34, // 63: skiff.core.v1.EventAPI.Update:input_type -> skiff.core.v1.UpdateEventRequest
+	36, // 64: skiff.core.v1.EventAPI.Delete:input_type -> skiff.core.v1.DeleteEventRequest
+	33, // 65: skiff.core.v1.EventAPI.Watch:input_type -> skiff.core.v1.ListEventRequest
+	37, // 66: skiff.core.v1.NamespaceAPI.Create:output_type -> skiff.core.v1.Namespace
+	37, // 67: skiff.core.v1.NamespaceAPI.Get:output_type -> skiff.core.v1.Namespace
+	45, // 68: skiff.core.v1.NamespaceAPI.List:output_type -> skiff.core.v1.NamespaceList
+	37, // 69: skiff.core.v1.NamespaceAPI.Update:output_type -> skiff.core.v1.Namespace
+	37, // 70: skiff.core.v1.NamespaceAPI.UpdateStatus:output_type -> skiff.core.v1.Namespace
+	37, // 71: skiff.core.v1.NamespaceAPI.Delete:output_type -> skiff.core.v1.Namespace
+	4,  // 72: skiff.core.v1.NamespaceAPI.Watch:output_type -> skiff.core.v1.NamespaceWatchEvent
+	39, // 73: skiff.core.v1.NodeAPI.Create:output_type -> skiff.core.v1.Node
+	39, // 74: skiff.core.v1.NodeAPI.Get:output_type -> skiff.core.v1.Node
+	46, // 75: skiff.core.v1.NodeAPI.List:output_type -> skiff.core.v1.NodeList
+	39, // 76: skiff.core.v1.NodeAPI.Update:output_type -> skiff.core.v1.Node
+	39, // 77: skiff.core.v1.NodeAPI.UpdateStatus:output_type -> skiff.core.v1.Node
+	39, // 78: skiff.core.v1.NodeAPI.Delete:output_type -> skiff.core.v1.Node
+	10, // 79: skiff.core.v1.NodeAPI.Watch:output_type -> skiff.core.v1.NodeWatchEvent
+	40, // 80: skiff.core.v1.PodAPI.Create:output_type -> skiff.core.v1.Pod
+	40, // 81: skiff.core.v1.PodAPI.Get:output_type -> skiff.core.v1.Pod
+	47, // 82: skiff.core.v1.PodAPI.List:output_type -> skiff.core.v1.PodList
+	40, // 83: skiff.core.v1.PodAPI.Update:output_type -> skiff.core.v1.Pod
+	40, // 84: skiff.core.v1.PodAPI.UpdateStatus:output_type -> skiff.core.v1.Pod
+	40, // 85: skiff.core.v1.PodAPI.Delete:output_type -> skiff.core.v1.Pod
+	16, // 86: skiff.core.v1.PodAPI.Watch:output_type -> skiff.core.v1.PodWatchEvent
+	48, // 87: skiff.core.v1.PodAPI.Bind:output_type -> skiff.meta.v1.Status
+	42, // 88: skiff.core.v1.ServiceAPI.Create:output_type -> skiff.core.v1.Service
+	42, // 89: skiff.core.v1.ServiceAPI.Get:output_type -> skiff.core.v1.Service
+	49, // 90: skiff.core.v1.ServiceAPI.List:output_type -> skiff.core.v1.ServiceList
+	42, // 91: skiff.core.v1.ServiceAPI.Update:output_type -> skiff.core.v1.Service
+	42, // 92: skiff.core.v1.ServiceAPI.UpdateStatus:output_type -> skiff.core.v1.Service
+	42, // 93: skiff.core.v1.ServiceAPI.Delete:output_type -> skiff.core.v1.Service
+	23, // 94: skiff.core.v1.ServiceAPI.Watch:output_type -> skiff.core.v1.ServiceWatchEvent
+	43, // 95: skiff.core.v1.EndpointsAPI.Create:output_type -> skiff.core.v1.Endpoints
+	43, // 96: skiff.core.v1.EndpointsAPI.Get:output_type -> skiff.core.v1.Endpoints
+	50, // 97: skiff.core.v1.EndpointsAPI.List:output_type -> skiff.core.v1.EndpointsList
+	43, // 98: skiff.core.v1.EndpointsAPI.Update:output_type -> skiff.core.v1.Endpoints
+	43, // 99: skiff.core.v1.EndpointsAPI.Delete:output_type -> skiff.core.v1.Endpoints
+	29, // 100: skiff.core.v1.EndpointsAPI.Watch:output_type -> skiff.core.v1.EndpointsWatchEvent
+	44, // 101: skiff.core.v1.EventAPI.Create:output_type -> skiff.core.v1.Event
+	44, // 102: skiff.core.v1.EventAPI.Get:output_type -> skiff.core.v1.Event
+	51, // 103: skiff.core.v1.EventAPI.List:output_type -> skiff.core.v1.EventList
+	44, // 104: skiff.core.v1.EventAPI.Update:output_type -> skiff.core.v1.Event
+	44, // 105: skiff.core.v1.EventAPI.Delete:output_type -> skiff.core.v1.Event
+	35, // 106: skiff.core.v1.EventAPI.Watch:output_type -> skiff.core.v1.EventWatchEvent
+	66, // [66:107] is the sub-list for method output_type
+	25, // [25:66] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_skiff_core_v1_api_proto_init() }
@@ -2670,11 +3455,17 @@ func file_skiff_core_v1_api_proto_init() {
 		return
 	}
 	file_skiff_core_v1_types_proto_init()
+	file_skiff_core_v1_api_proto_msgTypes[2].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[5].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[8].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[11].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[14].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[17].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[21].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[24].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[27].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[30].OneofWrappers = []any{}
+	file_skiff_core_v1_api_proto_msgTypes[33].OneofWrappers = []any{}
 	file_skiff_core_v1_api_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

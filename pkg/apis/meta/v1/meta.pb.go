@@ -892,14 +892,15 @@ func (x *GetOptions) GetResourceVersion() string {
 }
 
 type ListOptions struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	LabelSelector   string                 `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
-	FieldSelector   string                 `protobuf:"bytes,2,opt,name=field_selector,json=fieldSelector,proto3" json:"field_selector,omitempty"`
-	Limit           int64                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	Continue        string                 `protobuf:"bytes,4,opt,name=continue,proto3" json:"continue,omitempty"`
-	ResourceVersion string                 `protobuf:"bytes,5,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	LabelSelector        string                 `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	FieldSelector        string                 `protobuf:"bytes,2,opt,name=field_selector,json=fieldSelector,proto3" json:"field_selector,omitempty"`
+	Limit                int64                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Continue             string                 `protobuf:"bytes,4,opt,name=continue,proto3" json:"continue,omitempty"`
+	ResourceVersion      string                 `protobuf:"bytes,5,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
+	ResourceVersionMatch string                 `protobuf:"bytes,6,opt,name=resource_version_match,json=resourceVersionMatch,proto3" json:"resource_version_match,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ListOptions) Reset() {
@@ -967,12 +968,31 @@ func (x *ListOptions) GetResourceVersion() string {
 	return ""
 }
 
+func (x *ListOptions) GetResourceVersionMatch() string {
+	if x != nil {
+		return x.ResourceVersionMatch
+	}
+	return ""
+}
+
+// DeleteOptions is the body of a DELETE, in Kubernetes' shape.
 type DeleteOptions struct {
-	state              protoimpl.MessageState `protogen:"open.v1"`
-	GracePeriodSeconds *int64                 `protobuf:"varint,1,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
-	Preconditions      *Preconditions         `protobuf:"bytes,2,opt,name=preconditions,proto3" json:"preconditions,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ApiVersion string                 `protobuf:"bytes,6,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	Kind       string                 `protobuf:"bytes,7,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Overrides the object's grace period (bound, running pods only); 0 deletes at once.
+	GracePeriodSeconds *int64 `protobuf:"varint,1,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3,oneof" json:"grace_period_seconds,omitempty"`
+	// The delete happens only if the object still has this uid and/or resourceVersion (409
+	// Conflict otherwise).
+	Preconditions *Preconditions `protobuf:"bytes,2,opt,name=preconditions,proto3" json:"preconditions,omitempty"`
+	// Orphan, Background or Foreground.
+	PropagationPolicy string `protobuf:"bytes,3,opt,name=propagation_policy,json=propagationPolicy,proto3" json:"propagation_policy,omitempty"`
+	// Deprecated in Kubernetes in favour of propagationPolicy; both at once are refused.
+	OrphanDependents *bool `protobuf:"varint,4,opt,name=orphan_dependents,json=orphanDependents,proto3,oneof" json:"orphan_dependents,omitempty"`
+	// ["All"]: answer as the delete would, deleting nothing.
+	DryRun        []string `protobuf:"bytes,5,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteOptions) Reset() {
@@ -1005,6 +1025,20 @@ func (*DeleteOptions) Descriptor() ([]byte, []int) {
 	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{12}
 }
 
+func (x *DeleteOptions) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *DeleteOptions) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 func (x *DeleteOptions) GetGracePeriodSeconds() int64 {
 	if x != nil && x.GracePeriodSeconds != nil {
 		return *x.GracePeriodSeconds
@@ -1015,6 +1049,27 @@ func (x *DeleteOptions) GetGracePeriodSeconds() int64 {
 func (x *DeleteOptions) GetPreconditions() *Preconditions {
 	if x != nil {
 		return x.Preconditions
+	}
+	return nil
+}
+
+func (x *DeleteOptions) GetPropagationPolicy() string {
+	if x != nil {
+		return x.PropagationPolicy
+	}
+	return ""
+}
+
+func (x *DeleteOptions) GetOrphanDependents() bool {
+	if x != nil && x.OrphanDependents != nil {
+		return *x.OrphanDependents
+	}
+	return false
+}
+
+func (x *DeleteOptions) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
 	}
 	return nil
 }
@@ -1167,17 +1222,25 @@ const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\x05field\x18\x03 \x01(\tR\x05field\"7\n" +
 	"\n" +
 	"GetOptions\x12)\n" +
-	"\x10resource_version\x18\x01 \x01(\tR\x0fresourceVersion\"\xb8\x01\n" +
+	"\x10resource_version\x18\x01 \x01(\tR\x0fresourceVersion\"\xee\x01\n" +
 	"\vListOptions\x12%\n" +
 	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x02 \x01(\tR\rfieldSelector\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x03R\x05limit\x12\x1a\n" +
 	"\bcontinue\x18\x04 \x01(\tR\bcontinue\x12)\n" +
-	"\x10resource_version\x18\x05 \x01(\tR\x0fresourceVersion\"\xa3\x01\n" +
-	"\rDeleteOptions\x125\n" +
+	"\x10resource_version\x18\x05 \x01(\tR\x0fresourceVersion\x124\n" +
+	"\x16resource_version_match\x18\x06 \x01(\tR\x14resourceVersionMatch\"\xe8\x02\n" +
+	"\rDeleteOptions\x12\x1f\n" +
+	"\vapi_version\x18\x06 \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\x125\n" +
 	"\x14grace_period_seconds\x18\x01 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12B\n" +
-	"\rpreconditions\x18\x02 \x01(\v2\x1c.skiff.meta.v1.PreconditionsR\rpreconditionsB\x17\n" +
-	"\x15_grace_period_seconds\"L\n" +
+	"\rpreconditions\x18\x02 \x01(\v2\x1c.skiff.meta.v1.PreconditionsR\rpreconditions\x12-\n" +
+	"\x12propagation_policy\x18\x03 \x01(\tR\x11propagationPolicy\x120\n" +
+	"\x11orphan_dependents\x18\x04 \x01(\bH\x01R\x10orphanDependents\x88\x01\x01\x12\x17\n" +
+	"\adry_run\x18\x05 \x03(\tR\x06dryRunB\x17\n" +
+	"\x15_grace_period_secondsB\x14\n" +
+	"\x12_orphan_dependents\"L\n" +
 	"\rPreconditions\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12)\n" +
 	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersionB8Z6github.com/skiff-project/skiff/pkg/apis/meta/v1;metav1b\x06proto3"
