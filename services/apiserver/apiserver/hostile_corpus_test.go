@@ -298,7 +298,7 @@ func hostileCorpus(web string) []hostileCase {
 
 	// Every bad parameter of the REST contract.
 	for _, pc := range badParameters(web) {
-		add(400, "parameter "+pc.field, pc.request)
+		add(pc.code, "parameter "+pc.field, pc.request)
 	}
 
 	// Wrong content types on every write.
@@ -355,7 +355,8 @@ func hostileCorpus(web string) []hostileCase {
 	add(0, "GET binding", rawRequest{method: "GET", target: podsPath + "/" + web + "/binding"})
 	add(404, "update a pod that does not exist", rawRequest{method: "PUT", target: podsPath + "/ghost", body: mustJSON(basePod("ghost"))})
 	add(404, "delete a pod that does not exist", rawRequest{method: "DELETE", target: podsPath + "/ghost"})
-	add(404, "bind a pod that does not exist", rawRequest{method: "POST", target: podsPath + "/ghost/binding", body: []byte(`{"target":{"name":"n"}}`)})
+	add(404, "bind a pod that does not exist", rawRequest{method: "POST", target: podsPath + "/ghost/binding",
+		body: []byte(`{"metadata":{"name":"ghost"},"target":{"name":"n"}}`)})
 	add(404, "create in a namespace that does not exist", rawRequest{method: "POST", target: nowhere, body: pod})
 	add(404, "update in a namespace that does not exist", rawRequest{method: "PUT", target: nowhere + "/" + web, body: mustJSON(basePod(web))})
 

@@ -735,12 +735,13 @@ func TestRESTFieldValidation(t *testing.T) {
 	if resp.code != 201 || len(resp.header.Values("Warning")) != 0 {
 		t.Errorf("Strict with a clean body: %s", resp)
 	}
-	// The first of repeated fieldValidation parameters counts; a bad value is a 400 naming it.
+	// The first of repeated fieldValidation parameters counts; a bad value is a 422 naming it
+	// (Kubernetes' invalid CreateOptions).
 	resp = mustSend(t, c, env.HTTPURL, rawRequest{method: "POST", target: podsPath + "?fieldValidation=Strict&fieldValidation=Ignore", body: body("first")})
 	checkStatus(t, "Strict then Ignore", resp, http.StatusBadRequest)
 	for _, v := range []string{"strict", "Bogus", "true"} {
 		resp = mustSend(t, c, env.HTTPURL, rawRequest{method: "POST", target: podsPath + "?fieldValidation=" + v, body: []byte(podJSON("v", nil))})
-		checkStatus(t, "fieldValidation="+v, resp, http.StatusBadRequest)
+		checkStatus(t, "fieldValidation="+v, resp, http.StatusUnprocessableEntity)
 		if f := causeField(resp); f != "fieldValidation" {
 			t.Errorf("fieldValidation=%s: cause field %q", v, f)
 		}
@@ -798,7 +799,7 @@ func TestRESTQueryParameters(t *testing.T) {
 		{podsPath + "?LabelSelector=app%3Ddb&labelselector=app%3Ddb", 3},
 		{podsPath + "?field_selector=nonsense&fieldSelector=status.phase%3DPending", 3},
 		{podsPath + "?namespace=kube-system&name=x&metadata.name=y&pod.metadata.name=z&limit.x=1&labels%5Ba%5D=b", 3},
-		{podsPath + "?a=%zz&%zz=1&;=;&pretty=true&timeoutSeconds=5&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&sendInitialEvents=false", 3},
+		{podsPath + "?a=%zz&%zz=1&;=;&pretty=true&timeoutSeconds=5&resourceVersion=0&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true", 3},
 		{podsPath + "?resourceVersion=0&watch=false&watch=true", 3},
 		{podsPath + "?watch=0", 3},
 	}
@@ -811,7 +812,7 @@ func TestRESTQueryParameters(t *testing.T) {
 	for _, tc := range badParameters("p0") {
 		resp := mustSend(t, c, env.HTTPURL, tc.request)
 		what := tc.request.method + " " + tc.request.target
-		checkStatus(t, what, resp, http.StatusBadRequest)
+		checkStatus(t, what, resp, tc.code)
 		if f := causeField(resp); f != tc.field {
 			t.Errorf("%s: cause field %q; want %q (%s)", what, f, tc.field, resp)
 		}
@@ -897,6 +898,9 @@ func TestRESTStatusCodesLikeKubernetes(t *testing.T) {
 type parameterCase struct {
 	request rawRequest
 	field   string
+	// code is 400 for a value that does not parse, 422 for one outside the option's set
+	// (Kubernetes' invalid CreateOptions, UpdateOptions, DeleteOptions or ListOptions).
+	code int
 }
 
 // badParameters are requests with a bad value for each parameter of docs/rest-params, on the
@@ -937,6 +941,8 @@ func badParameters(pod string) []parameterCase {
 		{"DELETE", podsPath + "/" + pod + "?propagationPolicy=Later", "propagationPolicy"},
 		{"DELETE", podsPath + "/" + pod + "?orphanDependents=perhaps", "orphanDependents"},
 		{"POST", podsPath + "/" + pod + "/binding?dryRun=Maybe", "dryRun"},
+		{"POST", podsPath + "?fieldValidation=Loose", "fieldValidation"},
+		{"PUT", podsPath + "/" + pod + "?fieldValidation=strict", "fieldValidation"},
 	}
 	var out []parameterCase
 	for _, tc := range cases {
@@ -947,7 +953,12 @@ func badParameters(pod string) []parameterCase {
 		case tc.method == "POST" || tc.method == "PUT":
 			rq.body = []byte(podJSON(pod, nil))
 		}
-		out = append(out, parameterCase{request: rq, field: tc.field})
+		code := http.StatusBadRequest
+		switch tc.field {
+		case "dryRun", "propagationPolicy", "resourceVersionMatch", "fieldValidation":
+			code = http.StatusUnprocessableEntity
+		}
+		out = append(out, parameterCase{request: rq, field: tc.field, code: code})
 	}
 	return out
 }

@@ -13,7 +13,9 @@ import (
 
 	"github.com/skiff-project/skiff/internal/limits"
 	"github.com/skiff-project/skiff/pkg/apierrors"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/codec"
+	"github.com/skiff-project/skiff/services/apiserver/registry"
 )
 
 // The REST front is the first handler of every HTTP request. It answers what the mux, the
@@ -258,7 +260,7 @@ func cleanQuery(op operation, raw string) (url.Values, codec.FieldValidation, *a
 		if isValidation {
 			if !seenValidation {
 				var se *apierrors.StatusError
-				if validation, se = fieldValidation(value); se != nil {
+				if validation, se = fieldValidation(op, value); se != nil {
 					return nil, "", se
 				}
 				seenValidation = true
@@ -277,12 +279,19 @@ func cleanQuery(op operation, raw string) (url.Values, codec.FieldValidation, *a
 	return out, validation, nil
 }
 
-func fieldValidation(value string) (codec.FieldValidation, *apierrors.StatusError) {
+// fieldValidation reads the parameter; an unknown value is refused as Kubernetes refuses it,
+// as invalid CreateOptions or UpdateOptions (422).
+func fieldValidation(op operation, value string) (codec.FieldValidation, *apierrors.StatusError) {
 	switch v := codec.FieldValidation(value); v {
 	case codec.FieldValidationIgnore, codec.FieldValidationWarn, codec.FieldValidationStrict:
 		return v, nil
 	}
-	return "", unsupportedParameter("fieldValidation", value, "Ignore", "Warn", "Strict")
+	optionsKind := registry.CreateOptionsKind
+	if op == opUpdate {
+		optionsKind = registry.UpdateOptionsKind
+	}
+	return "", apierrors.NewInvalid("meta.k8s.io", optionsKind, "", []*metav1.StatusCause{{Reason: "FieldValueNotSupported",
+		Field: "fieldValidation", Message: fmt.Sprintf(`Unsupported value: %q: supported values: "Ignore", "Strict", "Warn"`, value)}})
 }
 
 // checkParameter checks one value and returns it in the form the gateway parses.
@@ -311,18 +320,6 @@ func checkParameter(key, value string) (string, *apierrors.StatusError) {
 			return "", badParameter(key, value, "must be a non-negative integer")
 		}
 		return strconv.FormatInt(n, 10), nil
-	case "resourceVersionMatch":
-		if value != "NotOlderThan" && value != "Exact" {
-			return "", unsupportedParameter(key, value, "Exact", "NotOlderThan")
-		}
-	case "dryRun":
-		if value != "All" {
-			return "", unsupportedParameter(key, value, "All")
-		}
-	case "propagationPolicy":
-		if value != "Orphan" && value != "Background" && value != "Foreground" {
-			return "", unsupportedParameter(key, value, "Background", "Foreground", "Orphan")
-		}
 	}
 	return value, nil
 }
