@@ -16,7 +16,8 @@ build:
 up: build
 	./bin/skiff up
 
-## test: what CI runs: vet, every test against real etcd/NATS, and a short fuzz of manifest decoding
+## test: what CI runs: vet, every test against real etcd/NATS, and short fuzzing of manifest
+## decoding, quantities and the REST front
 test: vet test-unit fuzz
 
 ## test-short: the edit-test loop (about a minute): vet and every test with -short, which skips
@@ -34,6 +35,7 @@ test-unit:
 fuzz:
 	go test ./pkg/codec -run='^$$' -fuzz=FuzzDecodeManifests -fuzztime=5s
 	go test ./pkg/apis/resource -run='^$$' -fuzz=FuzzParseQuantity -fuzztime=3s
+	go test ./services/apiserver/apiserver -run='^$$' -fuzz=FuzzRESTFront -fuzztime=10s
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,6 +31,9 @@ const (
 	ReasonInternalError    = "InternalError"
 	ReasonServiceUnavail   = "ServiceUnavailable"
 	ReasonTimeout          = "Timeout"
+
+	ReasonRequestEntityTooLarge = "RequestEntityTooLarge"
+	ReasonUnsupportedMediaType  = "UnsupportedMediaType"
 )
 
 // StatusError is an error that carries a Kubernetes Status.
@@ -133,6 +137,21 @@ func NewMethodNotSupported(group, resource, verb string) *StatusError {
 		fmt.Sprintf("%s is not supported on resources of kind %q", verb, qualified(group, resource)), nil)
 }
 
+// NewRequestEntityTooLarge: 413 `Request entity too large: limit is 3145728`, for a request
+// body or an object above the size limits.
+func NewRequestEntityTooLarge(message string) *StatusError {
+	return newStatus(http.StatusRequestEntityTooLarge, ReasonRequestEntityTooLarge,
+		"Request entity too large: "+message, nil)
+}
+
+// NewUnsupportedMediaType: 415, for a request body in a format the server does not read.
+// accepted lists the media types it does read.
+func NewUnsupportedMediaType(contentType string, accepted ...string) *StatusError {
+	return newStatus(http.StatusUnsupportedMediaType, ReasonUnsupportedMediaType,
+		fmt.Sprintf("the body of the request was in an unknown format (%q) - accepted media types include: %s",
+			contentType, strings.Join(accepted, ", ")), nil)
+}
+
 // NewInternal: 500; the cause's text is kept in the message.
 func NewInternal(err error) *StatusError {
 	return newStatus(http.StatusInternalServerError, ReasonInternalError,
@@ -147,7 +166,7 @@ func NewServiceUnavailable(message string) *StatusError {
 // GRPCCode maps a Status to the matching gRPC code.
 func GRPCCode(s *metav1.Status) codes.Code {
 	switch s.GetCode() {
-	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusUnsupportedMediaType:
 		return codes.InvalidArgument
 	case http.StatusUnauthorized:
 		return codes.Unauthenticated
@@ -207,6 +226,9 @@ func FromError(err error) *StatusError {
 				return &StatusError{Status: s}
 			}
 		}
+		if isMessageTooLarge(st) {
+			return NewRequestEntityTooLarge(st.Message())
+		}
 		code, ok := httpCodes[st.Code()]
 		if !ok {
 			code = http.StatusInternalServerError
@@ -214,6 +236,14 @@ func FromError(err error) *StatusError {
 		return newStatus(code, reasonForHTTP(code), st.Message(), nil)
 	}
 	return NewInternal(err)
+}
+
+// isMessageTooLarge recognises grpc-go's refusal of a message above the receiver's
+// MaxRecvMsgSize. grpc-go answers it before any handler runs, so it carries no Status detail;
+// it is a 413, not the 429 other ResourceExhausted errors mean.
+func isMessageTooLarge(st *status.Status) bool {
+	return st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), "grpc: ") &&
+		strings.Contains(st.Message(), "larger than max")
 }
 
 func reasonForHTTP(code int32) string {
@@ -230,6 +260,10 @@ func reasonForHTTP(code int32) string {
 		return ReasonConflict
 	case http.StatusGone:
 		return ReasonExpired
+	case http.StatusRequestEntityTooLarge:
+		return ReasonRequestEntityTooLarge
+	case http.StatusUnsupportedMediaType:
+		return ReasonUnsupportedMediaType
 	case http.StatusTooManyRequests:
 		return ReasonTooManyRequests
 	case http.StatusServiceUnavailable:

@@ -9,18 +9,11 @@ import (
 
 // Reasons and cause types of the errors in this file, as Kubernetes names them.
 const (
-	ReasonRequestEntityTooLarge = "RequestEntityTooLarge"
 	// CauseResourceVersionTooLarge marks a 504 for a resourceVersion the server has not reached.
 	CauseResourceVersionTooLarge = "ResourceVersionTooLarge"
 	// CauseNamespaceTerminating marks a 403 for a create in a namespace being deleted.
 	CauseNamespaceTerminating = "NamespaceTerminating"
 )
-
-// NewRequestEntityTooLarge: 413, for a request or an object above the size the server takes.
-func NewRequestEntityTooLarge(message string) *StatusError {
-	return newStatus(http.StatusRequestEntityTooLarge, ReasonRequestEntityTooLarge,
-		"Request entity too large: "+message, nil)
-}
 
 // NewTimeout: 504; the client may retry after retryAfterSeconds.
 func NewTimeout(message string, retryAfterSeconds int32) *StatusError {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -17,6 +18,10 @@ import (
 // JSON name or by proto name, case-sensitively; fields m does not have are ignored, as the
 // Kubernetes API server ignores them. null leaves a field unset. Errors name the JSON path of
 // the offending value, e.g. "spec.replicas: cannot unmarshal 1.5 into int32".
+//
+// As in Kubernetes' JSON, timestamps (metadata.creationTimestamp, status.startTime, ...) must be
+// RFC 3339 times, and a resource quantity (resources.limits, status.capacity, ...) may be given
+// as a JSON number, which is kept as the quantity string it spells ("cpu": 1 is "1").
 func Unmarshal(data []byte, m proto.Message) error {
 	_, err := unmarshal(data, m, false)
 	return err
@@ -25,10 +30,37 @@ func Unmarshal(data []byte, m proto.Message) error {
 // UnmarshalWithUnknown is Unmarshal that also returns the JSON paths of the ignored fields,
 // in input order, e.g. "spec.template.spec.securityContext", so callers can warn about them.
 func UnmarshalWithUnknown(data []byte, m proto.Message) (unknown []string, err error) {
+	issues, err := unmarshal(data, m, true)
+	for _, is := range issues {
+		if !is.Duplicate {
+			unknown = append(unknown, is.Path)
+		}
+	}
+	return unknown, err
+}
+
+// FieldIssue is what Kubernetes' strict decoding refuses and its default decoding warns about:
+// a field the message does not have, or a field (or map key) given twice, by JSON path.
+type FieldIssue struct {
+	Path      string
+	Duplicate bool
+}
+
+// String is Kubernetes' wording: `unknown field "spec.foo"`, `duplicate field "metadata.name"`.
+func (i FieldIssue) String() string {
+	if i.Duplicate {
+		return fmt.Sprintf("duplicate field %q", i.Path)
+	}
+	return fmt.Sprintf("unknown field %q", i.Path)
+}
+
+// UnmarshalWithIssues is Unmarshal that also returns the unknown and duplicate fields, in input
+// order. With duplicates the last value wins for scalars and lists, as in Unmarshal.
+func UnmarshalWithIssues(data []byte, m proto.Message) ([]FieldIssue, error) {
 	return unmarshal(data, m, true)
 }
 
-func unmarshal(data []byte, m proto.Message, collect bool) ([]string, error) {
+func unmarshal(data []byte, m proto.Message, collect bool) ([]FieldIssue, error) {
 	if m == nil {
 		return nil, errors.New("codec: Unmarshal into nil message")
 	}
@@ -54,7 +86,7 @@ func unmarshal(data []byte, m proto.Message, collect bool) ([]string, error) {
 	if err := d.message(rm); err != nil {
 		return nil, err
 	}
-	return d.unknown, nil
+	return d.issues, nil
 }
 
 // decoder parses JSON that json.Valid has accepted, so it only checks which kind of value
@@ -64,7 +96,7 @@ type decoder struct {
 	pos     int
 	path    []pathElem
 	collect bool
-	unknown []string
+	issues  []FieldIssue
 }
 
 // pathElem is one step of the JSON path: a field name, a list index or a map key.
@@ -317,6 +349,7 @@ func (d *decoder) message(m protoreflect.Message) error {
 		return d.typeError("object")
 	}
 	fields := md.Fields()
+	var seen fieldSet
 	return d.object(func(key string) error {
 		fd := fields.ByJSONName(key)
 		if fd == nil {
@@ -324,10 +357,14 @@ func (d *decoder) message(m protoreflect.Message) error {
 		}
 		if fd == nil {
 			if d.collect {
-				d.unknown = append(d.unknown, d.pathString(key))
+				d.issues = append(d.issues, FieldIssue{Path: d.pathString(key)})
 			}
 			d.skipValue()
 			return nil
+		}
+		// A field given twice, possibly once by JSON name and once by proto name.
+		if d.collect && seen.add(fd.Index()) {
+			d.issues = append(d.issues, FieldIssue{Path: d.pathString(fd.JSONName()), Duplicate: true})
 		}
 		d.path = append(d.path, pathElem{name: fd.JSONName(), kind: 'f'})
 		err := d.field(m, fd)
@@ -395,12 +432,27 @@ func (d *decoder) field(m protoreflect.Message, fd protoreflect.FieldDescriptor)
 		}
 		mp := m.Mutable(fd).Map()
 		kfd, vfd := fd.MapKey(), fd.MapValue()
+		quantities := isQuantityMap(fd)
+		var seenKeys map[string]struct{}
 		return d.object(func(key string) error {
 			d.path = append(d.path, pathElem{name: key, kind: 'k'})
 			defer func() { d.path = d.path[:len(d.path)-1] }()
 			mk, err := d.mapKey(kfd, key)
 			if err != nil {
 				return err
+			}
+			if d.collect {
+				if seenKeys == nil {
+					seenKeys = map[string]struct{}{}
+				}
+				if _, dup := seenKeys[key]; dup {
+					d.issues = append(d.issues, FieldIssue{Path: d.pathString(""), Duplicate: true})
+				}
+				seenKeys[key] = struct{}{}
+			}
+			if quantities && isNumberStart(d.next()) {
+				mp.Set(mk, protoreflect.ValueOfString(d.readNumber()))
+				return nil
 			}
 			if vfd.Message() != nil {
 				v := mp.Mutable(mk)
@@ -461,7 +513,17 @@ func (d *decoder) scalar(fd protoreflect.FieldDescriptor) (protoreflect.Value, e
 		if c != '"' {
 			return protoreflect.Value{}, d.typeError("string")
 		}
-		return protoreflect.ValueOfString(d.readString()), nil
+		s := d.peekStringOnly()
+		if s != "" && isTimestampField(fd) {
+			if _, err := time.Parse(time.RFC3339, s); err != nil {
+				if len(s) > 40 {
+					s = s[:40] + "..."
+				}
+				return protoreflect.Value{}, d.errorf("cannot parse %q as a time: it must be RFC 3339, such as \"2006-01-02T15:04:05Z\"", s)
+			}
+		}
+		d.readString()
+		return protoreflect.ValueOfString(s), nil
 	case protoreflect.BoolKind:
 		switch c {
 		case 't':
@@ -694,3 +756,27 @@ func isJSONNumber(s string) bool {
 	}
 	return i == len(s)
 }
+
+// fieldSet records which fields of one message were given, by field index.
+type fieldSet struct {
+	low  uint64 // indexes below 64, which is every field of every Skiff message today
+	high map[int]struct{}
+}
+
+// add records index i and reports whether it was already there.
+func (s *fieldSet) add(i int) bool {
+	if i < 64 {
+		bit := uint64(1) << i
+		dup := s.low&bit != 0
+		s.low |= bit
+		return dup
+	}
+	if s.high == nil {
+		s.high = map[int]struct{}{}
+	}
+	_, dup := s.high[i]
+	s.high[i] = struct{}{}
+	return dup
+}
+
+func isNumberStart(c byte) bool { return c == '-' || (c >= '0' && c <= '9') }

@@ -1,7 +1,9 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/skiff-project/skiff/internal/limits"
 )
 
 // GatewayMarshaler is a grpc-gateway runtime.Marshaler that reads and writes Skiff's API
@@ -40,10 +44,35 @@ func (GatewayMarshaler) Unmarshal(data []byte, v any) error {
 	return json.Unmarshal(data, v)
 }
 
-// NewDecoder returns a decoder reading successive JSON values from r. Decode returns io.EOF
-// for an empty body, which the gateway treats as an empty request.
+// NewDecoder returns a decoder of the request body r, which must be one JSON value: trailing
+// data (a second object, garbage) is an error, as in Kubernetes. Decode returns io.EOF for an
+// empty body, which the gateway treats as an empty request, and on every call after the first.
+// When r implements BodyOptions, messages are decoded with its field validation.
 func (GatewayMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
-	return gatewayDecoder{json.NewDecoder(r)}
+	return &gatewayDecoder{r: r}
+}
+
+// FieldValidation is Kubernetes' fieldValidation: what decoding a request body does about
+// fields the object does not have and fields given twice.
+type FieldValidation string
+
+const (
+	// FieldValidationIgnore drops them silently.
+	FieldValidationIgnore FieldValidation = "Ignore"
+	// FieldValidationWarn, the default, decodes and warns about each.
+	FieldValidationWarn FieldValidation = "Warn"
+	// FieldValidationStrict refuses the body.
+	FieldValidationStrict FieldValidation = "Strict"
+)
+
+// BodyOptions is implemented by a request body that carries how to decode it. The REST front
+// wraps each request body in one, so that the options reach the decoder the gateway creates,
+// and the warnings get back to the response.
+type BodyOptions interface {
+	io.Reader
+	FieldValidation() FieldValidation
+	// Warn records a warning for the response, such as `unknown field "spec.foo"`.
+	Warn(text string)
 }
 
 // NewEncoder returns an encoder writing each value as one line of JSON.
@@ -65,19 +94,52 @@ func (GatewayMarshaler) ContentType(any) string { return "application/json" }
 func (GatewayMarshaler) Delimiter() []byte { return []byte("\n") }
 
 type gatewayDecoder struct {
-	dec *json.Decoder
+	r    io.Reader
+	done bool
 }
 
-func (g gatewayDecoder) Decode(v any) error {
+func (g *gatewayDecoder) Decode(v any) error {
+	if g.done {
+		return io.EOF
+	}
+	g.done = true
+	// A reader that brings no limit of its own (the REST front's bodies do) is still bounded.
+	data, err := io.ReadAll(io.LimitReader(g.r, limits.MaxRequestBodyBytes+1))
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	if len(data) > limits.MaxRequestBodyBytes {
+		return fmt.Errorf("request body is larger than %d bytes", limits.MaxRequestBodyBytes)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return io.EOF
+	}
 	m, ok := protoTarget(v)
 	if !ok {
-		return g.dec.Decode(v)
+		return json.Unmarshal(data, v)
 	}
-	var raw json.RawMessage
-	if err := g.dec.Decode(&raw); err != nil {
+	opts, _ := g.r.(BodyOptions)
+	if opts == nil || opts.FieldValidation() == FieldValidationIgnore {
+		return Unmarshal(data, m)
+	}
+	issues, err := UnmarshalWithIssues(data, m)
+	if err != nil {
 		return err
 	}
-	return Unmarshal(raw, m)
+	if len(issues) == 0 {
+		return nil
+	}
+	if opts.FieldValidation() == FieldValidationStrict {
+		texts := make([]string, len(issues))
+		for i, is := range issues {
+			texts[i] = is.String()
+		}
+		return fmt.Errorf("strict decoding error: %s", strings.Join(texts, ", "))
+	}
+	for _, is := range issues {
+		opts.Warn(is.String())
+	}
+	return nil
 }
 
 // protoTarget finds the message to decode into: v itself, or *v when v is a pointer to a

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiff-project/skiff/internal/limits"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 )
 
@@ -76,10 +78,9 @@ func TestGatewayMarshaler(t *testing.T) {
 func TestGatewayDecoder(t *testing.T) {
 	var g GatewayMarshaler
 	pod := examplePod()
-	body := string(mustMarshal(t, pod)) + "\n" + `{"kind":"Pod"}`
 
 	// The generated gateway code decodes into &req.Pod, a **corev1.Pod.
-	dec := g.NewDecoder(strings.NewReader(body))
+	dec := g.NewDecoder(strings.NewReader(" \n" + string(mustMarshal(t, pod)) + "\n\t "))
 	req := &corev1.CreatePodRequest{}
 	if err := dec.Decode(&req.Pod); err != nil {
 		t.Fatal(err)
@@ -87,16 +88,32 @@ func TestGatewayDecoder(t *testing.T) {
 	if !proto.Equal(req.Pod, pod) {
 		t.Errorf("decoded %v, want %v", req.Pod, pod)
 	}
-	second := &corev1.Pod{}
-	if err := dec.Decode(second); err != nil || second.GetKind() != "Pod" {
-		t.Errorf("second Decode = %v, %v", second, err)
-	}
 	if err := dec.Decode(&req.Pod); !errors.Is(err, io.EOF) {
 		t.Errorf("Decode at end = %v, want io.EOF", err)
 	}
-	if err := g.NewDecoder(strings.NewReader("")).Decode(&corev1.Pod{}); !errors.Is(err, io.EOF) {
-		t.Errorf("Decode of empty body = %v, want io.EOF", err)
+	for _, empty := range []string{"", " \n\t"} {
+		if err := g.NewDecoder(strings.NewReader(empty)).Decode(&corev1.Pod{}); !errors.Is(err, io.EOF) {
+			t.Errorf("Decode of empty body %q = %v, want io.EOF", empty, err)
+		}
 	}
+	// A body is one JSON value: Kubernetes refuses whatever follows it.
+	for _, body := range []string{
+		`{"kind":"Pod"}{"kind":"Pod"}`,
+		`{"kind":"Pod"}` + "\n" + `{"kind":"Pod"}`,
+		`{"kind":"Pod"} garbage`,
+		`{"kind":"Pod"}}`,
+		`{"kind":"Pod"},`,
+	} {
+		if err := g.NewDecoder(strings.NewReader(body)).Decode(&corev1.Pod{}); err == nil ||
+			!strings.Contains(err.Error(), "after top-level value") {
+			t.Errorf("Decode(%q) = %v, want an error about data after the object", body, err)
+		}
+	}
+	huge := io.MultiReader(strings.NewReader(`{"kind":"`), strings.NewReader(strings.Repeat("x", limits.MaxRequestBodyBytes)))
+	if err := g.NewDecoder(huge).Decode(&corev1.Pod{}); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Decode of a body above the limit = %v, want a size error", err)
+	}
+
 	var names []string
 	if err := g.NewDecoder(strings.NewReader(`["a","b"]`)).Decode(&names); err != nil || len(names) != 2 {
 		t.Errorf("Decode([]string) = %v, %v", names, err)
@@ -168,5 +185,66 @@ func TestGatewayServeMux(t *testing.T) {
 	}
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil || rec.Code != http.StatusBadRequest || st.Message != "name required" {
 		t.Errorf("server error: status %d: %s", rec.Code, rec.Body)
+	}
+}
+
+// testBody is a request body with decoding options, as the REST front makes them.
+type testBody struct {
+	io.Reader
+	validation FieldValidation
+	warnings   []string
+}
+
+func (b *testBody) FieldValidation() FieldValidation { return b.validation }
+func (b *testBody) Warn(text string)                 { b.warnings = append(b.warnings, text) }
+
+func TestGatewayDecoderFieldValidation(t *testing.T) {
+	const body = `{"kind":"Pod","metadata":{"name":"a","name":"b","labels":{"x":"1","x":"2"}},` +
+		`"spec":{"foo":1,"containers":[{"name":"c","bar":{"deep":[1]}}],"restartPolicy":"Always","restart_policy":"Never"}}`
+	wantIssues := []string{
+		`duplicate field "metadata.name"`,
+		`duplicate field "metadata.labels[x]"`,
+		`unknown field "spec.foo"`,
+		`unknown field "spec.containers[0].bar"`,
+		`duplicate field "spec.restartPolicy"`,
+	}
+	decode := func(v FieldValidation) (*testBody, *corev1.Pod, error) {
+		b := &testBody{Reader: strings.NewReader(body), validation: v}
+		var pod *corev1.Pod
+		err := GatewayMarshaler{}.NewDecoder(b).Decode(&pod)
+		return b, pod, err
+	}
+
+	b, pod, err := decode(FieldValidationWarn)
+	if err != nil {
+		t.Fatalf("Warn: %v", err)
+	}
+	if !slices.Equal(b.warnings, wantIssues) {
+		t.Errorf("Warn: warnings\n got %q\nwant %q", b.warnings, wantIssues)
+	}
+	// The last of duplicates wins, as encoding/json does.
+	if pod.GetMetadata().GetName() != "b" || pod.GetMetadata().GetLabels()["x"] != "2" || pod.GetSpec().GetRestartPolicy() != "Never" {
+		t.Errorf("Warn: decoded %v", pod)
+	}
+
+	b, pod, err = decode(FieldValidationIgnore)
+	if err != nil || len(b.warnings) != 0 || pod.GetMetadata().GetName() != "b" {
+		t.Errorf("Ignore: err %v, warnings %q, pod %v", err, b.warnings, pod)
+	}
+
+	b, _, err = decode(FieldValidationStrict)
+	want := "strict decoding error: " + strings.Join(wantIssues, ", ")
+	if err == nil || err.Error() != want || len(b.warnings) != 0 {
+		t.Errorf("Strict: err %v, warnings %q\nwant err %s", err, b.warnings, want)
+	}
+
+	// Without options (or without issues) nothing is reported.
+	var plain *corev1.Pod
+	if err := (GatewayMarshaler{}).NewDecoder(strings.NewReader(body)).Decode(&plain); err != nil || plain.GetMetadata().GetName() != "b" {
+		t.Errorf("no options: %v %v", plain, err)
+	}
+	clean := &testBody{Reader: strings.NewReader(`{"metadata":{"name":"a"}}`), validation: FieldValidationStrict}
+	if err := (GatewayMarshaler{}).NewDecoder(clean).Decode(&corev1.Pod{}); err != nil || len(clean.warnings) != 0 {
+		t.Errorf("Strict, clean body: %v %q", err, clean.warnings)
 	}
 }

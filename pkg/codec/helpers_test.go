@@ -68,6 +68,9 @@ func (f *filler) scalar(fd protoreflect.FieldDescriptor) protoreflect.Value {
 	f.n++
 	switch fd.Kind() {
 	case protoreflect.StringKind:
+		if isTimestampField(fd) {
+			return protoreflect.ValueOfString(fmt.Sprintf("2024-05-01T12:00:%02d.%06dZ", f.n%60, f.n))
+		}
 		// Characters encoding/json escapes, and non-ASCII.
 		return protoreflect.ValueOfString(fmt.Sprintf("v%d <&> \"q\" \\ \n\t é ☃ \u2028", f.n))
 	case protoreflect.BoolKind:

@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 		{in: "a in (x,y)", want: "a in (x,y)", match: []map[string]string{{"a": "x"}, {"a": "y"}}, notMatch: []map[string]string{nil, {"a": "z"}}},
 		{in: "a in (y, x, y)", want: "a in (x,y)"},
 		{in: "a notin (z)", want: "a notin (z)", match: []map[string]string{nil, {"a": "x"}}, notMatch: []map[string]string{{"a": "z"}}},
-		{in: "a in ()", want: "a in ()", match: []map[string]string{{"a": ""}}, notMatch: []map[string]string{{"a": "x"}}},
+		{in: "a in (,)", want: "a in (,)", match: []map[string]string{{"a": ""}}, notMatch: []map[string]string{{"a": "x"}}},
 		{in: "a in (,b)", want: "a in (,b)", match: []map[string]string{{"a": ""}, {"a": "b"}}},
 		{in: "a", want: "a", match: []map[string]string{{"a": ""}, {"a": "x"}}, notMatch: []map[string]string{nil}},
 		{in: "!a", want: "!a", match: []map[string]string{nil, {"b": "x"}}, notMatch: []map[string]string{{"a": ""}}},
@@ -104,6 +104,8 @@ func TestParseErrors(t *testing.T) {
 		{strings.Repeat("k", 64) + "=v", "name part must be no more than 63 characters"},
 		{"a=b_", "invalid label value \"b_\""},
 		{"a in (x,-y)", "invalid label value \"-y\""},
+		{"app in ()", "found ')' at position 8, expected: label value: the set of values can't be empty"},
+		{"app notin ( )", "the set of values can't be empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -219,8 +219,9 @@ func (p *parser) parseRequirement() (Requirement, error) {
 	return Requirement{}, p.errorf("found %s, expected: '=', '!=', '==', 'in', 'notin', '>', '<', ',' or end of string", op.describe())
 }
 
-// parseValues parses "(a,b,...)". As in Kubernetes an omitted value is the empty string, so
-// "()" is the set {""} and "(,a)" is {"", "a"}.
+// parseValues parses "(a,b,...)". An omitted value between commas is the empty string, so
+// "(,a)" is {"", "a"}, but "()" is refused: a set written with no value at all is a mistake
+// (often an empty variable in a script), not a request for objects whose label is empty.
 func (p *parser) parseValues() ([]string, error) {
 	if t := p.next(); t.kind != tokOpenParen {
 		return nil, p.errorf("found %s, expected: '('", t.describe())
@@ -239,6 +240,9 @@ func (p *parser) parseValues() ([]string, error) {
 			}
 			expectValue = true
 		case t.kind == tokCloseParen:
+			if len(vals) == 0 && expectValue {
+				return nil, p.errorf("found %s, expected: label value: the set of values can't be empty", t.describe())
+			}
 			if expectValue {
 				vals = append(vals, "")
 			}

@@ -169,7 +169,12 @@ func (r Requirement) String() string {
 	case In, NotIn:
 		vals := slices.Clone(r.Values)
 		slices.Sort(vals)
-		b.WriteString("(" + strings.Join(vals, ",") + ")")
+		list := strings.Join(vals, ",")
+		if list == "" {
+			// The set of the empty value alone: "()" would be the empty set, which Parse refuses.
+			list = ","
+		}
+		b.WriteString("(" + list + ")")
 	default:
 		b.WriteString(strings.Join(r.Values, ","))
 	}

@@ -74,15 +74,10 @@ func writeStatusError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshale
 }
 
 func routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
-	se := apierrors.FromError(apierrors.NewBadRequest(""))
-	se.Status.Code = int32(code)
-	switch code {
-	case http.StatusMethodNotAllowed:
-		se.Status.Reason, se.Status.Message = apierrors.ReasonMethodNotAllowed,
+	se := notFound()
+	if code == http.StatusMethodNotAllowed {
+		se.Status.Code, se.Status.Reason, se.Status.Message = http.StatusMethodNotAllowed, apierrors.ReasonMethodNotAllowed,
 			fmt.Sprintf("the server does not allow this method (%s) on the requested resource", r.Method)
-	default:
-		se.Status.Code = http.StatusNotFound
-		se.Status.Reason, se.Status.Message = apierrors.ReasonNotFound, "the server could not find the requested resource"
 	}
 	writeStatus(w, se)
 }

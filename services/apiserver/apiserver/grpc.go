@@ -96,8 +96,8 @@ func parseRequest(k *scheme.Kind, m proto.Message) request {
 }
 
 // writeOptions reads the options of a create, update or bind.
-func (req *request) writeOptions() (registry.WriteOptions, error) {
-	dry, err := registry.ParseDryRun(req.dryRun)
+func (req *request) writeOptions(optionsKind string) (registry.WriteOptions, error) {
+	dry, err := registry.ParseDryRun(optionsKind, req.dryRun)
 	if err != nil {
 		return registry.WriteOptions{}, err
 	}
@@ -233,7 +233,11 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 	}
 	switch method {
 	case "Create", "Update", "UpdateStatus", "Bind":
-		opts, err := req.writeOptions()
+		optionsKind := registry.CreateOptionsKind
+		if method == "Update" || method == "UpdateStatus" {
+			optionsKind = registry.UpdateOptionsKind
+		}
+		opts, err := req.writeOptions(optionsKind)
 		if err != nil {
 			return nil, err
 		}

@@ -295,8 +295,8 @@ func TestDeleteOptionsAreHonoured(t *testing.T) {
 				t.Errorf("%s: delete with failing precondition %+v: %v; want 409 Precondition failed", name, opts, err)
 			}
 		}
-		if _, err := cl.Delete(ctx, pods, "default", "target", client.DeleteOptions{PropagationPolicy: "Sometimes"}); apierrors.ReasonOf(err) != apierrors.ReasonBadRequest {
-			t.Errorf("%s: delete with propagationPolicy Sometimes: %v; want 400", name, err)
+		if _, err := cl.Delete(ctx, pods, "default", "target", client.DeleteOptions{PropagationPolicy: "Sometimes"}); !apierrors.IsInvalid(err) {
+			t.Errorf("%s: delete with propagationPolicy Sometimes: %v; want 422 invalid DeleteOptions", name, err)
 		}
 	}
 	for _, body := range []string{`{"preconditions":{"uid":"other"}}`, `{"preconditions":{"resourceVersion":"2"}}`} {
@@ -304,10 +304,13 @@ func TestDeleteOptionsAreHonoured(t *testing.T) {
 			t.Errorf("DELETE with body %s: %d %v; want 409", body, code, st)
 		}
 	}
-	for _, body := range []string{`{"preconditions": [}`, `{"gracePeriodSeconds":"soon"}`, `{"propagationPolicy":"Sometimes"}`} {
+	for _, body := range []string{`{"preconditions": [}`, `{"gracePeriodSeconds":"soon"}`} {
 		if code, st := restCall(t, env, "DELETE", podsPath+"/target", body); code != http.StatusBadRequest || st["kind"] != "Status" {
 			t.Errorf("DELETE with body %s: %d %v; want 400 Status", body, code, st)
 		}
+	}
+	if code, st := restCall(t, env, "DELETE", podsPath+"/target", `{"propagationPolicy":"Sometimes"}`); code != http.StatusUnprocessableEntity {
+		t.Errorf("DELETE with propagationPolicy Sometimes in the body: %d %v; want 422", code, st)
 	}
 	code, st := restCall(t, env, "DELETE", podsPath+"/target", `{"propagationPolicy":"Background","orphanDependents":true}`)
 	if code != http.StatusUnprocessableEntity {

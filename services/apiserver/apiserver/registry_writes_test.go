@@ -413,13 +413,13 @@ func TestDryRunWritesNothing(t *testing.T) {
 	}
 	for _, path := range []string{podsPath + "?dryRun=Maybe", podsPath + "?dryRun=All&dryRun=Maybe"} {
 		code, body = restCall(t, env, "POST", path, podJSON("maybe", nil))
-		if code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body["message"]), "Invalid dry run value") {
-			t.Errorf("POST %s: %d %v; want 400 Invalid dry run value", path, code, body)
+		if code != http.StatusUnprocessableEntity || !strings.Contains(fmt.Sprint(body["message"]), `dryRun: Unsupported value: "Maybe"`) {
+			t.Errorf("POST %s: %d %v; want 422 dryRun: Unsupported value", path, code, body)
 		}
 	}
 	code, body = restCall(t, env, "DELETE", podsPath+"/unbound", `{"dryRun":["Maybe"]}`)
-	if code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body["message"]), "Invalid dry run value") {
-		t.Errorf("DELETE with dryRun Maybe in the body: %d %v; want 400", code, body)
+	if code != http.StatusUnprocessableEntity || !strings.Contains(fmt.Sprint(body["message"]), `DeleteOptions "" is invalid: dryRun`) {
+		t.Errorf("DELETE with dryRun Maybe in the body: %d %v; want 422 invalid DeleteOptions", code, body)
 	}
 	for _, name := range []string{"rest-dry", "maybe"} {
 		if _, err := env.Client.Get(ctx, pods, "default", name); !apierrors.IsNotFound(err) {
@@ -432,7 +432,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 	// Over gRPC an unknown value is refused the same way.
 	conn := regRawGRPC(t, env)
 	_, err := corev1.NewPodAPIClient(conn).Create(ctx, &corev1.CreatePodRequest{Namespace: "default", Pod: newPod("grpc-maybe"), DryRun: []string{"Maybe"}})
-	if se := apierrors.FromError(err); se.Status.GetCode() != http.StatusBadRequest || !strings.Contains(se.Status.GetMessage(), "Invalid dry run value") {
-		t.Errorf("gRPC create with dryRun Maybe: %v; want 400 Invalid dry run value", err)
+	if se := apierrors.FromError(err); se.Status.GetCode() != http.StatusUnprocessableEntity || !strings.Contains(se.Status.GetMessage(), `dryRun: Unsupported value: "Maybe"`) {
+		t.Errorf("gRPC create with dryRun Maybe: %v; want 422 dryRun: Unsupported value", err)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiff-project/skiff/internal/limits"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
@@ -34,7 +35,8 @@ import (
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 )
 
-// maxMessageBytes bounds gRPC messages; large lists are the reason it exceeds the 4 MiB default.
+// maxMessageBytes bounds the gRPC messages the server sends; large lists are the reason it
+// exceeds the 4 MiB default. What it receives is bounded by limits.MaxRequestBodyBytes.
 const maxMessageBytes = 256 << 20
 
 // flowWindowBytes is the HTTP/2 flow-control window. gRPC's 64 KiB default makes a 1 MiB list
@@ -202,7 +204,7 @@ func (s *Server) listen(ctx context.Context) error {
 		return fmt.Errorf("listen HTTP on %s: %w", s.cfg.HTTPAddr, err)
 	}
 
-	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(maxMessageBytes), grpc.MaxSendMsgSize(maxMessageBytes),
+	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(limits.MaxRequestBodyBytes), grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(flowWindowBytes), grpc.InitialConnWindowSize(flowWindowBytes))
 	for _, k := range s.registry.Scheme().Kinds() {
 		desc, err := s.serviceDesc(k)
@@ -237,7 +239,9 @@ func (s *Server) listen(ctx context.Context) error {
 		}
 		gw.ServeHTTP(w, r)
 	}))
-	s.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// The REST front checks paths, bodies and parameters before the mux, which would redirect
+	// unclean paths, sees them.
+	s.httpServer = &http.Server{Handler: newRESTFront(mux), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
@@ -24,16 +25,34 @@ type WriteOptions struct {
 	FieldManager string
 }
 
+// Kinds of request options, as Kubernetes names them in errors about them.
+const (
+	CreateOptionsKind = "CreateOptions"
+	UpdateOptionsKind = "UpdateOptions"
+	DeleteOptionsKind = "DeleteOptions"
+)
+
 // ParseDryRun reads a request's dryRun values: none is a real write, ["All"] a dry run, and
-// anything else a 400 (REST and gRPC callers get the same answer).
-func ParseDryRun(values []string) (bool, error) {
+// anything else is refused as Kubernetes refuses it: 422, "CreateOptions "" is invalid:
+// dryRun: Unsupported value: "Maybe": supported values: "All"" (optionsKind names the
+// options). REST and gRPC callers get the same answer; the REST front leaves values to this.
+func ParseDryRun(optionsKind string, values []string) (bool, error) {
 	for _, v := range values {
 		if v != dryRunAll {
-			return false, apierrors.NewBadRequestField("dryRun",
-				fmt.Sprintf("Invalid dry run value: %q: the only supported value is %q", v, dryRunAll))
+			return false, unsupportedOption(optionsKind, "dryRun", v, dryRunAll)
 		}
 	}
 	return len(values) > 0, nil
+}
+
+// unsupportedOption is the 422 for an option value outside its set.
+func unsupportedOption(optionsKind, field, value string, supported ...string) error {
+	quoted := make([]string, len(supported))
+	for i, s := range supported {
+		quoted[i] = fmt.Sprintf("%q", s)
+	}
+	return apierrors.NewInvalid(metaGroup, optionsKind, "", []*metav1.StatusCause{{Reason: "FieldValueNotSupported",
+		Field: field, Message: fmt.Sprintf("Unsupported value: %q: supported values: %s", value, strings.Join(quoted, ", "))}})
 }
 
 // GetOptions are the knobs of a get.
@@ -117,7 +136,7 @@ func DeleteOptionsFrom(query DeleteOptions, queryDryRun []string, body *metav1.D
 		}
 		dryRun = append(dryRun, body.GetDryRun()...)
 	}
-	dry, err := ParseDryRun(dryRun)
+	dry, err := ParseDryRun(DeleteOptionsKind, dryRun)
 	if err != nil {
 		return DeleteOptions{}, err
 	}
@@ -131,9 +150,8 @@ func (o *DeleteOptions) validate() error {
 	switch o.PropagationPolicy {
 	case "", PropagationOrphan, PropagationBackground, PropagationForeground:
 	default:
-		return apierrors.NewBadRequestField("propagationPolicy", fmt.Sprintf(
-			"Unsupported value: %q: supported values: %q, %q, %q", o.PropagationPolicy,
-			PropagationBackground, PropagationForeground, PropagationOrphan))
+		return unsupportedOption(DeleteOptionsKind, "propagationPolicy", o.PropagationPolicy,
+			PropagationBackground, PropagationForeground, PropagationOrphan)
 	}
 	if o.PropagationPolicy != "" && o.OrphanDependents != nil {
 		return apierrors.NewInvalid(metaGroup, "DeleteOptions", "", []*metav1.StatusCause{{
@@ -180,8 +198,7 @@ func (o *ListOptions) validate() error {
 			forbid("resourceVersionMatch", `resourceVersionMatch "exact" is forbidden for resourceVersion "0"`)
 		}
 	default:
-		return apierrors.NewBadRequestField("resourceVersionMatch", fmt.Sprintf(
-			"Unsupported value: %q: supported values: %q, %q", m, MatchExact, MatchNotOlderThan))
+		return unsupportedOption("ListOptions", "resourceVersionMatch", m, MatchExact, MatchNotOlderThan)
 	}
 	if o.SendInitialEvents != nil {
 		forbid("sendInitialEvents", "sendInitialEvents is forbidden for list")
