@@ -40,6 +40,8 @@ type Config struct {
 	PercentageOfNodesToScore int
 	// BindWorkers bound the bindings and status writes in flight.
 	BindWorkers int
+	// OnSynced, if set, is called once the caches have synced (readiness).
+	OnSynced func()
 }
 
 // Scheduler is a running scheduler.
@@ -122,6 +124,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	s.log.Info("scheduler started", "nodes", s.cache.NodeCount(), "pods", s.cache.PodCount())
+	if s.cfg.OnSynced != nil {
+		s.cfg.OnSynced()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1 + s.cfg.BindWorkers)
 	go func() { defer wg.Done(); s.queue.Run(ctx) }()
