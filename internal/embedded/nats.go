@@ -25,6 +25,9 @@ type NATSConfig struct {
 	// SyncAlways fsyncs every stored message (etcd-like durability at several times the cost);
 	// otherwise NATS syncs every two minutes and a machine crash can lose the unsynced tail.
 	SyncAlways bool
+	// MaxPayload overrides the largest message the server takes (0: limits.BusMaxPayloadBytes,
+	// what the bus needs). Tests set it lower to exercise the publisher's oversize markers.
+	MaxPayload int32
 }
 
 // StartNATS starts NATS with JetStream and waits until it accepts connections.
@@ -44,6 +47,10 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	maxPayload := cfg.MaxPayload
+	if maxPayload == 0 {
+		maxPayload = limits.BusMaxPayloadBytes
+	}
 	opts := &server.Options{
 		ServerName: "skiff",
 		Host:       host,
@@ -53,7 +60,7 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		SyncAlways: cfg.SyncAlways,
-		MaxPayload: limits.BusMaxPayloadBytes,
+		MaxPayload: maxPayload,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 //
 //	skiff.obj.{group}.{resource}.{namespace}.{name}   every change of every object
 //	skiff.node.{node}.{group}.{resource}.{namespace}.{name}   pods bound to {node}
+//	skiff.gap   compaction gap markers (GapSubject)
 //
 // {group} is "core" for the core group and {namespace} is "_" for cluster-scoped kinds, so
 // that each token is non-empty. Object names may hold dots, which NATS reserves as the token
@@ -34,7 +35,24 @@ const (
 	// out: if its predecessor's revision is newer than the start point, something has.
 	HeaderPrevRevision = "Skiff-Prev-Revision"
 	HeaderKind         = "Skiff-Kind" // apiVersion/kind, e.g. "apps/v1/Deployment"
+	// HeaderPrevOffset, on a MODIFIED message, says that Data[:N] is the new object and
+	// Data[N:] the previous stored value. The publisher sets it whenever the object's labels
+	// or selectable fields changed; without it they did not, so every label or field
+	// selector matches the previous value as it matches the new one.
+	HeaderPrevOffset = "Skiff-Prev-Offset"
+	// HeaderOversize marks a message whose object the bus could not carry (payload and
+	// headers above the server's max payload): Data is empty and the header holds the size
+	// of the payload left out. HeaderNamespace and HeaderName then name the object, which
+	// readers fetch from the API.
+	HeaderOversize  = "Skiff-Oversize"
+	HeaderNamespace = "Skiff-Namespace"
+	HeaderName      = "Skiff-Name"
 )
+
+// GapSubject carries compaction gap markers: changes with revisions between the marker's
+// Skiff-Prev-Revision and its Skiff-Revision (exclusive) were compacted away in etcd before
+// the publisher read them.
+const GapSubject = subjectRoot + ".gap"
 
 // EventType is what happened to an object.
 type EventType string
@@ -43,6 +61,8 @@ const (
 	Added    EventType = "ADDED"
 	Modified EventType = "MODIFIED"
 	Deleted  EventType = "DELETED"
+	// Gap is the type of a compaction gap marker on GapSubject.
+	Gap EventType = "GAP"
 )
 
 func token(s string) string {
