@@ -97,6 +97,16 @@ func (f *fixture) run(p *publisher.Publisher) (stop func()) {
 	return stop
 }
 
+// storageEncode encodes obj as the registry stores it.
+func storageEncode(t *testing.T, obj scheme.Object) string {
+	t.Helper()
+	v, err := storage.Encode(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(v)
+}
+
 // put stores obj at key as the registry would and returns the revision.
 func (f *fixture) put(key string, obj scheme.Object) int64 {
 	f.t.Helper()
@@ -334,15 +344,6 @@ func pod(name string, labels map[string]string) *corev1.Pod {
 	return &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels,
 		Annotations: map[string]string{"note": "0"}},
 		Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "c", Image: "busybox:1"}}}}
-}
-
-func (f *fixture) currentRevision() int64 {
-	f.t.Helper()
-	resp, err := f.etcd.Get(context.Background(), "health")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return resp.Header.Revision
 }
 
 // metric reads a gauge or counter from the publisher's registry.

@@ -338,22 +338,23 @@ func TestPublisherBacksOffBetweenTerms(t *testing.T) {
 }
 
 // The lag metrics: zero once everything is published, including revisions etcd spent
-// outside the registry (the publisher asks etcd for progress).
+// outside the registry after the last change (a watch catching up sees etcd's current
+// revision in its response headers; the publisher asks etcd for progress to know that
+// nothing more is coming).
 func TestPublisherLagMetrics(t *testing.T) {
 	f := newFixture(t, 0)
 	ctx := context.Background()
-	f.put("/pods/default/a", pod("a", nil))
-	f.start()
-	f.waitMessages(1)
+	var last int64
 	for i := range 20 {
-		f.put("/pods/default/a", pod("a", map[string]string{"i": strconv.Itoa(i)}))
+		last = f.put("/pods/default/a", pod("a", map[string]string{"i": strconv.Itoa(i)}))
 	}
 	for range 5 {
 		if _, err := f.etcd.Put(ctx, "/elsewhere/k", "v"); err != nil { // not published
 			t.Fatal(err)
 		}
 	}
-	f.waitMessages(21)
+	f.start()
+	f.waitMessages(20)
 	deadline := time.Now().Add(10 * time.Second)
 	for f.metric("skiff_bus_publisher_lag_revisions") != 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
@@ -364,10 +365,50 @@ func TestPublisherLagMetrics(t *testing.T) {
 	if lag := f.metric("skiff_bus_publisher_lag_seconds"); lag != 0 {
 		t.Errorf("skiff_bus_publisher_lag_seconds = %v after everything was published; want 0", lag)
 	}
-	if n := f.metric("skiff_bus_published_messages_total"); n != 21 {
-		t.Errorf("skiff_bus_published_messages_total = %v, want 21", n)
+	if n := f.metric("skiff_bus_published_messages_total"); n != 20 {
+		t.Errorf("skiff_bus_published_messages_total = %v, want 20", n)
 	}
-	if rev := f.metric("skiff_bus_published_revision"); int64(rev) != f.currentRevision()-5 {
-		t.Errorf("skiff_bus_published_revision = %v, want %d", rev, f.currentRevision()-5)
+	if rev := f.metric("skiff_bus_published_revision"); int64(rev) != last {
+		t.Errorf("skiff_bus_published_revision = %v, want %d", rev, last)
+	}
+	if f.metric("skiff_bus_publisher_leader") != 1 {
+		t.Error("skiff_bus_publisher_leader is not 1")
+	}
+}
+
+// A refused publish stops everything published after it (the expected-last-id chain), even
+// with several messages in flight: here another writer appends to the stream, the next round
+// (three changes of one transaction) is refused as a whole, the term ends and the next one
+// resumes after the foreign message, publishing the whole round again.
+func TestPublisherRefusalStopsEverythingAfterIt(t *testing.T) {
+	f := newFixture(t, 0)
+	ctx := context.Background()
+	first := f.put("/pods/default/a", pod("a", nil))
+	f.start()
+	before := f.waitMessages(1)
+
+	// Another writer appends the next message, as a deposed leader that has not noticed
+	// would.
+	foreign := nats.NewMsg("skiff.obj.core.pods.default.foreign")
+	foreign.Header.Set(bus.HeaderType, "ADDED")
+	foreign.Header.Set(bus.HeaderRevision, strconv.FormatInt(first, 10))
+	foreign.Header.Set(bus.HeaderPrevRevision, strconv.FormatInt(first, 10))
+	foreign.Header.Set(bus.HeaderKind, "v1/Pod")
+	foreign.Header.Set("Nats-Msg-Id", bus.MsgID(first, 1, 0))
+	foreign.Header.Set("Nats-Expected-Last-Msg-Id", before[0].id)
+	if _, err := f.js.PublishMsg(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	txn := f.txn(clientv3.OpPut(prefix+"/pods/default/x", storageEncode(t, pod("x", nil))),
+		clientv3.OpPut(prefix+"/pods/default/y", storageEncode(t, pod("y", nil))),
+		clientv3.OpPut(prefix+"/pods/default/z", storageEncode(t, pod("z", nil))))
+
+	want := f.history(first, first, 0)
+	want = append(want, msg{subject: foreign.Subject, id: bus.MsgID(first, 1, 0), typ: "ADDED", rev: strconv.FormatInt(first, 10),
+		prevRev: strconv.FormatInt(first, 10), kind: "v1/Pod"})
+	want = append(want, f.history(txn, txn, first)...)
+	compare(t, f.waitMessages(len(want)), want)
+	if len(f.logs.find("term ended")) == 0 {
+		t.Error("the publisher's term did not end on the refusal")
 	}
 }
