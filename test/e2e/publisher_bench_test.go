@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/informer"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 )
@@ -352,8 +355,10 @@ func pubReport(b *testing.B, results []pubResult, drain pubDrain) {
 		fmt.Printf("goal: messages the publisher had acknowledged by the end of the writes / messages due, %d writers, >= 0.95x: %.2fx (%.0f of %.0f msgs/s at %.0f etcd puts/s) %s\n",
 			r.writers, ratio(r), float64(r.publishedMsgs)/sec, float64(r.expectedMsgs)/sec, float64(r.puts)/sec,
 			verdict(r.err == nil && ratio(r) >= 0.95))
-		fmt.Printf("goal: publisher lag when the writes stopped, %d writers, <= 1s: %.3fs (%.0f revisions; max while writing %.3fs) %s\n",
-			r.writers, r.finalSec, r.finalRevs, pct(r.lagSec, 1), verdict(r.err == nil && r.finalSec <= 1))
+		endLag := max(time.Duration(r.finalSec*float64(time.Second)), r.catchUp)
+		fmt.Printf("goal: publisher lag when the writes stopped, %d writers, <= 1s: %.3fs (metric %.3fs / %.0f revisions, stream caught up after %s; max while writing %.3fs) %s\n",
+			r.writers, endLag.Seconds(), r.finalSec, r.finalRevs, r.catchUp.Round(time.Millisecond), pct(r.lagSec, 1),
+			verdict(r.err == nil && endLag <= time.Second))
 		name := strconv.Itoa(r.writers) + "w"
 		b.ReportMetric(float64(r.puts)/sec, name+"-etcd-puts/s")
 		b.ReportMetric(float64(r.publishedMsgs)/sec, name+"-published-msgs/s")
@@ -364,4 +369,155 @@ func pubReport(b *testing.B, results []pubResult, drain pubDrain) {
 	fmt.Printf("goal: publisher drain rate / msgs due at etcd's maximum write rate (%d writers) >= 1.00x: %.2fx (%.0f vs %.0f msgs/s) %s\n",
 		drain.writers, drain.rate()/dueRate, drain.rate(), dueRate, verdict(drain.err == nil && drain.rate() >= dueRate))
 	b.ReportMetric(drain.rate(), "drain-msgs/s")
+}
+
+// oneReaderRounds is how many times BenchmarkBusOneReader repeats its measurement.
+const oneReaderRounds = 3
+
+// oneReaderRound is one round: the same writes seen by the bus and by etcd.
+type oneReaderRound struct {
+	writes, writeErrs int
+	writeRate         float64
+	bus, watch, extra []int64 // latencies (extra: bus minus watch, per write), sorted
+	err               error
+}
+
+// BenchmarkBusOneReader measures what the bus adds to a reader's latency: one pod informer on
+// the bus and one direct etcd watch run side by side, on the same writes at the same moment
+// (fanoutWrites updates through the API at fanoutRate), so that a busy machine slows both
+// alike. The difference is the bus's path: the apiserver's etcd watch, the JetStream publish,
+// the consumer and the informer. It repeats oneReaderRounds times.
+//
+//	go test ./test/e2e/ -run '^$' -bench BusOneReader -benchtime 1x
+func BenchmarkBusOneReader(b *testing.B) {
+	if testing.Short() {
+		b.Skip("runs etcd and NATS processes")
+	}
+	c := startBenchCluster(b)
+	env := newFanoutEnv(b, c)
+	pods, _ := scheme.Default().ForName("pods")
+	js := c.newJetStream(b)
+	etcd := c.newEtcdClients(b, 1)[0]
+	logger := benchLogger()
+
+	var rounds []oneReaderRound
+	for i := range oneReaderRounds {
+		runID := "one-" + strconv.Itoa(i)
+		newSink := func() *fanoutSink {
+			return &fanoutSink{run: runID, warm: runID + "-warm", lat: make([]int64, fanoutWrites),
+				byWrite: make([]int64, fanoutWrites)}
+		}
+		busSink, watchSink := newSink(), newSink()
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		inf := informer.New(informer.Config{Client: env.clients[0], JetStream: js, Kind: pods, Logger: logger})
+		inf.AddEventHandler(informer.HandlerFuncs{UpdateFunc: func(_, obj scheme.Object) { busSink.observe(obj) }})
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = inf.Run(ctx) }()
+		var created sync.WaitGroup
+		created.Add(1)
+		go func() { defer wg.Done(); watchPods(ctx, etcd, watchSink, created.Done) }()
+		syncCtx, cancelSync := context.WithTimeout(ctx, time.Minute)
+		synced := informer.WaitForCacheSync(syncCtx, inf)
+		cancelSync()
+		created.Wait()
+		r := oneReaderRound{}
+		if !synced {
+			r.err = errors.New("the informer did not sync within a minute")
+		} else {
+			r.err = env.warmUp(ctx, runID, []*fanoutSink{busSink, watchSink})
+		}
+		if r.err == nil {
+			c.waitStreamCaughtUp(b)
+			t0, acked, errs, end := env.write(ctx, runID)
+			r.writes, r.writeErrs = acked, errs
+			r.writeRate = float64(acked+errs) / end.Sub(t0).Seconds()
+			progressAt, last := time.Now(), int64(-1)
+			for {
+				n := busSink.n.Load() + watchSink.n.Load()
+				if busSink.n.Load() >= int64(acked) && watchSink.n.Load() >= int64(acked) {
+					break
+				}
+				if n != last {
+					progressAt, last = time.Now(), n
+				}
+				if time.Since(progressAt) > fanoutStall {
+					r.err = fmt.Errorf("bus delivered %d, watch %d of %d", busSink.n.Load(), watchSink.n.Load(), acked)
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		cancel()
+		wg.Wait()
+		if r.err != nil {
+			b.Errorf("round %d: %v", i+1, r.err)
+		}
+		for k := range fanoutWrites {
+			bl, wl := busSink.byWrite[k], watchSink.byWrite[k]
+			if bl > 0 && wl > 0 {
+				r.bus, r.watch, r.extra = append(r.bus, bl), append(r.watch, wl), append(r.extra, bl-wl)
+			}
+		}
+		slices.Sort(r.bus)
+		slices.Sort(r.watch)
+		slices.Sort(r.extra)
+		rounds = append(rounds, r)
+		fmt.Printf("  round %d: %d writes at %.0f/s; bus p50 %s p99 %s, etcd watch p50 %s p99 %s; bus minus watch per write p50 %s p99 %s\n",
+			i+1, r.writes, r.writeRate, benchDur(benchPercentile(r.bus, 0.5)), benchDur(benchPercentile(r.bus, 0.99)),
+			benchDur(benchPercentile(r.watch, 0.5)), benchDur(benchPercentile(r.watch, 0.99)),
+			signedDur(benchPercentile(r.extra, 0.5)), signedDur(benchPercentile(r.extra, 0.99)))
+	}
+
+	var bus, watch, extra []int64
+	ok := true
+	for _, r := range rounds {
+		bus, watch, extra = append(bus, r.bus...), append(watch, r.watch...), append(extra, r.extra...)
+		ok = ok && r.err == nil && r.writeErrs == 0
+	}
+	slices.Sort(bus)
+	slices.Sort(watch)
+	slices.Sort(extra)
+	bp50, bp99 := benchPercentile(bus, 0.5), benchPercentile(bus, 0.99)
+	wp50, wp99 := benchPercentile(watch, 0.5), benchPercentile(watch, 0.99)
+	where := "in the test process"
+	if benchAPIServerProcess() {
+		where = "as its own process"
+	}
+	fmt.Printf("\nOne reader, %d rounds of %d pod updates at %d/s through the API; a bus informer and a direct etcd watch side by side (apiserver %s):\n",
+		oneReaderRounds, fanoutWrites, fanoutRate, where)
+	fmt.Printf("  %-22s %9s %9s %9s\n", "", "p50", "p99", "max")
+	fmt.Printf("  %-22s %9s %9s %9s\n", "etcd watch (baseline)", benchDur(wp50), benchDur(wp99), benchDur(benchPercentile(watch, 1)))
+	fmt.Printf("  %-22s %9s %9s %9s\n", "bus", benchDur(bp50), benchDur(bp99), benchDur(benchPercentile(bus, 1)))
+	fmt.Printf("  %-22s %9s %9s %9s\n", "bus minus watch", signedDur(benchPercentile(extra, 0.5)), signedDur(benchPercentile(extra, 0.99)),
+		signedDur(benchPercentile(extra, 1)))
+	fmt.Println("  latency = from sending the update to the reader's handler; the writes' own latency is in both.")
+	ratio := func(a, b time.Duration) float64 {
+		if b <= 0 {
+			return 0
+		}
+		return float64(a) / float64(b)
+	}
+	verdict := "NOT met"
+	if ok && wp99 > 0 && bp99 <= 2*wp99 {
+		verdict = "met"
+	}
+	fmt.Printf("goal: bus p99 / direct etcd watch p99, 1 reader at %d writes/s, <= 2.00x: %.2fx (%s vs %s; p50 %.2fx, %s vs %s) %s\n",
+		fanoutRate, ratio(bp99, wp99), benchDur(bp99), benchDur(wp99), ratio(bp50, wp50), benchDur(bp50), benchDur(wp50), verdict)
+	b.ReportMetric(float64(bp50)/1e6, "bus-p50-ms")
+	b.ReportMetric(float64(bp99)/1e6, "bus-p99-ms")
+	b.ReportMetric(float64(wp50)/1e6, "watch-p50-ms")
+	b.ReportMetric(float64(wp99)/1e6, "watch-p99-ms")
+	b.ReportMetric(ratio(bp99, wp99), "p99-ratio")
+}
+
+// signedDur is benchDur for a difference that may be negative.
+func signedDur(d time.Duration) string {
+	if d < 0 {
+		return "-" + benchDur(-d)
+	}
+	if d == 0 {
+		return "0"
+	}
+	return benchDur(d)
 }
