@@ -1,7 +1,9 @@
 package embedded
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"time"
@@ -25,6 +27,12 @@ type NATSConfig struct {
 	// SyncAlways fsyncs every stored message (etcd-like durability at several times the cost);
 	// otherwise NATS syncs every two minutes and a machine crash can lose the unsynced tail.
 	SyncAlways bool
+	// Logger receives the server's warnings and errors (its notices at debug level); nil
+	// discards everything. NATS' own log lines are not structured, so they go through it.
+	Logger *slog.Logger
+	// MaxPayload overrides the largest message the server takes (0: limits.BusMaxPayloadBytes,
+	// what the bus needs). Tests set it lower to exercise the publisher's oversize markers.
+	MaxPayload int32
 }
 
 // StartNATS starts NATS with JetStream and waits until it accepts connections.
@@ -44,6 +52,10 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	maxPayload := cfg.MaxPayload
+	if maxPayload == 0 {
+		maxPayload = limits.BusMaxPayloadBytes
+	}
 	opts := &server.Options{
 		ServerName: "skiff",
 		Host:       host,
@@ -53,11 +65,15 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		SyncAlways: cfg.SyncAlways,
-		MaxPayload: limits.BusMaxPayloadBytes,
+		MaxPayload: maxPayload,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	if cfg.Logger != nil {
+		// NoLog keeps the server from installing its own (plain text) logger over this one.
+		ns.SetLoggerV2(natsLogger{cfg.Logger.With("component", "nats")}, false, false, false)
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
@@ -71,4 +87,22 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 func (n *NATS) Close() {
 	n.server.Shutdown()
 	n.server.WaitForShutdown()
+}
+
+// natsLogger is the NATS server's logger on slog. Notices (the start-up banner, connections)
+// are debug: a Skiff user does not need them.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.logf(slog.LevelDebug, format, v...) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v...) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.logf(slog.LevelError, format, v...) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v...) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v...) }
+func (l natsLogger) Tracef(format string, v ...any)  { l.logf(slog.LevelDebug, format, v...) }
+
+func (l natsLogger) logf(level slog.Level, format string, v ...any) {
+	ctx := context.Background()
+	if l.log.Enabled(ctx, level) {
+		l.log.Log(ctx, level, fmt.Sprintf(format, v...))
+	}
 }

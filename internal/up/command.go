@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/skiff-project/skiff/pkg/bus"
 )
@@ -28,6 +29,9 @@ func NewCommand() *cobra.Command {
 				return err
 			}
 			o.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			// gRPC's logger is process-wide; this binary's log is structured, so it goes there
+			// too (before anything uses gRPC).
+			grpclog.SetLoggerV2(grpcLogger{o.Logger.With("component", "grpc")})
 			o.Out = cmd.OutOrStdout()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

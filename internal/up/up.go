@@ -55,7 +55,7 @@ func Run(ctx context.Context, o Options) error {
 	defer etcdClient.Close()
 
 	nats, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(o.DataDir, "nats"), Addr: o.NATSAddr,
-		SyncAlways: o.NATSSyncAlways})
+		SyncAlways: o.NATSSyncAlways, Logger: log})
 	if err != nil {
 		return err
 	}

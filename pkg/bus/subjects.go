@@ -14,6 +14,7 @@ import (
 //
 //	skiff.obj.{group}.{resource}.{namespace}.{name}   every change of every object
 //	skiff.node.{node}.{group}.{resource}.{namespace}.{name}   pods bound to {node}
+//	skiff.gap   compaction gap markers (GapSubject)
 //
 // {group} is "core" for the core group and {namespace} is "_" for cluster-scoped kinds, so
 // that each token is non-empty. Object names may hold dots, which NATS reserves as the token

@@ -7,7 +7,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,9 +40,11 @@ func benchAPIServerProcess() bool { return os.Getenv("SKIFF_BENCH_APISERVER") ==
 type benchCluster struct {
 	etcd, nats *proc.Process
 	api        *proc.Process // nil when the apiserver runs in the test process
+	stopInProc func()        // stops the in-process apiserver (nil when not running)
 	etcdURL    string
 	natsURL    string
 	grpcAddr   string
+	httpAddr   string // REST, health and /metrics
 	etcdClient *clientv3.Client
 	js         jetstream.JetStream // the test's own view of the stream
 }
@@ -100,19 +104,61 @@ func startBenchCluster(b *testing.B) *benchCluster {
 		return c
 	}
 	// The apiserver, in this process (its CPU shows in the test process's time, not etcd's).
+	c.grpcAddr, c.httpAddr = "127.0.0.1:"+strconv.Itoa(ports[3]), "127.0.0.1:"+strconv.Itoa(ports[4])
+	c.startInProcAPIServer(b)
+	b.Cleanup(func() { c.stopInProcAPIServer() }) // runs before the processes stop (LIFO)
+	c.js = c.newJetStream(b)
+	return c
+}
+
+// startInProcAPIServer runs the apiserver in this process on c.grpcAddr and c.httpAddr.
+func (c *benchCluster) startInProcAPIServer(b *testing.B) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	srvCtx, stopSrv := context.WithCancel(context.Background())
 	srv, err := apiserver.New(ctx, apiserver.Config{EtcdEndpoints: []string{c.etcdURL}, NATSURL: c.natsURL,
-		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Identity: "bench", Logger: benchLogger()})
+		GRPCAddr: c.grpcAddr, HTTPAddr: c.httpAddr, Identity: "bench", Logger: benchLogger()})
 	if err != nil {
 		stopSrv()
 		b.Fatal(err)
 	}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(srvCtx) }()
-	b.Cleanup(func() { stopSrv(); <-served }) // runs before the processes stop (LIFO)
-	c.grpcAddr = srv.GRPCAddr()
-	c.js = c.newJetStream(b)
-	return c
+	c.stopInProc = func() { stopSrv(); <-served }
+}
+
+func (c *benchCluster) stopInProcAPIServer() {
+	if c.stopInProc != nil {
+		c.stopInProc()
+		c.stopInProc = nil
+	}
+}
+
+// stopAPIServer stops the apiserver (and so the publisher), in process or not.
+func (c *benchCluster) stopAPIServer() {
+	if c.api != nil {
+		c.api.Stop()
+		return
+	}
+	c.stopInProcAPIServer()
+}
+
+// startAPIServer starts the apiserver stopped by stopAPIServer again, on the same addresses.
+func (c *benchCluster) startAPIServer(b *testing.B) {
+	b.Helper()
+	if c.api == nil {
+		c.startInProcAPIServer(b)
+		return
+	}
+	if err := c.api.Start(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.api.WaitReady(ctx, func(ctx context.Context) error { return readyz(ctx, "http://"+c.httpAddr) }); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // startAPIServerProcess runs the apiserver binary and waits for /readyz.
@@ -121,6 +167,7 @@ func (c *benchCluster) startAPIServerProcess(b *testing.B, dir string, grpcPort,
 	bin := buildBinaries(b).apiserver
 	c.grpcAddr = "127.0.0.1:" + strconv.Itoa(grpcPort)
 	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
+	c.httpAddr = httpAddr
 	c.api = proc.New("apiserver", bin, filepath.Join(dir, "apiserver.log"), "--etcd-endpoints", c.etcdURL,
 		"--nats-url", c.natsURL, "--grpc-addr", c.grpcAddr, "--http-addr", httpAddr, "--identity", "bench")
 	b.Cleanup(func() { // before NATS and etcd stop (LIFO)
@@ -258,8 +305,8 @@ func (c *benchCluster) streamCaughtUp(ctx context.Context, timeout time.Duration
 	return time.Now(), nil
 }
 
-// watermarkPuts counts the publisher's watermark updates so far: it writes one per batch of
-// messages (one etcd watch response), so the count over a run says how the publisher batched.
+// watermarkPuts counts the publisher's watermark updates so far (at most 10 a second while it
+// publishes).
 func (c *benchCluster) watermarkPuts(ctx context.Context) uint64 {
 	s, err := c.js.Stream(ctx, "KV_SKIFF_BUS")
 	if err != nil {
@@ -294,6 +341,34 @@ func (c *benchCluster) deleteConsumers(ctx context.Context) (int, error) {
 		}
 	}
 	return len(all), nil
+}
+
+// metrics reads the apiserver's /metrics: every series without labels, by name.
+func (c *benchCluster) metrics(ctx context.Context) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.httpAddr+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, nil
 }
 
 // benchCPUMeter reads CPU time (user+system) of etcd, NATS, the apiserver process (-1 when

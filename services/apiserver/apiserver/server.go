@@ -136,8 +136,24 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // connectBus connects to NATS and prepares the publisher. The connection retries forever: a
 // NATS restart pauses publishing (the publisher resumes from the stream), it loses nothing.
 func (s *Server) connectBus(ctx context.Context) error {
+	natsLog := s.log.With("component", "nats-client")
 	nc, err := nats.Connect(s.cfg.NATSURL, nats.Name("skiff-apiserver"), nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond))
+		nats.RetryOnFailedConnect(true), nats.ReconnectWait(100*time.Millisecond),
+		// Without handlers nats.go prints asynchronous errors (a slow consumer, a failed
+		// reconnect) to stderr as plain text; they belong in the structured log.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				natsLog.Warn("NATS error", "subject", sub.Subject, "error", err)
+				return
+			}
+			natsLog.Warn("NATS error", "error", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				natsLog.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { natsLog.Info("NATS reconnected", "url", nc.ConnectedUrl()) }))
 	if err != nil {
 		return fmt.Errorf("connect to NATS %s: %w", s.cfg.NATSURL, err)
 	}
