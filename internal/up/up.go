@@ -8,11 +8,15 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"github.com/skiff-project/skiff/internal/component"
 	"github.com/skiff-project/skiff/internal/embedded"
 	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/pkg/record"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
+	"github.com/skiff-project/skiff/services/scheduler/scheduler"
 )
 
 // Options configure Run.
@@ -72,7 +76,57 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("skiff up", "startup", time.Since(start), "http", srv.HTTPAddr(), "grpc", srv.GRPCAddr(),
 		"etcd", etcd.Endpoint, "nats", nats.URL, "dataDir", o.DataDir)
-	err = srv.Serve(ctx)
+
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(serveCtx) }()
+	// The control plane's components run in this process on one shared Env (one client, one
+	// bus connection, one informer per kind), stopping before the apiserver does.
+	err = runComponents(ctx, srv.GRPCAddr(), nats.URL, log)
 	log.Info("skiff stopping")
+	stopServing()
+	if serr := <-served; err == nil {
+		err = serr
+	}
 	return err
+}
+
+// runComponents runs the in-process components until ctx ends.
+func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger) error {
+	env, closeEnv, err := component.Connect("skiff-up", server, natsURL, log)
+	if err != nil {
+		return err
+	}
+	defer closeEnv()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	schedEvents := record.New(env.Client, scheduler.DefaultSchedulerName, "", log)
+	sched, err := scheduler.New(scheduler.Config{Client: env.Client, Informers: env.Informers,
+		Recorder: schedEvents, Logger: log, Metrics: env.Metrics})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	start := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	start("scheduler", sched.Run)
+	start("scheduler events", func(ctx context.Context) error { schedEvents.Run(ctx); return nil })
+	<-ctx.Done()
+	wg.Wait()
+	env.Informers.Shutdown()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -38,6 +41,18 @@ func NewGRPC(target string, opts ...grpc.DialOption) (Interface, error) {
 		grpc.WithInitialWindowSize(flowWindowBytes), grpc.WithInitialConnWindowSize(flowWindowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 	}, opts...)
+	if addrs := strings.Split(target, ","); len(addrs) > 1 {
+		// Several apiservers: one connection that fails over between them (pick_first tries
+		// them in order and moves on when one goes away).
+		r := manual.NewBuilderWithScheme("skiff-apiservers")
+		var state resolver.State
+		for _, a := range addrs {
+			state.Addresses = append(state.Addresses, resolver.Address{Addr: strings.TrimSpace(a)})
+		}
+		r.InitialState(state)
+		opts = append(opts, grpc.WithResolvers(r))
+		target = r.Scheme() + ":///apiservers"
+	}
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", target, err)

@@ -38,8 +38,11 @@ func SplitKey(key string) (namespace, name string) {
 //
 // Only the informer writes to its Store; everything exported reads.
 type Store struct {
-	log      *slog.Logger
-	indexers Indexers
+	log *slog.Logger
+	// indexers is replaced, never changed in place (AddIndexers), so put can run index
+	// functions on a snapshot outside the lock; indexersGen counts replacements.
+	indexers    Indexers
+	indexersGen int
 
 	mu    sync.RWMutex
 	items map[string]scheme.Object
@@ -130,9 +133,15 @@ func (s *Store) objectsLocked(keys []string) []scheme.Object {
 func (s *Store) put(obj scheme.Object) {
 	key := KeyOf(obj)
 	// Index functions run outside the lock: they are user code and may be slow.
-	vals := s.indexValues(obj)
+	s.mu.RLock()
+	indexers, gen := s.indexers, s.indexersGen
+	s.mu.RUnlock()
+	vals := s.indexValues(indexers, obj)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if gen != s.indexersGen { // an index was added meanwhile: include it
+		vals = s.indexValues(s.indexers, obj)
+	}
 	s.unindexLocked(key)
 	s.items[key] = obj
 	for name, vs := range vals {
@@ -175,9 +184,9 @@ func (s *Store) unindexLocked(key string) {
 // indexValues runs every index function on obj. A failing function leaves the object out of
 // that index (and says so) rather than failing the informer: one odd object must not stop
 // the cache.
-func (s *Store) indexValues(obj scheme.Object) map[string][]string {
-	vals := make(map[string][]string, len(s.indexers))
-	for name, fn := range s.indexers {
+func (s *Store) indexValues(indexers Indexers, obj scheme.Object) map[string][]string {
+	vals := make(map[string][]string, len(indexers))
+	for name, fn := range indexers {
 		vs, err := fn(obj)
 		if err != nil {
 			s.log.Error("index function failed; object left out of the index", "index", name,

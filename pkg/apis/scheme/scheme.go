@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
+	coordinationv1 "github.com/skiff-project/skiff/pkg/apis/coordination/v1"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/fields"
@@ -231,6 +232,8 @@ var defaultScheme = New(
 		newObject:        func() Object { return &appsv1.ReplicaSet{} }, newList: func() proto.Message { return &appsv1.ReplicaSetList{} }},
 	&Kind{Group: "apps", Version: "v1", Kind: "Deployment", Resource: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, HasStatus: true,
 		newObject: func() Object { return &appsv1.Deployment{} }, newList: func() proto.Message { return &appsv1.DeploymentList{} }},
+	&Kind{Group: "coordination.k8s.io", Version: "v1", Kind: "Lease", Resource: "leases", Namespaced: true,
+		newObject: func() Object { return &coordinationv1.Lease{} }, newList: func() proto.Message { return &coordinationv1.LeaseList{} }},
 )
 
 // SetTypeMeta sets apiVersion and kind on any object.

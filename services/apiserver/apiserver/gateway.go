@@ -12,6 +12,7 @@ import (
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
+	coordinationv1 "github.com/skiff-project/skiff/pkg/apis/coordination/v1"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/codec"
 )
@@ -37,6 +38,7 @@ func restHandlers() []registration {
 		register(corev1.RegisterEventAPIHandlerClient, corev1.NewEventAPIClient),
 		register(appsv1.RegisterReplicaSetAPIHandlerClient, appsv1.NewReplicaSetAPIClient),
 		register(appsv1.RegisterDeploymentAPIHandlerClient, appsv1.NewDeploymentAPIClient),
+		register(coordinationv1.RegisterLeaseAPIHandlerClient, coordinationv1.NewLeaseAPIClient),
 	}
 }
 

@@ -189,14 +189,20 @@ func (s *Server) closeBus() {
 	}
 }
 
+// builtinNamespaces exist from the start, as in Kubernetes: kube-system for the control plane
+// (its leader Leases), kube-node-lease for nodes' heartbeat Leases, kube-public.
+var builtinNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
+
 // bootstrap creates the namespaces that exist from the start, waiting for etcd if needed.
 func (s *Server) bootstrap(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		err := s.registry.EnsureNamespace(ctx, "default")
-		if err == nil {
-			err = s.registry.EnsureNamespace(ctx, "kube-system")
+		var err error
+		for _, ns := range builtinNamespaces {
+			if err = s.registry.EnsureNamespace(ctx, ns); err != nil {
+				break
+			}
 		}
 		if err == nil {
 			return nil

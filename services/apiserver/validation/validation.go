@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
+	coordinationv1 "github.com/skiff-project/skiff/pkg/apis/coordination/v1"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
@@ -44,6 +45,8 @@ func Validate(obj scheme.Object) ErrorList {
 		return validateReplicaSet(o)
 	case *appsv1.Deployment:
 		return validateDeployment(o)
+	case *coordinationv1.Lease:
+		return validateLease(o)
 	case nil:
 		return ErrorList{Required(NewPath("metadata"), "an object is required")}
 	}
