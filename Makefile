@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up test test-short test-unit fuzz generate verify-generate tools bench bench-bus bench-publisher vet fmt clean
+.PHONY: all build up test test-short test-unit fuzz generate verify-generate tools bench bench-bus bench-publisher bench-scheduler vet fmt clean
 
 all: build
 
@@ -64,6 +64,12 @@ bench:
 ## node-scoped fan-out (1,000 kubelets, 10,000 bindings)
 bench-bus:
 	go test ./test/e2e/ -run='^$$' -bench=Fanout -benchtime=1x -timeout 30m
+
+## bench-scheduler: scheduling throughput end to end (apiserver + etcd fsync + bus) at 100, 1,000
+## and 5,000 Node objects for basic, node-affinity and pod-anti-affinity pods, where the time goes,
+## the cache's memory, and the goal lines (SKIFF_BENCH_NODES=100,1000 for a shorter run)
+bench-scheduler:
+	go test ./services/scheduler/scheduler/ -run='^$$' -bench=Scheduling -benchtime=1x -timeout 30m
 
 ## bench-publisher: the publisher's latency and throughput: one bus informer beside a direct etcd
 ## watch on the same writes at 1,000/s (goal: bus p99 within 2x), then etcd's maximum write rate

@@ -10,12 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skiff-project/skiff/internal/testenv"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/informer"
+	"github.com/skiff-project/skiff/pkg/leaderelection"
 	"github.com/skiff-project/skiff/pkg/record"
 	"github.com/skiff-project/skiff/services/scheduler/scheduler"
 )
@@ -282,3 +285,75 @@ func TestRestartAndConcurrentSchedulersBindEachPodOnce(t *testing.T) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Two replicas under leader election: only the leader schedules; when it stops, the other
+// takes over and schedules what comes next.
+func TestReplicasUnderLeaderElection(t *testing.T) {
+	c := newCluster(t)
+	c.createNode(t, "n1", "8", "16Gi", nil)
+	type replica struct {
+		reg    *prometheus.Registry
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	start := func(id string) *replica {
+		r := &replica{reg: prometheus.NewRegistry(), done: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		r.cancel = cancel
+		factory := informer.NewFactory(c.env.Client, c.env.JetStream(t), c.quiet)
+		s, err := scheduler.New(scheduler.Config{Client: c.env.Client, Informers: factory, Logger: c.quiet, Metrics: r.reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		el, err := leaderelection.New(leaderelection.Config{Client: c.env.Client, Namespace: "kube-system", Name: "scheduler",
+			Identity: id, LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 200 * time.Millisecond,
+			Logger: c.quiet, OnStartedLeading: func(ctx context.Context) { _ = s.Run(ctx) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { defer close(r.done); _ = el.Run(ctx); factory.Shutdown() }()
+		t.Cleanup(func() { cancel(); <-r.done })
+		return r
+	}
+	scheduled := func(r *replica) float64 {
+		mfs, _ := r.reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "skiff_scheduler_schedule_attempts_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "result" && l.GetValue() == "scheduled" {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	a, b := start("a"), start("b")
+	for i := range 10 {
+		c.create(t, newPod(fmt.Sprintf("first-%d", i), "", nil))
+	}
+	for i := range 10 {
+		c.waitBound(t, fmt.Sprintf("first-%d", i))
+	}
+	leader, standby := a, b
+	if scheduled(b) > 0 {
+		leader, standby = b, a
+	}
+	if scheduled(leader) != 10 || scheduled(standby) != 0 {
+		t.Fatalf("scheduled by the replicas: %v and %v; want 10 by the leader only", scheduled(leader), scheduled(standby))
+	}
+	leader.cancel()
+	<-leader.done
+	for i := range 10 {
+		c.create(t, newPod(fmt.Sprintf("second-%d", i), "", nil))
+	}
+	for i := range 10 {
+		c.waitBound(t, fmt.Sprintf("second-%d", i))
+	}
+	if scheduled(standby) != 10 {
+		t.Fatalf("the new leader scheduled %v pods; want 10", scheduled(standby))
+	}
+}
