@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.
@@ -44,6 +45,7 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	f.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
 	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
+	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", ipalloc.DefaultRange, "CIDR Services' cluster IPs are allocated from")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
 	f.BoolVar(&o.NATSSyncAlways, "nats-sync-always", false, "fsync every bus message (survives a machine crash without relying on etcd replay; slower)")

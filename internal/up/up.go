@@ -29,8 +29,10 @@ type Options struct {
 	Stream   bus.StreamConfig
 	// NATSSyncAlways fsyncs every bus message (see embedded.NATSConfig).
 	NATSSyncAlways bool
-	Logger         *slog.Logger
-	Out            io.Writer // where the "listening on" banner goes
+	// ServiceClusterIPRange is where Services' cluster IPs come from ("" is 10.96.0.0/12).
+	ServiceClusterIPRange string
+	Logger                *slog.Logger
+	Out                   io.Writer // where the "listening on" banner goes
 }
 
 // Run starts everything, prints where it listens and serves until ctx is cancelled; then it
@@ -63,6 +65,7 @@ func Run(ctx context.Context, o Options) error {
 
 	srv, err := apiserver.New(ctx, apiserver.Config{
 		Etcd: etcdClient, NATSURL: nats.URL, Stream: &o.Stream, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, Logger: log,
+		ServiceClusterIPRange: o.ServiceClusterIPRange,
 	})
 	if err != nil {
 		return err
