@@ -11,9 +11,7 @@
 package testnet
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -26,57 +24,28 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/skiff-project/skiff/internal/kernel"
 )
 
 // BPFFS is where bpffs is mounted.
-const BPFFS = "/sys/fs/bpf"
+const BPFFS = kernel.BPFFS
 
-// Require skips the test unless it runs as root on a kernel with cgroup2 and BPF, and
-// mounts bpffs when it is not mounted.
+// Require skips the test unless it runs as root, and fails it when root cannot load BPF
+// programs here (no cgroup2, no BTF, bpffs cannot be mounted): CI runs as root on a kernel
+// that can, so a skip there would hide a broken machine. It mounts bpffs when it is not
+// mounted.
 func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, cgroups, BPF)")
 	}
-	if _, err := Cgroup2Root(); err != nil {
-		t.Skipf("no cgroup2: %v", err)
+	if err := kernel.CanLoadBPF(); err != nil {
+		t.Fatalf("cannot load BPF programs here: %v", err)
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2's ip")
 	}
-	if err := MountBPFFS(); err != nil {
-		t.Fatalf("bpffs: %v", err)
-	}
-}
-
-// MountBPFFS mounts bpffs at /sys/fs/bpf unless it is there.
-func MountBPFFS() error {
-	var fs unix.Statfs_t
-	if err := unix.Statfs(BPFFS, &fs); err == nil && uint32(fs.Type) == 0xcafe4a11 {
-		return nil
-	}
-	if err := unix.Mount("bpf", BPFFS, "bpf", 0, ""); err != nil {
-		return fmt.Errorf("mount -t bpf bpf %s: %w", BPFFS, err)
-	}
-	return nil
-}
-
-// Cgroup2Root is where the cgroup2 hierarchy is mounted (/sys/fs/cgroup on a pure v2
-// system, /sys/fs/cgroup/unified on a hybrid one).
-func Cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) >= 3 && fields[2] == "cgroup2" {
-			return fields[1], nil
-		}
-	}
-	return "", errors.New("cgroup2 is not mounted")
 }
 
 var seq atomic.Int64
@@ -169,11 +138,11 @@ func Link(t testing.TB, a *Netns, aAddr string, b *Netns, bAddr string) {
 // that BPF programs attached to it act on the test's sockets only.
 func Cgroup(t testing.TB) string {
 	t.Helper()
-	root, err := Cgroup2Root()
+	root, err := kernel.Cgroup2Root()
 	if err != nil {
 		t.Fatal(err)
 	}
-	orig, err := ownCgroup()
+	orig, err := kernel.OwnCgroup()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,20 +167,6 @@ func Cgroup(t testing.TB) string {
 
 func moveSelf(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0)
-}
-
-// ownCgroup is this process's cgroup2 path (the "0::" line of /proc/self/cgroup).
-func ownCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p, nil
-		}
-	}
-	return "", errors.New("no cgroup2 entry in /proc/self/cgroup")
 }
 
 // Backend is a server in a namespace that answers with its own name: each TCP connection
