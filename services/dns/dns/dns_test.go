@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/skiff-project/skiff/internal/testenv"
+	"github.com/skiff-project/skiff/internal/testnet"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
@@ -25,6 +26,12 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // startServer runs a DNS server on the environment's bus, on loopback, until the test ends.
 func startServer(t testing.TB, env *testenv.Env, cfg Config) *Server {
+	t.Helper()
+	return startServerIn(t, env, cfg, nil)
+}
+
+// startServerIn is startServer with the sockets opened in ns (nil: this namespace).
+func startServerIn(t testing.TB, env *testenv.Env, cfg Config, ns *testnet.Netns) *Server {
 	t.Helper()
 	cfg.Informers = informer.NewFactory(env.Client, env.JetStream(t), quiet())
 	if cfg.Addr == "" {
@@ -38,6 +45,11 @@ func startServer(t testing.TB, env *testenv.Env, cfg Config) *Server {
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ns != nil {
+		if err := ns.Do(s.Listen); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

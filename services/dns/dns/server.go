@@ -67,6 +67,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	addr netip.AddrPort
+	pc   net.PacketConn
+	lis  net.Listener
 }
 
 // New prepares a server; Run serves.
@@ -108,10 +110,12 @@ func (s *Server) Addr() netip.AddrPort {
 	return s.addr
 }
 
-// Run waits for the caches, then answers on UDP and TCP until ctx ends.
-func (s *Server) Run(ctx context.Context) error {
-	s.cfg.Informers.Start(ctx)
-	if !informer.WaitForCacheSync(ctx, s.services, s.endpoints) {
+// Listen opens the server's UDP and TCP sockets (Run does when they are not open yet): a
+// caller can open them in another network namespace.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pc != nil {
 		return nil
 	}
 	pc, err := net.ListenPacket("udp", s.cfg.Addr)
@@ -125,9 +129,24 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen DNS on tcp %s: %w", pc.LocalAddr(), err)
 	}
 	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	s.pc, s.lis, s.addr = pc, lis, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	return nil
+}
+
+// Run waits for the caches, then answers on UDP and TCP until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
 	s.mu.Lock()
-	s.addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	pc, lis := s.pc, s.lis
 	s.mu.Unlock()
+	s.cfg.Informers.Start(ctx)
+	if !informer.WaitForCacheSync(ctx, s.services, s.endpoints) {
+		pc.Close()
+		lis.Close()
+		return nil
+	}
 
 	handler := dns.HandlerFunc(s.serve)
 	servers := []*dns.Server{{PacketConn: pc, Handler: handler}, {Listener: lis, Handler: handler}}
