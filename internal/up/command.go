@@ -16,7 +16,7 @@ import (
 
 // NewCommand is `skiff up`: flags wired to Run.
 func NewCommand() *cobra.Command {
-	o := Options{Stream: bus.DefaultStreamConfig()}
+	o := Options{Stream: bus.DefaultStreamConfig(), Proxy: true}
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -46,6 +46,9 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
 	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
 	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", ipalloc.DefaultRange, "CIDR Services' cluster IPs are allocated from")
+	f.BoolVar(&o.Proxy, "proxy", true, "run the eBPF service proxy for this machine (needs root, cgroup2 and BPF)")
+	f.StringVar(&o.DNSAddr, "dns-addr", "0.0.0.0:10053", "where the cluster DNS listens (UDP and TCP; \"\" for none); pods reach it at kube-dns's cluster IP, port 53")
+	f.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "the cluster DNS domain")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
 	f.BoolVar(&o.NATSSyncAlways, "nats-sync-always", false, "fsync every bus message (survives a machine crash without relying on etcd replay; slower)")

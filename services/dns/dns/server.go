@@ -449,3 +449,11 @@ func (s *Server) srvRecords(name, ns, svcName, portLabel, protoLabel string, qty
 // dashed is the name of an endpoint without a hostname: its address with dashes
 // (10.244.1.5 -> 10-244-1-5), as Kubernetes' DNS names it.
 func dashed(ip string) string { return strings.NewReplacer(".", "-", ":", "-").Replace(ip) }
+
+// DefaultDomainOr is domain, or DefaultDomain when it is empty.
+func DefaultDomainOr(domain string) string {
+	if domain == "" {
+		return DefaultDomain
+	}
+	return domain
+}
