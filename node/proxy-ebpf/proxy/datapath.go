@@ -307,18 +307,20 @@ const maxServices = 65536
 func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	total := 0
+	for _, bs := range changes {
+		total += len(bs)
+	}
 	var (
-		bKeys          []lbBackendKey
-		bVals          []lbBackendValue
-		sKeys          []lbServiceKey
-		sVals          []lbServiceValue
+		bKeys          = make([]lbBackendKey, 0, total)
+		bVals          = make([]lbBackendValue, 0, total)
+		sKeys          = make([]lbServiceKey, 0, len(changes))
+		sVals          = make([]lbServiceValue, 0, len(changes))
 		delB           []lbBackendKey
 		delS           []lbServiceKey
-		newStats       []lbStatsKey
 		delStats       []lbStatsKey
-		resetRR        []uint32
 		freed          []uint32
-		nextProgrammed = map[ServicePort]*programmedService{}
+		nextProgrammed = make(map[ServicePort]*programmedService, len(changes))
 		removed        []ServicePort
 	)
 	for sp, backends := range changes {
@@ -345,7 +347,6 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 				return err
 			}
 			next.id = id
-			resetRR = append(resetRR, id)
 		}
 		var old []Backend
 		if cur != nil {
@@ -361,11 +362,6 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 		for slot := len(backends); slot < len(old); slot++ {
 			delB = append(delB, lbBackendKey{Id: next.id, Slot: uint32(slot)})
 		}
-		for _, b := range backends {
-			if !slices.Contains(old, b) {
-				newStats = append(newStats, statsKey(next.id, b))
-			}
-		}
 		for _, b := range old {
 			if !slices.Contains(backends, b) {
 				delStats = append(delStats, statsKey(next.id, b))
@@ -378,15 +374,6 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 		nextProgrammed[sp] = next
 	}
 
-	if len(resetRR) > 0 {
-		zeros := make([]uint32, len(resetRR))
-		if _, err := d.objs.SkiffRr.BatchUpdate(resetRR, zeros, nil); err != nil {
-			return fmt.Errorf("reset rotation counters: %w", err)
-		}
-	}
-	if err := d.createStats(newStats); err != nil {
-		return err
-	}
 	if len(bKeys) > 0 {
 		if _, err := d.objs.SkiffBackends.BatchUpdate(bKeys, bVals, nil); err != nil {
 			return fmt.Errorf("write %d backend slots: %w", len(bKeys), err)
@@ -406,7 +393,7 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 	if err := batchDeleteExisting(d.objs.SkiffStats, delStats); err != nil {
 		return fmt.Errorf("delete backend counters: %w", err)
 	}
-	d.writes += uint64(len(resetRR) + len(newStats) + len(bKeys) + len(sKeys) + len(delS) + len(delB) + len(delStats))
+	d.writes += uint64(len(bKeys) + len(sKeys) + len(delS) + len(delB) + len(delStats))
 	for sp, ps := range nextProgrammed {
 		d.programmed[sp] = ps
 	}
@@ -415,19 +402,6 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 	}
 	for _, id := range freed {
 		delete(d.usedIDs, id)
-	}
-	return nil
-}
-
-// createStats creates zeroed counters for backends new to their service port (the
-// programs only count into existing entries).
-func (d *Datapath) createStats(keys []lbStatsKey) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	zeros := make([]uint64, len(keys)*ebpf.MustPossibleCPU())
-	if _, err := d.objs.SkiffStats.BatchUpdate(keys, zeros, nil); err != nil {
-		return fmt.Errorf("create %d backend counters: %w", len(keys), err)
 	}
 	return nil
 }

@@ -97,7 +97,8 @@ struct {
 } skiff_backends SEC(".maps");
 
 // The rotation counter of each service id: kept apart from the services map so that
-// rewriting a service's entry does not restart its rotation.
+// rewriting a service's entry does not restart its rotation. Where a rotation starts does
+// not matter, so a new service's counter is never reset.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_SERVICES);
@@ -115,7 +116,8 @@ struct {
 } skiff_revnat SEC(".maps");
 
 // Connections (TCP, connected UDP) and datagrams (unconnected UDP) sent to each backend,
-// per CPU. The loader creates an entry with each backend; the programs only count.
+// per CPU. A backend's first connection creates its entry (so programming a service costs
+// no write here); the loader deletes the entries of backends it removes.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, MAX_BACKENDS);
@@ -180,8 +182,13 @@ static __always_inline int translate(struct bpf_sock_addr *ctx)
 
 	struct stats_key skey = { .id = id, .ip = be->ip, .port = be->port };
 	__u64 *hits = bpf_map_lookup_elem(&skiff_stats, &skey);
-	if (hits)
+	if (hits) {
 		*hits += 1; // per CPU: no other writer
+	} else {
+		// Other CPUs' slots of a new entry start at zero.
+		__u64 one = 1;
+		bpf_map_update_elem(&skiff_stats, &skey, &one, BPF_NOEXIST);
+	}
 
 	ctx->user_ip4 = be->ip;
 	ctx->user_port = be->port;

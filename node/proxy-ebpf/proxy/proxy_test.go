@@ -44,7 +44,7 @@ type lab struct {
 	backends []*testnet.Backend
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	testnet.Require(t)
 	l := &lab{env: testenv.Start(t)}
@@ -69,7 +69,7 @@ type runningProxy struct {
 	stop    func()
 }
 
-func (l *lab) startProxy(t *testing.T) *runningProxy {
+func (l *lab) startProxy(t testing.TB) *runningProxy {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	factory := informer.NewFactory(l.env.Client, l.env.JetStream(t), log)
@@ -132,14 +132,14 @@ func endpoints(name string, ready, notReady []string, ports ...*corev1.EndpointP
 		Subsets: []*corev1.EndpointSubset{{Addresses: addrs(ready), NotReadyAddresses: addrs(notReady), Ports: ports}}}
 }
 
-func (l *lab) create(t *testing.T, obj scheme.Object) {
+func (l *lab) create(t testing.TB, obj scheme.Object) {
 	t.Helper()
 	if _, err := l.env.Client.Create(context.Background(), obj); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func kindOf(t *testing.T, resource string) *scheme.Kind {
+func kindOf(t testing.TB, resource string) *scheme.Kind {
 	t.Helper()
 	k, err := scheme.Default().ForName(resource)
 	if err != nil {
@@ -149,7 +149,7 @@ func kindOf(t *testing.T, resource string) *scheme.Kind {
 }
 
 // waitProgrammed waits until the kernel's map holds want for sp.
-func waitProgrammed(t *testing.T, dp *Datapath, sp ServicePort, want ...string) {
+func waitProgrammed(t testing.TB, dp *Datapath, sp ServicePort, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -184,7 +184,7 @@ func (l *lab) dial(network, addr string) (net.Conn, error) {
 
 // ask connects to addr over TCP and returns the backend's name and the peer address the
 // socket reports (getpeername).
-func (l *lab) ask(t *testing.T, addr string) (name string, peer netip.AddrPort) {
+func (l *lab) ask(t testing.TB, addr string) (name string, peer netip.AddrPort) {
 	t.Helper()
 	c, err := l.dial("tcp4", addr)
 	if err != nil {

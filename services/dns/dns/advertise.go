@@ -6,11 +6,11 @@ import (
 	"net/netip"
 )
 
-// DefaultAdvertiseAddr is the address of the interface that holds the default route: what
-// the node's pods and processes reach this host at. A UDP socket's connect only chooses a
-// route and a source address; it sends nothing.
+// DefaultAdvertiseAddr is the source address of the default route: what the node's pods and
+// processes reach this host at. A UDP socket's connect only looks up the route and picks a
+// source address; it sends nothing.
 func DefaultAdvertiseAddr() (netip.Addr, error) {
-	c, err := net.Dial("udp4", "192.0.2.1:53") // TEST-NET-1: never answered, never sent to
+	c, err := net.Dial("udp4", "198.51.100.1:53") // TEST-NET-2, through the default route
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("find the address of the default route: %w", err)
 	}
