@@ -83,6 +83,10 @@ type Datapath struct {
 type programmedService struct {
 	id       uint32
 	backends []Backend
+	// slots is how many backend slots the map holds for the id: at least len(backends).
+	// Slots a shrinking service no longer counts stay until the service goes, because a
+	// program that read the old count may still look one up.
+	slots int
 }
 
 // programs are the hooks and the programs they run.
@@ -238,7 +242,7 @@ func statsKey(id uint32, b Backend) lbStatsKey {
 }
 
 // readProgrammed fills the mirror from the maps (after a restart they hold the last run's
-// state), and deletes backend slots no service counts (left by an interrupted write).
+// state). Slots of ids no service uses (an interrupted write) are deleted.
 func (d *Datapath) readProgrammed() error {
 	var (
 		sk lbServiceKey
@@ -248,7 +252,7 @@ func (d *Datapath) readProgrammed() error {
 	it := d.objs.SkiffServices.Iterate()
 	for it.Next(&sk, &sv) {
 		sp := ServicePort{VIP: netToAddr(sk.Vip), Port: netToPort(sk.Port), Proto: Protocol(sk.Proto)}
-		ps := &programmedService{id: sv.Id, backends: make([]Backend, sv.Count)}
+		ps := &programmedService{id: sv.Id, backends: make([]Backend, sv.Count), slots: int(sv.Count)}
 		d.programmed[sp] = ps
 		d.usedIDs[sv.Id] = true
 		byID[sv.Id] = ps
@@ -264,11 +268,14 @@ func (d *Datapath) readProgrammed() error {
 	bit := d.objs.SkiffBackends.Iterate()
 	for bit.Next(&bk, &bv) {
 		ps := byID[bk.Id]
-		if ps == nil || bk.Slot >= uint32(len(ps.backends)) {
+		if ps == nil {
 			stale = append(stale, bk)
 			continue
 		}
-		ps.backends[bk.Slot] = netip.AddrPortFrom(netToAddr(bv.Ip), netToPort(bv.Port))
+		ps.slots = max(ps.slots, int(bk.Slot)+1)
+		if bk.Slot < uint32(len(ps.backends)) {
+			ps.backends[bk.Slot] = netip.AddrPortFrom(netToAddr(bv.Ip), netToPort(bv.Port))
+		}
 	}
 	if err := bit.Err(); err != nil {
 		return fmt.Errorf("read the backends map: %w", err)
@@ -303,7 +310,8 @@ const maxServices = 65536
 // that order of rotation (an empty list: the port is refused); a nil list removes the port.
 // Only entries that differ from what the maps hold are written, in batches, in an order
 // that keeps every lookup the programs make valid: new backend slots before the count that
-// includes them, the count before the slots it no longer includes.
+// includes them; slots a smaller count drops stay (a program may have read the old count)
+// until the service port goes.
 func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -330,17 +338,20 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 				continue
 			}
 			delS = append(delS, serviceKey(sp))
-			for slot, b := range cur.backends {
+			for slot := range cur.slots {
 				delB = append(delB, lbBackendKey{Id: cur.id, Slot: uint32(slot)})
+			}
+			for _, b := range cur.backends {
 				delStats = append(delStats, statsKey(cur.id, b))
 			}
 			freed = append(freed, cur.id)
 			removed = append(removed, sp)
 			continue
 		}
-		next := &programmedService{backends: slices.Clone(backends)}
+		next := &programmedService{backends: slices.Clone(backends), slots: len(backends)}
 		if cur != nil {
 			next.id = cur.id
+			next.slots = max(next.slots, cur.slots)
 		} else {
 			id, err := d.allocID()
 			if err != nil {
@@ -358,9 +369,6 @@ func (d *Datapath) Apply(changes map[ServicePort][]Backend) error {
 			}
 			bKeys = append(bKeys, lbBackendKey{Id: next.id, Slot: uint32(slot)})
 			bVals = append(bVals, backendValue(b))
-		}
-		for slot := len(backends); slot < len(old); slot++ {
-			delB = append(delB, lbBackendKey{Id: next.id, Slot: uint32(slot)})
 		}
 		for _, b := range old {
 			if !slices.Contains(backends, b) {
