@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/skiff-project/skiff/pkg/bus"
-	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
+	"github.com/skiff-project/skiff/pkg/serviceip"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.
@@ -45,7 +45,7 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	f.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
 	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
-	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", ipalloc.DefaultRange, "CIDR Services' cluster IPs are allocated from")
+	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", serviceip.DefaultRange, "CIDR Services' cluster IPs are allocated from")
 	f.BoolVar(&o.Proxy, "proxy", true, "run the eBPF service proxy for this machine (needs root, cgroup2 and BPF)")
 	f.StringVar(&o.DNSAddr, "dns-addr", "0.0.0.0:10053", "where the cluster DNS listens (UDP and TCP; \"\" for none); pods reach it at kube-dns's cluster IP, port 53")
 	f.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "the cluster DNS domain")

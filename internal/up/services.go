@@ -13,7 +13,7 @@ import (
 	"github.com/skiff-project/skiff/internal/component"
 	"github.com/skiff-project/skiff/internal/kernel"
 	"github.com/skiff-project/skiff/node/proxy-ebpf/proxy"
-	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
+	"github.com/skiff-project/skiff/pkg/serviceip"
 	"github.com/skiff-project/skiff/services/dns/dns"
 )
 
@@ -30,9 +30,9 @@ func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[s
 	runs = map[string]func(context.Context) error{}
 	cidr := o.ServiceClusterIPRange
 	if cidr == "" {
-		cidr = ipalloc.DefaultRange
+		cidr = serviceip.DefaultRange
 	}
-	rng, err := ipalloc.ParseRange(cidr)
+	rng, err := serviceip.ParseRange(cidr)
 	if err != nil {
 		say("  proxy: off: %v", err)
 		return runs
@@ -73,7 +73,7 @@ func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[s
 
 // newLocalProxy loads the proxy for this machine: attached at the cgroup2 root, its maps
 // pinned under /sys/fs/bpf/skiff/HOST.
-func newLocalProxy(rng *ipalloc.Range, env *component.Env) (*proxy.Proxy, error) {
+func newLocalProxy(rng *serviceip.Range, env *component.Env) (*proxy.Proxy, error) {
 	if err := kernel.CanLoadBPF(); err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/skiff-project/skiff/internal/component"
 	"github.com/skiff-project/skiff/internal/kernel"
 	"github.com/skiff-project/skiff/node/proxy-ebpf/proxy"
-	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
+	"github.com/skiff-project/skiff/pkg/serviceip"
 )
 
 func main() {
@@ -27,7 +27,7 @@ func main() {
 		fs.StringVar(&cgroup, "cgroup", "", "cgroup2 directory whose processes' sockets are balanced "+
 			"(default: the cgroup2 root; in a container node, pass the node's own cgroup)")
 		fs.StringVar(&pinDir, "bpffs-dir", "", "bpffs directory for the pinned maps and links (default /sys/fs/bpf/skiff/NODE)")
-		fs.StringVar(&serviceRange, "service-cluster-ip-range", ipalloc.DefaultRange,
+		fs.StringVar(&serviceRange, "service-cluster-ip-range", serviceip.DefaultRange,
 			"the apiservers' service range: its addresses that are no service are refused")
 		fs.BoolVar(&uninstall, "uninstall", false, "detach the programs, remove the pinned maps and links, and exit")
 	}, func(ctx context.Context, env *component.Env) error {

@@ -9,14 +9,14 @@ import (
 	"net/netip"
 
 	"github.com/skiff-project/skiff/internal/component"
-	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
+	"github.com/skiff-project/skiff/pkg/serviceip"
 	"github.com/skiff-project/skiff/services/dns/dns"
 )
 
 func main() {
 	var listen, domain, clusterIP, advertise string
 	var register bool
-	defaultIP, _ := ipalloc.ParseRange(ipalloc.DefaultRange)
+	defaultIP, _ := serviceip.ParseRange(serviceip.DefaultRange)
 	component.Main("dns", "127.0.0.1:10054", func(fs *flag.FlagSet) {
 		fs.StringVar(&listen, "listen", "0.0.0.0:53", "UDP and TCP address to answer on")
 		fs.StringVar(&domain, "cluster-domain", dns.DefaultDomain, "the cluster domain")

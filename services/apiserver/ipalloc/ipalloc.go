@@ -13,100 +13,30 @@ package ipalloc
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
 
+	"github.com/skiff-project/skiff/pkg/serviceip"
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 )
-
-// DefaultRange is Kubernetes' default service range (--service-cluster-ip-range).
-const DefaultRange = "10.96.0.0/12"
-
-// DNSOffset is the position in the range of the cluster DNS Service's address, as kubeadm
-// and kubespray pick it: 10.96.0.10 in the default range.
-const DNSOffset = 10
 
 // ErrFull is an allocation from a range with no free address.
 var ErrFull = errors.New("range is full")
 
-// Range is an IPv4 service range. Its network and broadcast addresses are never handed out.
-type Range struct {
-	prefix netip.Prefix
-	base   uint32 // the first usable address
-	size   uint32 // how many usable addresses
-	// offset is the size of the static band at the start of the range.
-	offset uint32
-}
-
-// ParseRange reads a CIDR such as 10.96.0.0/12. Only IPv4 is supported (no dual stack); the
-// range needs at least 8 addresses (a /29), as Kubernetes requires.
-func ParseRange(cidr string) (*Range, error) {
-	p, err := netip.ParsePrefix(cidr)
-	if err != nil {
-		return nil, fmt.Errorf("service cluster IP range %q: %w", cidr, err)
-	}
-	if !p.Addr().Is4() {
-		return nil, fmt.Errorf("service cluster IP range %q: only IPv4 ranges are supported", cidr)
-	}
-	if p.Bits() > 29 || p.Bits() < 8 {
-		return nil, fmt.Errorf("service cluster IP range %q: the prefix length must be between /8 and /29", cidr)
-	}
-	p = p.Masked()
-	total := uint64(1) << (32 - p.Bits())
-	r := &Range{prefix: p, base: toUint(p.Addr()) + 1, size: uint32(total - 2)}
-	// Kubernetes: min(max(16, size/16), 256).
-	r.offset = min(max(16, r.size/16), 256)
-	if r.offset >= r.size {
-		r.offset = 0
-	}
-	return r, nil
-}
-
-// String is the range's CIDR.
-func (r *Range) String() string { return r.prefix.String() }
-
-// Prefix is the range's CIDR.
-func (r *Range) Prefix() netip.Prefix { return r.prefix }
-
-// Contains reports whether ip may be handed out from the range (inside it, neither its
-// network nor its broadcast address).
-func (r *Range) Contains(ip netip.Addr) bool {
-	if !ip.Is4() || !r.prefix.Contains(ip) {
-		return false
-	}
-	n := toUint(ip)
-	return n >= r.base && n < r.base+r.size
-}
-
-// Nth is the range's n-th usable address (0 is the first, which Kubernetes gives to the
-// `kubernetes` Service).
-func (r *Range) Nth(n uint32) (netip.Addr, error) {
-	if n >= r.size {
-		return netip.Addr{}, fmt.Errorf("range %s has no address number %d", r.prefix, n)
-	}
-	return fromUint(r.base + n), nil
-}
-
-// APIServerIP is the address of the `kubernetes` Service: the range's first.
-func (r *Range) APIServerIP() netip.Addr { ip, _ := r.Nth(0); return ip }
-
-// DNSIP is the address of the cluster DNS Service (kube-system/kube-dns): the range's tenth.
-func (r *Range) DNSIP() netip.Addr { ip, _ := r.Nth(DNSOffset - 1); return ip }
-
-func toUint(a netip.Addr) uint32 { b := a.As4(); return binary.BigEndian.Uint32(b[:]) }
-
-func fromUint(n uint32) netip.Addr {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], n)
-	return netip.AddrFrom4(b)
-}
-
 // KeyPrefix is where allocated addresses of the registry under registryPrefix are kept.
 func KeyPrefix(registryPrefix string) string { return "/skiff/clusterips" + registryPrefix + "/" }
+
+// Range is a service range (package serviceip).
+type Range = serviceip.Range
+
+// DefaultRange is Kubernetes' default service range.
+const DefaultRange = serviceip.DefaultRange
+
+// ParseRange reads a service range (serviceip.ParseRange).
+func ParseRange(cidr string) (*Range, error) { return serviceip.ParseRange(cidr) }
 
 // Allocator hands out addresses of one range. It holds no state but the range: etcd has the
 // allocations.
@@ -156,10 +86,10 @@ func (p *Picker) Next(ctx context.Context) (netip.Addr, error) {
 	r := p.a.rng
 	if len(p.tried) < randomTries && !p.read {
 		for range 16 {
-			n := r.offset + rand.Uint32N(r.size-r.offset)
+			n := r.Offset() + rand.Uint32N(r.Size()-r.Offset())
 			if !p.tried[n] {
 				p.tried[n] = true
-				return fromUint(r.base + n), nil
+				return serviceip.FromUint(r.Base() + n), nil
 			}
 		}
 	}
@@ -173,10 +103,10 @@ func (p *Picker) Next(ctx context.Context) (netip.Addr, error) {
 		p.free = p.free[1:]
 		if !p.tried[n] {
 			p.tried[n] = true
-			return fromUint(r.base + n), nil
+			return serviceip.FromUint(r.Base() + n), nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("allocate a cluster IP from %s: %w", r.prefix, ErrFull)
+	return netip.Addr{}, fmt.Errorf("allocate a cluster IP from %s: %w", r.Prefix(), ErrFull)
 }
 
 // readFree lists the allocated addresses and keeps the free ones, shuffled, the upper band's
@@ -192,7 +122,7 @@ func (p *Picker) readFree(ctx context.Context) error {
 		}
 		for _, kv := range page.KVs {
 			if ip, err := netip.ParseAddr(strings.TrimPrefix(kv.Key, p.a.prefix)); err == nil && r.Contains(ip) {
-				used[toUint(ip)-r.base] = true
+				used[serviceip.ToUint(ip)-r.Base()] = true
 			}
 		}
 		if !page.More || len(page.KVs) == 0 {
@@ -201,10 +131,10 @@ func (p *Picker) readFree(ctx context.Context) error {
 		start = page.KVs[len(page.KVs)-1].Key + "\x00"
 	}
 	var upper, lower []uint32
-	for n := uint32(0); n < r.size; n++ {
+	for n := uint32(0); n < r.Size(); n++ {
 		switch {
 		case used[n] || p.tried[n]:
-		case n >= r.offset:
+		case n >= r.Offset():
 			upper = append(upper, n)
 		default:
 			lower = append(lower, n)

@@ -1,4 +1,4 @@
-package ipalloc
+package serviceip
 
 import (
 	"net/netip"
