@@ -66,6 +66,9 @@ func allocations(t *testing.T, etcd *clientv3.Client) map[string]string {
 
 // causeField is the field of a 422's first cause.
 func causeField(err error) string {
+	if err == nil {
+		return ""
+	}
 	st := apierrors.FromError(err).Status
 	if c := st.GetDetails().GetCauses(); len(c) > 0 {
 		return c[0].GetField()
