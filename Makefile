@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up test test-short test-unit fuzz generate verify-generate tools bench bench-bus bench-publisher bench-scheduler vet fmt clean
+.PHONY: all build up test test-short test-unit fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services vet fmt clean
 
 all: build
 
@@ -53,6 +53,12 @@ verify-generate: generate
 	@test -z "$$(git status --porcelain -- pkg/apis services/apiserver/openapi)" || \
 		(echo "generate produced untracked files:"; git status --porcelain -- pkg/apis services/apiserver/openapi; exit 1)
 
+## generate-bpf: recompile the proxy's BPF programs (node/proxy-ebpf/proxy/lb.c) with bpf2go;
+## the objects are committed, so only a change to lb.c needs it (clang, llvm-strip, libbpf-dev:
+## hack/install-bpf-tools.sh)
+generate-bpf:
+	cd node/proxy-ebpf/proxy && go generate ./...
+
 tools:
 	./hack/install-tools.sh
 
@@ -76,6 +82,13 @@ bench-scheduler:
 ## at 16 and 64 writers with node copies, and a backlog drain (goal: the publisher keeps up)
 bench-publisher:
 	go test ./test/e2e/ -run='^$$' -bench='BusOneReader|PublisherThroughput' -benchtime=1x -timeout 20m
+
+## bench-services (root): 10,000 services x 10 backends into the BPF maps from cold against
+## kube-proxy's iptables rules (iptables-restore, legacy at 10k and nf_tables at 1k), connect
+## latency through a VIP against direct, Endpoints change to map update, DNS queries/s
+bench-services:
+	go test ./node/proxy-ebpf/proxy/ -run='^$$' -bench='ProgramMaps|ConnectLatency|EndpointsToMap' -benchtime=1x -count=1 -timeout 20m
+	go test ./services/dns/dns/ -run='^$$' -bench=Queries -benchtime=1x -count=1 -timeout 5m
 
 clean:
 	rm -rf bin .skiff

@@ -169,9 +169,14 @@ func TestWorkflow(t *testing.T) {
 
 			r = mustSkiff(t, server, "delete", "-f", file)
 			wantLines(t, r.stdout, `deployment.apps "web" deleted`, `service "web" deleted`)
-			r = skiff(t, server, "", "get", "deployments,services")
-			if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "No resources found in default namespace.") {
+			// What is left is the apiserver's own `kubernetes` Service, as in Kubernetes.
+			r = skiff(t, server, "", "get", "deployments,services", "-o", "name")
+			if r.code != 0 || r.stdout != "service/kubernetes\n" {
 				t.Errorf("get after delete: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+			}
+			r = skiff(t, server, "", "get", "deployments")
+			if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "No resources found in default namespace.") {
+				t.Errorf("get deployments after delete: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
 			}
 		})
 	}
@@ -269,7 +274,7 @@ func TestApplyWarningsAndDirectory(t *testing.T) {
 		t.Errorf("get svc -A -o wide:\n%s", r.stdout)
 	}
 	r = mustSkiff(t, env.GRPCAddr, "get", "svc", "-o", "name", "--chunk-size", "1")
-	wantLines(t, r.stdout, "service/api", "service/web")
+	wantLines(t, r.stdout, "service/api", "service/kubernetes", "service/web")
 	r = mustSkiff(t, env.GRPCAddr, "get", "svc", "-l", "app=web", "-o", "name")
 	if r.stdout != "" {
 		t.Errorf("selector app=web matched services without that label: %q", r.stdout)

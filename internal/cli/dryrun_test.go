@@ -17,7 +17,7 @@ func TestDryRunServer(t *testing.T) {
 
 	r := mustSkiff(t, server, "apply", "-f", file, "--dry-run=server")
 	wantLines(t, r.stdout, "deployment.apps/web created (server dry run)", "service/web created (server dry run)")
-	if r := skiff(t, server, "", "get", "deployments,services"); r.stdout != "" {
+	if r := skiff(t, server, "", "get", "deployments,services", "-o", "name"); r.stdout != "service/kubernetes\n" {
 		t.Fatalf("a dry-run apply stored objects:\n%s", r.stdout)
 	}
 

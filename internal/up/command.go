@@ -11,11 +11,12 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/pkg/serviceip"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.
 func NewCommand() *cobra.Command {
-	o := Options{Stream: bus.DefaultStreamConfig()}
+	o := Options{Stream: bus.DefaultStreamConfig(), Proxy: true}
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -44,6 +45,10 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	f.StringVar(&o.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
 	f.StringVar(&o.NATSAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS client address")
+	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", serviceip.DefaultRange, "CIDR Services' cluster IPs are allocated from")
+	f.BoolVar(&o.Proxy, "proxy", true, "run the eBPF service proxy for this machine (needs root, cgroup2 and BPF)")
+	f.StringVar(&o.DNSAddr, "dns-addr", "0.0.0.0:10053", "where the cluster DNS listens (UDP and TCP; \"\" for none); pods reach it at kube-dns's cluster IP, port 53")
+	f.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "the cluster DNS domain")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
 	f.BoolVar(&o.NATSSyncAlways, "nats-sync-always", false, "fsync every bus message (survives a machine crash without relying on etcd replay; slower)")

@@ -29,8 +29,15 @@ type Options struct {
 	Stream   bus.StreamConfig
 	// NATSSyncAlways fsyncs every bus message (see embedded.NATSConfig).
 	NATSSyncAlways bool
-	Logger         *slog.Logger
-	Out            io.Writer // where the "listening on" banner goes
+	// ServiceClusterIPRange is where Services' cluster IPs come from ("" is 10.96.0.0/12).
+	ServiceClusterIPRange string
+	// Proxy runs the service proxy for this machine (when it can: root, cgroup2, BPF).
+	Proxy bool
+	// DNSAddr is where the cluster DNS listens ("": no DNS); ClusterDomain its domain.
+	DNSAddr       string
+	ClusterDomain string
+	Logger        *slog.Logger
+	Out           io.Writer // where the "listening on" banner goes
 }
 
 // Run starts everything, prints where it listens and serves until ctx is cancelled; then it
@@ -63,6 +70,7 @@ func Run(ctx context.Context, o Options) error {
 
 	srv, err := apiserver.New(ctx, apiserver.Config{
 		Etcd: etcdClient, NATSURL: nats.URL, Stream: &o.Stream, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, Logger: log,
+		ServiceClusterIPRange: o.ServiceClusterIPRange,
 	})
 	if err != nil {
 		return err
@@ -82,7 +90,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { served <- srv.Serve(serveCtx) }()
 	// The control plane's components run in this process on one shared Env (one client, one
 	// bus connection, one informer per kind), stopping before the apiserver does.
-	err = runComponents(ctx, srv.GRPCAddr(), nats.URL, log)
+	err = runComponents(ctx, o, srv.GRPCAddr(), nats.URL, log)
 	log.Info("skiff stopping")
 	stopServing()
 	if serr := <-served; err == nil {
@@ -92,7 +100,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // runComponents runs the in-process components until ctx ends.
-func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger) error {
+func runComponents(ctx context.Context, o Options, server, natsURL string, log *slog.Logger) error {
 	env, closeEnv, err := component.Connect("skiff-up", server, natsURL, log)
 	if err != nil {
 		return err
@@ -107,7 +115,7 @@ func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger
 		return err
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 8)
 	start := func(name string, run func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -117,6 +125,9 @@ func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger
 				cancel()
 			}
 		}()
+	}
+	for name, run := range serviceComponents(o, env, o.Out) {
+		start(name, run)
 	}
 	start("scheduler", sched.Run)
 	start("scheduler events", func(ctx context.Context) error { schedEvents.Run(ctx); return nil })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
+	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
 )
 
 func main() {
@@ -19,6 +20,7 @@ func main() {
 	natsURL := flag.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL (the event bus)")
 	grpcAddr := flag.String("grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	httpAddr := flag.String("http-addr", "127.0.0.1:8080", "REST, health and metrics listen address")
+	serviceRange := flag.String("service-cluster-ip-range", ipalloc.DefaultRange, "CIDR Services' cluster IPs are allocated from (IPv4; the same on every apiserver)")
 	identity := flag.String("identity", "", "this replica's name in the publisher election (default host-pid)")
 	stream := bus.DefaultStreamConfig()
 	flag.DurationVar(&stream.MaxAge, "stream-max-age", stream.MaxAge, "drop bus events older than this (readers further behind relist)")
@@ -36,9 +38,11 @@ func main() {
 		NATSURL:       *natsURL,
 		Stream:        &stream,
 		Identity:      *identity,
-		GRPCAddr:      *grpcAddr,
-		HTTPAddr:      *httpAddr,
-		Logger:        log,
+
+		ServiceClusterIPRange: *serviceRange,
+		GRPCAddr:              *grpcAddr,
+		HTTPAddr:              *httpAddr,
+		Logger:                log,
 	})
 	if err != nil {
 		log.Error("apiserver failed to start", "error", err)

@@ -29,6 +29,7 @@ import (
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
 	"github.com/skiff-project/skiff/services/apiserver/authz"
+	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
 	"github.com/skiff-project/skiff/services/apiserver/openapi"
 	"github.com/skiff-project/skiff/services/apiserver/publisher"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
@@ -58,6 +59,10 @@ type Config struct {
 	// GRPCAddr and HTTPAddr are listen addresses; port 0 picks a free port.
 	GRPCAddr string
 	HTTPAddr string
+
+	// ServiceClusterIPRange is the CIDR Services' cluster IPs come from (default
+	// ipalloc.DefaultRange, 10.96.0.0/12). Every apiserver on one etcd must use the same.
+	ServiceClusterIPRange string
 
 	Authorizer authz.Authorizer // nil: allow all
 	Admission  *admission.Chain // nil: no plugins
@@ -114,7 +119,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.etcd, s.ownsEtcd = c, true
 	}
-	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.Admission})
+	cidr := cfg.ServiceClusterIPRange
+	if cidr == "" {
+		cidr = ipalloc.DefaultRange
+	}
+	serviceIPs, err := ipalloc.ParseRange(cidr)
+	if err != nil {
+		s.closeEtcd()
+		return nil, err
+	}
+	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.Admission,
+		ServiceIPRange: serviceIPs})
 	if err := s.bootstrap(ctx); err != nil {
 		s.closeEtcd()
 		return nil, err
@@ -193,7 +208,8 @@ func (s *Server) closeBus() {
 // (its leader Leases), kube-node-lease for nodes' heartbeat Leases, kube-public.
 var builtinNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
 
-// bootstrap creates the namespaces that exist from the start, waiting for etcd if needed.
+// bootstrap creates the namespaces that exist from the start and the `kubernetes` Service,
+// waiting for etcd if needed.
 func (s *Server) bootstrap(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -203,6 +219,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 			if err = s.registry.EnsureNamespace(ctx, ns); err != nil {
 				break
 			}
+		}
+		if err == nil {
+			err = s.registry.EnsureAPIServerService(ctx)
 		}
 		if err == nil {
 			return nil

@@ -23,6 +23,7 @@ import (
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
 	"github.com/skiff-project/skiff/services/apiserver/authz"
+	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
 	"github.com/skiff-project/skiff/services/apiserver/storage"
 	"github.com/skiff-project/skiff/services/apiserver/validation"
 )
@@ -36,6 +37,8 @@ type Options struct {
 	Admission *admission.Chain // nil: no plugins
 	Now       func() time.Time // nil: time.Now
 	Logger    *slog.Logger     // nil: slog.Default()
+	// ServiceIPRange is where Services' cluster IPs come from; nil: ipalloc.DefaultRange.
+	ServiceIPRange *ipalloc.Range
 }
 
 // Registry implements the API verbs for every kind of a scheme.
@@ -46,6 +49,8 @@ type Registry struct {
 	admission *admission.Chain
 	now       func() time.Time
 	log       *slog.Logger
+	// serviceIPs allocates Services' cluster IPs (see service.go).
+	serviceIPs *ipalloc.Allocator
 }
 
 // New returns a registry storing into store.
@@ -60,6 +65,14 @@ func New(store *storage.Store, s *scheme.Scheme, opts Options) *Registry {
 	if r.log == nil {
 		r.log = slog.Default()
 	}
+	rng := opts.ServiceIPRange
+	if rng == nil {
+		var err error
+		if rng, err = ipalloc.ParseRange(ipalloc.DefaultRange); err != nil {
+			panic(err) // a constant that parses
+		}
+	}
+	r.serviceIPs = ipalloc.New(rng, store, r.prefix)
 	return r
 }
 
@@ -127,7 +140,7 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 
 	w := storage.Write{Key: r.Key(k, md.Namespace, md.Name), Object: obj,
 		Conditions: r.createConditions(k, md.Namespace), DryRun: opts.DryRun}
-	if _, err := r.store.Write(ctx, w); err != nil {
+	if err := r.writeObject(ctx, k, w, nil, obj); err != nil {
 		return nil, r.storageError(k, md.Namespace, md.Name, err)
 	}
 	return obj, nil
@@ -285,7 +298,11 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns, name string, 
 func (r *Registry) commit(ctx context.Context, k *scheme.Kind, cur, next scheme.Object, rev int64, deleting, dryRun bool) (scheme.Object, error) {
 	nmd := next.GetMetadata()
 	if deleting && !hasFinalizers(next) && nmd.GetDeletionGracePeriodSeconds() == 0 {
-		res, err := r.store.Write(ctx, r.removeWrite(k, nmd, rev, dryRun))
+		w := r.removeWrite(k, nmd, rev, dryRun)
+		if svc, ok := cur.(*corev1.Service); ok {
+			w = r.withServiceIPs(w, svc, nil)
+		}
+		res, err := r.store.Write(ctx, w)
 		switch {
 		case err == nil:
 			if ns := nmd.GetNamespace(); res.Probed[r.terminatingKey(ns)] && !dryRun {
@@ -301,7 +318,7 @@ func (r *Registry) commit(ctx context.Context, k *scheme.Kind, cur, next scheme.
 	if proto.Equal(next, cur) {
 		return cur, nil
 	}
-	if _, err := r.store.Write(ctx, r.storeWrite(k, next, rev, dryRun)); err != nil {
+	if err := r.writeObject(ctx, k, r.storeWrite(k, next, rev, dryRun), cur, next); err != nil {
 		return nil, err
 	}
 	return next, nil

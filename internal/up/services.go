@@ -1,0 +1,92 @@
+//go:build linux
+
+package up
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/skiff-project/skiff/internal/component"
+	"github.com/skiff-project/skiff/internal/kernel"
+	"github.com/skiff-project/skiff/node/proxy-ebpf/proxy"
+	"github.com/skiff-project/skiff/pkg/serviceip"
+	"github.com/skiff-project/skiff/services/dns/dns"
+)
+
+// serviceComponents are the local node's service proxy and the cluster DNS, when asked for
+// and when the machine allows: the proxy needs root, cgroup2 and BPF; it balances every
+// process of the machine (it attaches at the cgroup2 root), and pods and host processes reach
+// the DNS through it at kube-dns's cluster IP. What cannot run is said on out, with why.
+func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[string]func(context.Context) error) {
+	say := func(format string, args ...any) {
+		if out != nil {
+			fmt.Fprintf(out, format+"\n", args...)
+		}
+	}
+	runs = map[string]func(context.Context) error{}
+	cidr := o.ServiceClusterIPRange
+	if cidr == "" {
+		cidr = serviceip.DefaultRange
+	}
+	rng, err := serviceip.ParseRange(cidr)
+	if err != nil {
+		say("  proxy: off: %v", err)
+		return runs
+	}
+	proxyOn := false
+	if o.Proxy {
+		if p, err := newLocalProxy(rng, env); err != nil {
+			say("  proxy: off: %v", err)
+			env.Log.Warn("service proxy not running", "reason", err.Error())
+		} else {
+			runs["proxy"] = p.Run
+			proxyOn = true
+			say("  proxy: eBPF socket load balancing for %s on this machine", rng)
+		}
+	}
+	if o.DNSAddr != "" {
+		adv, err := dns.DefaultAdvertiseAddr()
+		if err != nil {
+			say("  DNS:   off: %v", err)
+			return runs
+		}
+		srv, err := dns.New(dns.Config{Informers: env.Informers, Domain: o.ClusterDomain, Addr: o.DNSAddr, Logger: env.Log,
+			Metrics: env.Metrics, Register: &dns.RegistrationConfig{Client: env.Client, ClusterIP: rng.DNSIP(),
+				Endpoint: netip.AddrPortFrom(adv, 0), Identity: env.Identity}})
+		if err != nil {
+			say("  DNS:   off: %v", err)
+			return runs
+		}
+		runs["dns"] = srv.Run
+		if proxyOn {
+			say("  DNS:   %s at kube-system/kube-dns %s:53 (serving on %s, %s)", dns.DefaultDomainOr(o.ClusterDomain), rng.DNSIP(), o.DNSAddr, adv)
+		} else {
+			say("  DNS:   %s on %s (no proxy: %s:53 does not answer)", dns.DefaultDomainOr(o.ClusterDomain), o.DNSAddr, rng.DNSIP())
+		}
+	}
+	return runs
+}
+
+// newLocalProxy loads the proxy for this machine: attached at the cgroup2 root, its maps
+// pinned under /sys/fs/bpf/skiff/HOST.
+func newLocalProxy(rng *serviceip.Range, env *component.Env) (*proxy.Proxy, error) {
+	if err := kernel.CanLoadBPF(); err != nil {
+		return nil, err
+	}
+	root, err := kernel.Cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, err
+	}
+	return proxy.New(proxy.Config{
+		Datapath:  proxy.DatapathConfig{PinDir: filepath.Join(kernel.BPFFS, "skiff", host), CgroupPath: root, ServiceRange: rng.Prefix()},
+		Informers: env.Informers, Logger: env.Log.With("component", "proxy"), Metrics: env.Metrics,
+	})
+}
