@@ -141,4 +141,6 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	}
 }
 
-func newMeta(ns, name string) *metav1.ObjectMeta { return &metav1.ObjectMeta{Namespace: ns, Name: name} }
+func newMeta(ns, name string) *metav1.ObjectMeta {
+	return &metav1.ObjectMeta{Namespace: ns, Name: name}
+}

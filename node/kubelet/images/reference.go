@@ -19,3 +19,19 @@ func Normalize(ref string) (string, error) {
 	}
 	return reference.TagNameOnly(named).String(), nil
 }
+
+// DefaultPullPolicy is Kubernetes' default imagePullPolicy: Always for ":latest" or an
+// untagged image (it may change under the same name), IfNotPresent otherwise.
+func DefaultPullPolicy(ref string) string {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "IfNotPresent"
+	}
+	if _, digested := named.(reference.Digested); digested {
+		return "IfNotPresent"
+	}
+	if tagged, ok := named.(reference.Tagged); ok && tagged.Tag() != "latest" {
+		return "IfNotPresent"
+	}
+	return "Always"
+}

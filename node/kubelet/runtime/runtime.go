@@ -180,6 +180,9 @@ type PullProgress func(done, total int64)
 type Runtime interface {
 	// Name and Version identify the runtime ("containerd", "1.6.20").
 	Version(ctx context.Context) (name, version string, err error)
+	// UpdatePodCIDR configures the pod network for the node's pod CIDR (CRI's
+	// UpdateRuntimeConfig); sandboxes can be made only after it.
+	UpdatePodCIDR(ctx context.Context, cidr string) error
 
 	// GetImage returns the image ref names (normalised), or ErrNotFound.
 	GetImage(ctx context.Context, ref string) (*Image, error)

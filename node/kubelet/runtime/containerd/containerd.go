@@ -73,8 +73,11 @@ type Config struct {
 	// ImageFsPath is a path on the disk images live on (containerd's root), for the image
 	// garbage collector's usage figures; default StateDir.
 	ImageFsPath string
-	// Network wires pod network namespaces; nil allows host-network pods only.
+	// Network wires pod network namespaces; nil allows host-network pods only until
+	// UpdatePodCIDR makes one from CNI.
 	Network *cni.Network
+	// CNI configures the network UpdatePodCIDR makes (its PodCIDR is filled in).
+	CNI cni.Config
 	// Snapshotter unpacks images (default overlayfs).
 	Snapshotter string
 	// CgroupParent is the cgroup under which containers go (default "/skiff").
@@ -91,8 +94,7 @@ type Runtime struct {
 	log    *slog.Logger
 	events chan runtime.Event
 
-	mu     sync.Mutex
-	netnss map[string]*netns.NetNS
+	mu sync.Mutex // guards cfg.Network
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -127,8 +129,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Address, err)
 	}
-	r := &Runtime{cfg: cfg, client: c, log: log.With("runtime", "containerd"), events: make(chan runtime.Event, 1024),
-		netnss: map[string]*netns.NetNS{}}
+	r := &Runtime{cfg: cfg, client: c, log: log.With("runtime", "containerd"), events: make(chan runtime.Event, 1024)}
 	var evCtx context.Context
 	evCtx, r.stop = context.WithCancel(context.Background())
 	r.wg.Add(1)
@@ -154,6 +155,32 @@ func (r *Runtime) Version(ctx context.Context) (string, string, error) {
 		return "", "", fmt.Errorf("containerd version: %w", err)
 	}
 	return "containerd", v.Version, nil
+}
+
+// UpdatePodCIDR makes the pod network for cidr (unless Config.Network was given).
+func (r *Runtime) UpdatePodCIDR(_ context.Context, cidr string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cfg.Network != nil {
+		return nil
+	}
+	c := r.cfg.CNI
+	c.PodCIDR = cidr
+	if c.DataDir == "" {
+		c.DataDir = filepath.Join(r.cfg.StateDir, "cni")
+	}
+	n, err := cni.New(c)
+	if err != nil {
+		return err
+	}
+	r.cfg.Network = n
+	return nil
+}
+
+func (r *Runtime) network() *cni.Network {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cfg.Network
 }
 
 // ---- events ----
@@ -391,14 +418,14 @@ func (r *Runtime) RunSandbox(ctx context.Context, cfg runtime.SandboxConfig) (*r
 	labels[labelType] = typeSandbox
 	labels[labelState] = string(runtime.SandboxReady)
 	cleanup := func() {
-		if sb.NetNSPath != "" && r.cfg.Network != nil {
-			_ = r.cfg.Network.Teardown(context.WithoutCancel(ctx), id, sb.NetNSPath, cniLabels(cfg.Pod, id))
+		if sb.NetNSPath != "" && r.network() != nil {
+			_ = r.network().Teardown(context.WithoutCancel(ctx), id, sb.NetNSPath, cniLabels(cfg.Pod, id))
 			_ = netns.LoadNetNS(sb.NetNSPath).Remove()
 		}
 		_ = os.RemoveAll(r.sandboxDir(id))
 	}
 	if !cfg.HostNetwork {
-		if r.cfg.Network == nil {
+		if r.network() == nil {
 			return nil, errors.New("this node has no pod network (CNI) configured; only hostNetwork pods can run")
 		}
 		ns, err := netns.NewNetNS(filepath.Join(r.cfg.StateDir, "netns"))
@@ -406,7 +433,7 @@ func (r *Runtime) RunSandbox(ctx context.Context, cfg runtime.SandboxConfig) (*r
 			return nil, fmt.Errorf("create network namespace: %w", err)
 		}
 		sb.NetNSPath = ns.GetPath()
-		ip, err := r.cfg.Network.Setup(ctx, id, sb.NetNSPath, cniLabels(cfg.Pod, id))
+		ip, err := r.network().Setup(ctx, id, sb.NetNSPath, cniLabels(cfg.Pod, id))
 		if err != nil {
 			cleanup()
 			return nil, err
@@ -483,8 +510,8 @@ func (r *Runtime) StopSandbox(ctx context.Context, id string) error {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
 	if path := labels[labelNetNS]; path != "" {
-		if r.cfg.Network != nil {
-			if err := r.cfg.Network.Teardown(ctx, id, path, cniLabels(podRef(labels), id)); err != nil {
+		if r.network() != nil {
+			if err := r.network().Teardown(ctx, id, path, cniLabels(podRef(labels), id)); err != nil {
 				return err
 			}
 		}
