@@ -34,6 +34,7 @@ import (
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/pkg/netns"
 	"github.com/containerd/containerd/remotes/docker"
+	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/typeurl/v2"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -900,7 +901,21 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 	pspec := *spec.Process
 	pspec.Args = opts.Cmd
 	pspec.Terminal = opts.TTY
-	ioOpts := []cio.Opt{cio.WithStreams(opts.Stdin, opts.Stdout, opts.Stderr)}
+	// The shim keeps the process's stdin open until told: at the end of the caller's stdin,
+	// CloseIO passes the EOF on.
+	var stdin io.Reader
+	started := make(chan containerd.Process, 1)
+	if opts.Stdin != nil {
+		stdin = &eofReader{r: opts.Stdin, onEOF: func() {
+			select {
+			case p := <-started:
+				started <- p
+				_ = p.CloseIO(context.WithoutCancel(ctx), containerd.WithStdinCloser)
+			case <-ctx.Done():
+			}
+		}}
+	}
+	ioOpts := []cio.Opt{cio.WithStreams(stdin, opts.Stdout, opts.Stderr)}
 	if opts.TTY {
 		ioOpts = append(ioOpts, cio.WithTerminal)
 	}
@@ -917,6 +932,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 	if err := proc.Start(ctx); err != nil {
 		return -1, fmt.Errorf("exec in %s: %w", id, err)
 	}
+	started <- proc
 	if opts.Resize != nil {
 		go func() {
 			for {
@@ -942,4 +958,49 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 		_ = proc.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
 		return -1, ctx.Err()
 	}
+}
+
+// eofReader calls onEOF once when r ends.
+type eofReader struct {
+	r     io.Reader
+	onEOF func()
+	once  sync.Once
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.once.Do(e.onEOF)
+	}
+	return n, err
+}
+
+// Inventory counts what containerd holds in the runtime's namespace (tests and diagnostics).
+type Inventory struct {
+	Containers, Tasks, Snapshots int
+}
+
+// Inventory counts containers, tasks and snapshots in the runtime's containerd namespace.
+func (r *Runtime) Inventory(ctx context.Context) (Inventory, error) {
+	ctx = r.ctx(ctx)
+	var inv Inventory
+	cs, err := r.client.ContainerService().List(ctx)
+	if err != nil {
+		return inv, err
+	}
+	inv.Containers = len(cs)
+	tasks, err := r.client.TaskService().List(ctx, &tasksListRequest)
+	if err != nil {
+		return inv, err
+	}
+	inv.Tasks = len(tasks.Tasks)
+	err = r.client.SnapshotService(r.cfg.Snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		// Image layers are snapshots too; a container's own snapshot is the active one
+		// named after it.
+		if info.Kind == snapshots.KindActive {
+			inv.Snapshots++
+		}
+		return nil
+	})
+	return inv, err
 }
