@@ -16,8 +16,8 @@ import (
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/informer"
 
+	"github.com/skiff-project/skiff/internal/nodetest"
 	"github.com/skiff-project/skiff/node/kubelet/hollow"
-	"github.com/skiff-project/skiff/node/kubelet/internal/nodetest"
 )
 
 // TestHollowFleet: 20 hollow kubelets in one process register their Nodes (labels, capacity,

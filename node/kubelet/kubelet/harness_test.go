@@ -22,8 +22,8 @@ import (
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/informer"
 
+	"github.com/skiff-project/skiff/internal/nodetest"
 	"github.com/skiff-project/skiff/node/kubelet/cni"
-	"github.com/skiff-project/skiff/node/kubelet/internal/nodetest"
 	"github.com/skiff-project/skiff/node/kubelet/kubelet"
 	ctrd "github.com/skiff-project/skiff/node/kubelet/runtime/containerd"
 )

@@ -19,7 +19,7 @@ import (
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/client"
 
-	"github.com/skiff-project/skiff/node/kubelet/internal/nodetest"
+	"github.com/skiff-project/skiff/internal/nodetest"
 )
 
 // TestPullFromRegistry: an image the node lacks is pulled through containerd from a registry

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skiff-project/skiff/node/kubelet/internal/nodetest"
+	"github.com/skiff-project/skiff/internal/nodetest"
 )
 
 func nodetestEventually(t *testing.T, timeout time.Duration, what string, cond func() error) {

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiff-project/skiff/internal/nodetest"
 	"github.com/skiff-project/skiff/node/kubelet/cni"
-	"github.com/skiff-project/skiff/node/kubelet/internal/nodetest"
 	"github.com/skiff-project/skiff/node/kubelet/runtime"
 	ctrd "github.com/skiff-project/skiff/node/kubelet/runtime/containerd"
 )
@@ -43,7 +43,20 @@ func TestSandboxAndContainerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rt.Close()
+	t.Cleanup(func() { _ = rt.Close() })
+	t.Cleanup(func() {
+		// A failed test leaves nothing running either.
+		ctx := context.Background()
+		cs, _ := rt.ListContainers(ctx)
+		for _, c := range cs {
+			_ = rt.StopContainer(ctx, c.ID, 0)
+			_ = rt.RemoveContainer(ctx, c.ID)
+		}
+		sbs, _ := rt.ListSandboxes(ctx)
+		for _, sb := range sbs {
+			_ = rt.RemoveSandbox(ctx, sb.ID)
+		}
+	})
 	f, err := os.Open(images.Busybox)
 	if err != nil {
 		t.Fatal(err)
