@@ -109,6 +109,9 @@ func Images(t testing.TB) TestImages {
 	return images
 }
 
+// ModuleRoot is the repository's root (the directory holding go.mod).
+func ModuleRoot() (string, error) { return moduleRoot() }
+
 // moduleRoot finds the directory holding go.mod above this source file.
 func moduleRoot() (string, error) {
 	_, file, _, _ := runtime.Caller(0)

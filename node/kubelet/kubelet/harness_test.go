@@ -31,7 +31,7 @@ import (
 // cluster is a control plane (testenv) and one real node: a containerd of the test's own and
 // a kubelet on it, with the test images loaded.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	env      *testenv.Env
 	dir      string
 	daemon   *ctrd.Daemon
@@ -53,7 +53,7 @@ func quiet() *slog.Logger {
 
 // startCluster starts a control plane and a node; everything stops and is removed when the
 // test ends.
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	nodetest.RequireRoot(t)
 	images := nodetest.Images(t)

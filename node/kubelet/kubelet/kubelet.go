@@ -81,7 +81,8 @@ type Config struct {
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer
 
-	// Workers sync that many pods at once (default 16).
+	// Workers sync that many pods at once (default 32: a burst of pods starts in parallel, as
+	// Kubernetes gives each pod its own worker).
 	Workers int
 	// BackoffBase and BackoffMax bound the crash-loop and image-pull back-off (Kubernetes:
 	// 10 s doubling to 5 min).
@@ -118,7 +119,7 @@ func (c *Config) defaults() error {
 		c.MaxPods = 110
 	}
 	if c.Workers == 0 {
-		c.Workers = 16
+		c.Workers = 32
 	}
 	setDefault := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
