@@ -915,7 +915,22 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 			}
 		}}
 	}
-	ioOpts := []cio.Opt{cio.WithStreams(stdin, opts.Stdout, opts.Stderr)}
+	// The shim opens every stream it is given a FIFO for; a missing one must be an empty
+	// path for all of them, so output nobody wants is discarded here instead.
+	stdout, stderr := opts.Stdout, opts.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	if stdout == stderr && stdout != io.Discard {
+		// Two copies write into one writer at once: serialise them (a bytes.Buffer would
+		// lose output to the race).
+		w := &lockedWriter{w: stdout}
+		stdout, stderr = w, w
+	}
+	ioOpts := []cio.Opt{cio.WithStreams(stdin, stdout, stderr)}
 	if opts.TTY {
 		ioOpts = append(ioOpts, cio.WithTerminal)
 	}
@@ -958,6 +973,18 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 		_ = proc.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
 		return -1, ctx.Err()
 	}
+}
+
+// lockedWriter serialises writes (and, not being an io.ReaderFrom, keeps io.Copy to Write).
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // eofReader calls onEOF once when r ends.
