@@ -45,7 +45,11 @@ func TestExecOutputIntoOneWriter(t *testing.T) {
 	if err := rt.StartContainer(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = rt.StopContainer(ctx, id, 0); _ = rt.RemoveContainer(ctx, id); _ = rt.RemoveSandbox(ctx, sb.ID) }()
+	defer func() {
+		_ = rt.StopContainer(ctx, id, 0)
+		_ = rt.RemoveContainer(ctx, id)
+		_ = rt.RemoveSandbox(ctx, sb.ID)
+	}()
 	empty := 0
 	start := time.Now()
 	for i := range 30 {
