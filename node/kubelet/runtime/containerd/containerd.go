@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -924,7 +925,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 	if stderr == nil {
 		stderr = io.Discard
 	}
-	if stdout == stderr && stdout != io.Discard {
+	if sameWriter(stdout, stderr) && stdout != io.Discard {
 		// Two copies write into one writer at once: serialise them (a bytes.Buffer would
 		// lose output to the race).
 		w := &lockedWriter{w: stdout}
@@ -973,6 +974,13 @@ func (r *Runtime) Exec(ctx context.Context, id string, opts runtime.ExecOptions)
 		_ = proc.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
 		return -1, ctx.Err()
 	}
+}
+
+// sameWriter reports whether a and b are the same writer (false for writers whose type is
+// not comparable, which == would panic on).
+func sameWriter(a, b io.Writer) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	return ta == tb && ta.Comparable() && a == b
 }
 
 // lockedWriter serialises writes (and, not being an io.ReaderFrom, keeps io.Copy to Write).
