@@ -9,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/skiff-project/skiff/internal/testenv"
+	"github.com/skiff-project/skiff/pkg/apierrors"
 	coordinationv1 "github.com/skiff-project/skiff/pkg/apis/coordination/v1"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
@@ -18,6 +22,7 @@ import (
 
 	"github.com/skiff-project/skiff/internal/nodetest"
 	"github.com/skiff-project/skiff/node/kubelet/hollow"
+	"github.com/skiff-project/skiff/node/kubelet/kubelet"
 )
 
 // TestHollowFleet: 20 hollow kubelets in one process register their Nodes (labels, capacity,
@@ -30,7 +35,8 @@ func TestHollowFleet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const n = 20
-	fleet, err := hollow.Start(ctx, hollow.Config{Count: n, Prefix: "hollow", Client: env.Client, Informers: factory, Logger: log})
+	fleet, err := hollow.Start(ctx, hollow.Config{Count: n, Prefix: "hollow", Client: env.Client, Informers: factory, Logger: log,
+		Configure: func(_ int, c *kubelet.Config) { c.HeartbeatInterval = 300 * time.Millisecond }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +86,22 @@ func TestHollowFleet(t *testing.T) {
 		return nil
 	})
 
+	// The Lease is renewed: its renewTime moves on.
+	renewed := func() string {
+		obj, err := env.Client.Get(ctx, leases, "kube-node-lease", "hollow-0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj.(*coordinationv1.Lease).GetSpec().GetRenewTime()
+	}
+	first := renewed()
+	nodetest.Eventually(t, 10*time.Second, "the Lease renewed", func() error {
+		if now := renewed(); now <= first {
+			return fmt.Errorf("renewTime still %s", now)
+		}
+		return nil
+	})
+
 	for i := range 2 * n {
 		p := &corev1.Pod{ApiVersion: "v1", Kind: "Pod", Metadata: &metav1.ObjectMeta{Name: fmt.Sprintf("p%d", i), Namespace: "default"},
 			Spec: &corev1.PodSpec{NodeName: fmt.Sprintf("hollow-%d", i%n), Containers: []*corev1.Container{{Name: "c", Image: "skiff-demo:v1"}}}}
@@ -108,6 +130,29 @@ func TestHollowFleet(t *testing.T) {
 		}
 		return nil
 	})
+
+	// The apiserver's kubelet proxy: a hollow node serves no kubelet API (503), an unbound pod
+	// has no node (400), an unknown pod is 404.
+	conn, err := grpc.NewClient(env.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := corev1.NewKubeletAPIClient(conn)
+	unbound := &corev1.Pod{ApiVersion: "v1", Kind: "Pod", Metadata: &metav1.ObjectMeta{Name: "unbound", Namespace: "default"},
+		Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "c", Image: "skiff-demo:v1"}}}}
+	if _, err := env.Client.Create(ctx, unbound); err != nil {
+		t.Fatal(err)
+	}
+	for pod, want := range map[string]int32{"p1": 503, "unbound": 400, "nosuch": 404} {
+		stream, err := api.Logs(ctx, &corev1.PodLogsRequest{Namespace: "default", Name: pod})
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		if got := apierrors.FromError(err).Status.GetCode(); got != want {
+			t.Errorf("logs of %s: %v (code %d), want %d", pod, err, got, want)
+		}
+	}
 
 	// A container that exits is restarted (restartPolicy Always).
 	rt := fleet.Runtimes[0]
