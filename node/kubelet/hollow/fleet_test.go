@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,6 +152,9 @@ func TestHollowFleet(t *testing.T) {
 		}
 		if got := apierrors.FromError(err).Status.GetCode(); got != want {
 			t.Errorf("logs of %s: %v (code %d), want %d", pod, err, got, want)
+		}
+		if pod == "p1" && !strings.Contains(err.Error(), "reports no kubelet endpoint") {
+			t.Errorf("logs of a pod on a hollow node: %v, want the node's missing kubelet endpoint named", err)
 		}
 	}
 
