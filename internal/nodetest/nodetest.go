@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/skiff-project/skiff/internal/imagebuild"
 	"github.com/skiff-project/skiff/node/kubelet/cni"
 	ctrd "github.com/skiff-project/skiff/node/kubelet/runtime/containerd"
@@ -67,46 +69,59 @@ var (
 	imagesErr  error
 )
 
-// Images builds the demo and busybox image tarballs once per test process.
+// Images builds the demo and busybox image tarballs once per test process, into one shared
+// directory (os.TempDir()/skiff-test-images): each tarball is written beside its final name and
+// renamed into place, so test processes running at once never read a half-written one, and
+// nothing accumulates across runs.
 func Images(t testing.TB) TestImages {
 	t.Helper()
-	imagesOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "skiff-test-images")
-		if err != nil {
-			imagesErr = err
-			return
-		}
-		images.Dir = dir
-		root, err := moduleRoot()
-		if err != nil {
-			imagesErr = err
-			return
-		}
-		bin := filepath.Join(dir, "demo")
-		if imagesErr = imagebuild.BuildStatic(context.Background(), root, "./deploy/images/demo", bin); imagesErr != nil {
-			return
-		}
-		demo, err := imagebuild.Demo(bin)
-		if err != nil {
-			imagesErr = err
-			return
-		}
-		images.Demo = filepath.Join(dir, "demo.tar")
-		if imagesErr = imagebuild.WriteTar(images.Demo, imagebuild.DemoImage, demo); imagesErr != nil {
-			return
-		}
-		bb, err := imagebuild.Busybox(BusyboxPath)
-		if err != nil {
-			imagesErr = err
-			return
-		}
-		images.Busybox = filepath.Join(dir, "busybox.tar")
-		imagesErr = imagebuild.WriteTar(images.Busybox, imagebuild.BusyboxImage, bb)
-	})
+	imagesOnce.Do(func() { images, imagesErr = buildImages() })
 	if imagesErr != nil {
 		t.Fatalf("build test images: %v", imagesErr)
 	}
 	return images
+}
+
+func buildImages() (TestImages, error) {
+	out := TestImages{Dir: filepath.Join(os.TempDir(), "skiff-test-images")}
+	if err := os.MkdirAll(out.Dir, 0o755); err != nil {
+		return out, err
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return out, err
+	}
+	work, err := os.MkdirTemp(out.Dir, "build")
+	if err != nil {
+		return out, err
+	}
+	defer os.RemoveAll(work)
+	bin := filepath.Join(work, "demo")
+	if err := imagebuild.BuildStatic(context.Background(), root, "./deploy/images/demo", bin); err != nil {
+		return out, err
+	}
+	demo, err := imagebuild.Demo(bin)
+	if err != nil {
+		return out, err
+	}
+	bb, err := imagebuild.Busybox(BusyboxPath)
+	if err != nil {
+		return out, err
+	}
+	out.Demo, out.Busybox = filepath.Join(out.Dir, "demo.tar"), filepath.Join(out.Dir, "busybox.tar")
+	for path, img := range map[string]struct {
+		name string
+		img  v1.Image
+	}{out.Demo: {imagebuild.DemoImage, demo}, out.Busybox: {imagebuild.BusyboxImage, bb}} {
+		tmp := filepath.Join(work, filepath.Base(path))
+		if err := imagebuild.WriteTar(tmp, img.name, img.img); err != nil {
+			return out, err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // ModuleRoot is the repository's root (the directory holding go.mod).
