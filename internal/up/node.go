@@ -101,7 +101,8 @@ func (n *localNode) kubelet(o Options, env *component.Env) (k *kubelet.Kubelet, 
 }
 
 // stop ends the node as a machine's shutdown does, leaving no process behind: its containers
-// get SIGTERM (SIGKILL after a few seconds) and are removed with their pod networks; the
+// get SIGTERM (SIGKILL after a few seconds) and are removed with their pod networks and the
+// node's bridge; the
 // next `skiff up` on the same data dir starts its pods again from their specs.
 func (n *localNode) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -134,5 +135,9 @@ func (n *localNode) stop() {
 	_ = n.rt.Close()
 	if err := n.daemon.Stop(); err != nil {
 		n.log.Warn("stop containerd", "error", err)
+	}
+	// No pod is left on the bridge; the next start makes it again for its pod CIDR.
+	if err := cni.RemoveBridge(cni.BridgeNameFor(n.name)); err != nil {
+		n.log.Warn("remove the pod bridge", "error", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,6 +126,9 @@ func TestUpRunsLocalNode(t *testing.T) {
 	stop()
 	if left := shimsOf(socket); len(left) > 0 {
 		t.Errorf("container shims of the stopped node still run: %v", left)
+	}
+	if _, err := net.InterfaceByName(cni.BridgeNameFor(node)); err == nil {
+		t.Errorf("the node's bridge %s is still there", cni.BridgeNameFor(node))
 	}
 }
 
