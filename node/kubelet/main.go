@@ -43,6 +43,7 @@ func main() {
 		fs.StringVar(&containerdDir, "containerd-dir", "/var/lib/skiff/containerd", "start a containerd of the kubelet's own with its root, state and socket here (unless --container-runtime-endpoint is given)")
 		fs.StringVar(&cgroupParent, "cgroup-parent", "/skiff", "the cgroup containers go under")
 		fs.StringVar(&cniPluginDirs, "cni-bin-dir", "/usr/lib/cni,/opt/cni/bin", "where the CNI plugins are")
+		fs.IntVar(&cfg.Workers, "pod-workers", 0, "pods synced at once (0: twice the CPUs, at least 4)")
 	}, func(ctx context.Context, env *component.Env) error {
 		cfg.ServerAddr = fmt.Sprintf("%s:%d", address, port)
 		if clusterDNS != "" {

@@ -83,7 +83,7 @@ func BenchmarkPodStartup(b *testing.B) {
 	kubeletCmd := exec.Command(bin, "--server", env.GRPCAddr, "--nats-url", env.NATSURL, "--hostname-override", node,
 		"--node-ip", "127.0.0.1", "--address", "127.0.0.1", "--port", "0", "--http-addr", "127.0.0.1:0",
 		"--pod-cidr", cidr, "--root-dir", filepath.Join(dir, "kubelet"), "--container-runtime-endpoint", d.Address,
-		"--containerd-dir", d.Root, "--log-level", "warn")
+		"--containerd-dir", d.Root, "--log-level", "warn", "--pod-workers", envOr("SKIFF_BENCH_POD_WORKERS", "0"))
 	kubeletCmd.Stderr = os.Stderr
 	if err := kubeletCmd.Start(); err != nil {
 		b.Fatal(err)
@@ -379,4 +379,11 @@ func rssKiB(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

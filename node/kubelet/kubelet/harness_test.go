@@ -31,17 +31,18 @@ import (
 // cluster is a control plane (testenv) and one real node: a containerd of the test's own and
 // a kubelet on it, with the test images loaded.
 type cluster struct {
-	t        testing.TB
-	env      *testenv.Env
-	dir      string
-	daemon   *ctrd.Daemon
-	nodeName string
-	podCIDR  string
-	kubelet  *kubelet.Kubelet
-	rt       *ctrd.Runtime
-	stop     func()
-	pods     *scheme.Kind
-	api      corev1.KubeletAPIClient
+	t         testing.TB
+	env       *testenv.Env
+	dir       string
+	daemon    *ctrd.Daemon
+	nodeName  string
+	podCIDR   string
+	kubelet   *kubelet.Kubelet
+	rt        *ctrd.Runtime
+	stop      func()
+	pods      *scheme.Kind
+	api       corev1.KubeletAPIClient
+	configure []func(*kubelet.Config)
 }
 
 func quiet() *slog.Logger {
@@ -53,11 +54,11 @@ func quiet() *slog.Logger {
 
 // startCluster starts a control plane and a node; everything stops and is removed when the
 // test ends.
-func startCluster(t testing.TB) *cluster {
+func startCluster(t testing.TB, configure ...func(*kubelet.Config)) *cluster {
 	t.Helper()
 	nodetest.RequireRoot(t)
 	images := nodetest.Images(t)
-	c := &cluster{t: t, env: testenv.Start(t), dir: nodetest.ShortTempDir(t), podCIDR: nodetest.PodCIDR(t)}
+	c := &cluster{t: t, env: testenv.Start(t), dir: nodetest.ShortTempDir(t), podCIDR: nodetest.PodCIDR(t), configure: configure}
 	c.nodeName = "node-" + filepath.Base(c.dir)[2:]
 	c.pods, _ = c.env.Client.Scheme().ForName("pods")
 	ctx := context.Background()
@@ -102,10 +103,14 @@ func (c *cluster) newRuntime() *ctrd.Runtime {
 func (c *cluster) startKubelet(rt *ctrd.Runtime) {
 	c.t.Helper()
 	factory := informer.NewFactory(c.env.Client, c.env.JetStream(c.t), quiet())
-	k, err := kubelet.New(kubelet.Config{NodeName: c.nodeName, NodeIP: "127.0.0.1", PodCIDR: c.podCIDR, Runtime: rt,
+	cfg := kubelet.Config{NodeName: c.nodeName, NodeIP: "127.0.0.1", PodCIDR: c.podCIDR, Runtime: rt,
 		RootDir: filepath.Join(c.dir, "kubelet"), ServerAddr: "127.0.0.1:0", Client: c.env.Client, Informers: factory,
 		Logger: quiet(), BackoffBase: time.Second, BackoffMax: 4 * time.Second, ResyncInterval: 2 * time.Second,
-		ClusterDNS: []string{"10.96.0.10"}})
+		ClusterDNS: []string{"10.96.0.10"}}
+	for _, f := range c.configure {
+		f(&cfg)
+	}
+	k, err := kubelet.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"time"
 
@@ -81,8 +82,9 @@ type Config struct {
 	Logger    *slog.Logger
 	Metrics   prometheus.Registerer
 
-	// Workers sync that many pods at once (default 32: a burst of pods starts in parallel, as
-	// Kubernetes gives each pod its own worker).
+	// Workers sync that many pods at once (default twice the CPUs, at least 4: starting a
+	// container is CPU-bound in runc, and a burst started all at once finishes all late;
+	// terminations do not hold workers).
 	Workers int
 	// BackoffBase and BackoffMax bound the crash-loop and image-pull back-off (Kubernetes:
 	// 10 s doubling to 5 min).
@@ -119,7 +121,7 @@ func (c *Config) defaults() error {
 		c.MaxPods = 110
 	}
 	if c.Workers == 0 {
-		c.Workers = 32
+		c.Workers = max(4, 2*goruntime.NumCPU())
 	}
 	setDefault := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -190,6 +192,9 @@ type Kubelet struct {
 	// lastDeleted keeps the last state of pods removed from the informer, for their
 	// termination grace period.
 	lastDeleted map[string]*corev1.Pod
+	// terminating holds the pods (by UID) whose termination runs (in bg).
+	terminating map[string]*termination
+	bg          sync.WaitGroup
 
 	nodeStatusMu   sync.Mutex
 	lastNodeStatus *corev1.NodeStatus
@@ -209,7 +214,7 @@ func New(cfg Config) (*Kubelet, error) {
 	sch := cfg.Client.Scheme()
 	k := &Kubelet{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeName), rt: cfg.Runtime, client: cfg.Client,
 		recorder: cfg.Recorder, ready: make(chan struct{}), records: map[string]*podRecord{},
-		lastDeleted: map[string]*corev1.Pod{}, imageUse: map[string]time.Time{}, podCIDR: cfg.PodCIDR}
+		lastDeleted: map[string]*corev1.Pod{}, terminating: map[string]*termination{}, imageUse: map[string]time.Time{}, podCIDR: cfg.PodCIDR}
 	for name, dst := range map[string]**scheme.Kind{"pods": &k.podsKind, "nodes": &k.nodesKind, "leases": &k.leasesKind, "services": &k.servicesKind} {
 		kind, err := sch.ForName(name)
 		if err != nil {
@@ -255,6 +260,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait() // last: after ctx is cancelled below
+	defer k.bg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer k.queue.ShutDown()

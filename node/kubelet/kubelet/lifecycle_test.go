@@ -13,6 +13,8 @@ import (
 
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+
+	"github.com/skiff-project/skiff/node/kubelet/kubelet"
 )
 
 // TestRestartPolicies: a failing container restarts with back-off (CrashLoopBackOff, restart
@@ -258,4 +260,31 @@ func TestKubeletRestartAdoptsPods(t *testing.T) {
 	if body, err := httpGet("http://" + keep.GetStatus().GetPodIp() + ":8080/"); err != nil || body != "keep" {
 		t.Errorf("adopted pod answers %q, %v", body, err)
 	}
+}
+
+// TestTerminationsHoldNoWorker: pods in their grace period do not stop other pods from
+// starting, even with fewer workers than terminating pods.
+func TestTerminationsHoldNoWorker(t *testing.T) {
+	c := startCluster(t, func(cfg *kubelet.Config) { cfg.Workers = 1 })
+	for _, name := range []string{"slow-1", "slow-2"} {
+		c.create(c.pod(name, busybox("main", `trap '' TERM; while true; do sleep 0.2; done`)))
+	}
+	c.waitPod("slow-1", 60*time.Second, "running", running)
+	c.waitPod("slow-2", 60*time.Second, "running", running)
+	c.delete("slow-1", 30)
+	c.delete("slow-2", 30)
+	time.Sleep(500 * time.Millisecond) // both terminations under way
+	c.create(c.pod("fresh", busybox("main", "exec sleep 3600")))
+	c.waitPod("fresh", 20*time.Second, "running while two pods wait out their 30 s grace period", running)
+	for _, name := range []string{"slow-1", "slow-2"} {
+		if _, err := c.get(name); err != nil {
+			t.Errorf("%s is gone before its grace period ended: %v", name, err)
+		}
+	}
+	// A later delete shortens the grace period, and the kubelet honours it: the pods go well
+	// before their first 30 s are up.
+	c.delete("slow-1", 1)
+	c.delete("slow-2", 1)
+	c.waitGone("slow-1", 15*time.Second)
+	c.waitGone("slow-2", 15*time.Second)
 }

@@ -195,7 +195,8 @@ func (k *Kubelet) syncPod(ctx context.Context, key string) (requeue time.Duratio
 		return 0, nil
 	}
 	if pod.GetMetadata().GetDeletionTimestamp() != "" {
-		return 0, k.terminate(ctx, pod, mine)
+		k.startTermination(ctx, key, pod, mine)
+		return 0, nil
 	}
 	switch pod.GetStatus().GetPhase() {
 	case "Succeeded", "Failed":
@@ -260,19 +261,79 @@ func (k *Kubelet) killPod(ctx context.Context, st podState, grace time.Duration)
 	return nil
 }
 
-// terminate runs a pod's graceful deletion: containers get SIGTERM and the pod's grace period,
-// then everything is removed and the deletion confirmed.
-func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st podState) error {
+// termination is a pod's termination under way; a delete that shortens the grace period
+// sends the new one on shorten.
+type termination struct {
+	grace   time.Duration
+	shorten chan time.Duration
+}
+
+// startTermination runs the pod's termination in a goroutine of its own: its grace period
+// (30 s by default) must hold no worker, or deleting a few pods would stall every other pod's
+// sync. A later delete with a shorter grace period cuts the wait short, as Kubernetes does. A
+// failed termination is retried through the queue.
+func (k *Kubelet) startTermination(ctx context.Context, key string, pod *corev1.Pod, st podState) {
+	uid := pod.GetMetadata().GetUid()
+	grace := time.Duration(pod.GetMetadata().GetDeletionGracePeriodSeconds()) * time.Second
+	k.mu.Lock()
+	if t, ok := k.terminating[uid]; ok {
+		if grace < t.grace {
+			t.grace = grace
+			select {
+			case <-t.shorten: // replaced by the shorter one
+			default:
+			}
+			t.shorten <- grace
+		}
+		k.mu.Unlock()
+		return
+	}
+	t := &termination{grace: grace, shorten: make(chan time.Duration, 1)}
+	k.terminating[uid] = t
+	k.mu.Unlock()
+	k.bg.Add(1)
+	go func() {
+		defer k.bg.Done()
+		err := k.terminate(ctx, pod, st, grace, t.shorten)
+		k.mu.Lock()
+		delete(k.terminating, uid)
+		k.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			k.log.Warn("pod termination failed, retrying", "pod", key, "error", err)
+			k.queue.AddRateLimited(key)
+		}
+	}()
+}
+
+// terminate runs a pod's graceful deletion: containers get SIGTERM and the grace period (or a
+// shorter one that arrives on shorten), then everything is removed and the deletion confirmed.
+func (k *Kubelet) terminate(ctx context.Context, pod *corev1.Pod, st podState, grace time.Duration, shorten <-chan time.Duration) error {
 	md := pod.GetMetadata()
-	grace := time.Duration(md.GetDeletionGracePeriodSeconds()) * time.Second
 	for _, c := range st.containers {
 		if c.State == runtime.ContainerRunning {
 			k.recorder.Eventf(pod, "Normal", "Killing", "Stopping container %s", c.Name)
 		}
 	}
 	k.prober.prunePod(md.GetUid(), nil)
-	if err := k.killPod(ctx, st, grace); err != nil {
-		return err
+	for {
+		stopCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- k.killPod(stopCtx, st, grace) }()
+		var err error
+		select {
+		case err = <-done:
+			cancel()
+		case g := <-shorten:
+			cancel()
+			<-done
+			grace = g
+			k.log.Info("grace period shortened", "pod", md.GetNamespace()+"/"+md.GetName(), "grace", grace)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
 	k.removePodFiles(md.GetNamespace(), md.GetName(), md.GetUid())
 	zero := int64(0)
