@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up test test-short test-unit fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services vet fmt clean
+.PHONY: all build up images test test-short test-unit test-node fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet vet fmt clean
 
 all: build
 
@@ -12,9 +12,15 @@ build:
 	@mkdir -p bin
 	go build -o bin/ ./...
 
-## up: build and run the whole control plane in one process (embedded etcd and NATS)
-up: build
+## up: build and run the whole cluster in one process (embedded etcd and NATS, and a local node
+## where the host has containerd, runc and the CNI plugins)
+up: build images
 	./bin/skiff up
+
+## images: the image tarballs, made with no registry and no base image: bin/images/demo.tar
+## (skiff-demo:v1) and bin/images/busybox.tar (skiff-busybox:v1, from Debian's busybox-static)
+images:
+	go run ./hack/build-images -out bin/images
 
 ## test: what CI runs: vet, every test against real etcd/NATS, and short fuzzing of manifest
 ## decoding, quantities and the REST front
@@ -31,6 +37,11 @@ test-unit:
 	@rm -f .e2e-summary
 	SKIFF_E2E_SUMMARY=$(CURDIR)/.e2e-summary go test -count=1 -timeout 25m ./...
 	@cat .e2e-summary 2>/dev/null || true
+
+## test-node: the kubelet's tests on real containerd (root, containerd, runc, CNI plugins,
+## busybox-static; hack/install-node-deps.sh installs them on Debian); fails rather than skips
+test-node:
+	SKIFF_NODE_TESTS=require go test -count=1 -timeout 15m ./node/... ./internal/up/
 
 fuzz:
 	go test ./pkg/codec -run='^$$' -fuzz=FuzzDecodeManifests -fuzztime=5s
@@ -89,6 +100,11 @@ bench-publisher:
 bench-services:
 	go test ./node/proxy-ebpf/proxy/ -run='^$$' -bench='ProgramMaps|ConnectLatency|EndpointsToMap' -benchtime=1x -count=1 -timeout 20m
 	go test ./services/dns/dns/ -run='^$$' -bench=Queries -benchtime=1x -count=1 -timeout 5m
+
+## bench-kubelet: pod startup latency (Kubernetes' SLI) on one real node, 30 pods, beside raw
+## containerd create+start of the same image; idle kubelet RSS and CPU with 30 pods
+bench-kubelet:
+	SKIFF_NODE_TESTS=require go test ./node/kubelet/kubelet/ -run='^$$' -bench=PodStartup -benchtime=1x -count=1 -timeout 15m
 
 clean:
 	rm -rf bin .skiff

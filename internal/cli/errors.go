@@ -56,6 +56,12 @@ func reportError(w io.Writer, server string, err error) int {
 	if errors.As(err, &rep) {
 		return 1
 	}
+	var exit exitCodeError
+	if errors.As(err, &exit) {
+		// The remote command's status, as kubectl exec passes it on.
+		fmt.Fprintln(w, err.Error())
+		return exit.code
+	}
 	fmt.Fprintln(w, formatError(server, err))
 	var ue *usageError
 	if errors.As(err, &ue) {

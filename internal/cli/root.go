@@ -94,6 +94,9 @@ func NewRootCommand(streams IOStreams, extra ...*cobra.Command) *cobra.Command {
 		newDescribeCommand(o),
 		newDeleteCommand(o),
 		newScaleCommand(o),
+		newLogsCommand(o),
+		newExecCommand(o),
+		newImageCommand(o),
 		newVersionCommand(o),
 	)
 	root.AddCommand(extra...)

@@ -20,9 +20,11 @@ func NewCommand() *cobra.Command {
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run a whole Skiff control plane in this process (embedded etcd and NATS)",
-		Long: "up runs embedded etcd, embedded NATS JetStream and the apiserver in one process, with\n" +
-			"their data under --data-dir, until interrupted (Ctrl-C or SIGTERM).",
+		Short: "Run a whole Skiff cluster in this process (embedded etcd and NATS, a local node)",
+		Long: "up runs embedded etcd, embedded NATS JetStream, the apiserver, the scheduler and, where the host\n" +
+			"can run containers, a local node (a containerd of its own and a kubelet) in one process, with\n" +
+			"their data under --data-dir, until interrupted (Ctrl-C or SIGTERM). Stopping it stops and removes the\n" +
+			"node's containers as a machine shutdown would; the next run on the same --data-dir starts the pods again.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -53,5 +55,9 @@ func NewCommand() *cobra.Command {
 	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
 	f.BoolVar(&o.NATSSyncAlways, "nats-sync-always", false, "fsync every bus message (survives a machine crash without relying on etcd replay; slower)")
 	f.Int64Var(&o.Stream.MaxBytes, "stream-max-bytes", o.Stream.MaxBytes, "bound the bus stream's size; oldest events go first")
+	f.BoolVar(&o.LocalNode, "local-node", true, "run a node too: a containerd of its own under --data-dir and a kubelet (needs root, containerd, runc and the CNI plugins)")
+	f.StringVar(&o.NodeName, "node-name", "", "the local node's name (default: the host name)")
+	f.StringVar(&o.PodCIDR, "pod-cidr", "10.244.0.0/24", "the local node's pod address range")
+	f.StringVar(&o.ClusterDNS, "cluster-dns", "", "nameserver IP(s) for ClusterFirst pods, comma-separated (the kube-dns Service's ClusterIP)")
 	return cmd
 }

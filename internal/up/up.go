@@ -38,6 +38,14 @@ type Options struct {
 	ClusterDomain string
 	Logger        *slog.Logger
 	Out           io.Writer // where the "listening on" banner goes
+
+	// LocalNode runs a node in this process too: a containerd started under DataDir and a
+	// kubelet on it (when the host has containerd, runc and the CNI plugins).
+	LocalNode bool
+	// NodeName (default: the host name), PodCIDR and ClusterDNS (comma-separated) configure it.
+	NodeName   string
+	PodCIDR    string
+	ClusterDNS string
 }
 
 // Run starts everything, prints where it listens and serves until ctx is cancelled; then it
@@ -75,11 +83,26 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	var node *localNode
+	nodeLine := "  Node:  none (--local-node=false)"
+	if o.LocalNode {
+		if missing := localNodeMissing(); missing != "" {
+			nodeLine = "  Node:  NOT STARTED: this host lacks " + missing + " (nothing was installed; --local-node=false runs the control plane alone)"
+			log.Warn("local node not started", "missing", missing)
+		} else if node, err = startLocalNode(ctx, o, log); err != nil {
+			return fmt.Errorf("local node: %w", err)
+		} else {
+			defer node.stop()
+			nodeLine = fmt.Sprintf("  Node:  %s (containerd %s, pod CIDR %s; load images with: skiff image load bin/images/demo.tar)",
+				node.name, node.daemon.Address, node.podCIDR)
+		}
+	}
 	if o.Out != nil {
 		fmt.Fprintf(o.Out, "Skiff is up in %s (data in %s)\n", time.Since(start).Round(time.Millisecond), o.DataDir)
 		fmt.Fprintf(o.Out, "  REST:  http://%s   (health /readyz, metrics /metrics)\n", srv.HTTPAddr())
 		fmt.Fprintf(o.Out, "  gRPC:  %s\n", srv.GRPCAddr())
 		fmt.Fprintf(o.Out, "  etcd:  %s   NATS: %s\n", etcd.Endpoint, nats.URL)
+		fmt.Fprintln(o.Out, nodeLine)
 		fmt.Fprintf(o.Out, "Try: skiff apply -f deploy/examples/web.yaml && skiff get deployments,services\n")
 	}
 	log.Info("skiff up", "startup", time.Since(start), "http", srv.HTTPAddr(), "grpc", srv.GRPCAddr(),
@@ -90,7 +113,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { served <- srv.Serve(serveCtx) }()
 	// The control plane's components run in this process on one shared Env (one client, one
 	// bus connection, one informer per kind), stopping before the apiserver does.
-	err = runComponents(ctx, o, srv.GRPCAddr(), nats.URL, log)
+	err = runComponents(ctx, o, node, srv.GRPCAddr(), nats.URL, log)
 	log.Info("skiff stopping")
 	stopServing()
 	if serr := <-served; err == nil {
@@ -100,7 +123,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // runComponents runs the in-process components until ctx ends.
-func runComponents(ctx context.Context, o Options, server, natsURL string, log *slog.Logger) error {
+func runComponents(ctx context.Context, o Options, node *localNode, server, natsURL string, log *slog.Logger) error {
 	env, closeEnv, err := component.Connect("skiff-up", server, natsURL, log)
 	if err != nil {
 		return err
@@ -131,6 +154,16 @@ func runComponents(ctx context.Context, o Options, server, natsURL string, log *
 	}
 	start("scheduler", sched.Run)
 	start("scheduler events", func(ctx context.Context) error { schedEvents.Run(ctx); return nil })
+	if node != nil {
+		k, events, err := node.kubelet(o, env)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		start("kubelet", k.Run)
+		start("kubelet events", func(ctx context.Context) error { events.Run(ctx); return nil })
+	}
 	<-ctx.Done()
 	wg.Wait()
 	env.Informers.Shutdown()

@@ -186,6 +186,7 @@ const (
 	opUpdate // and updateStatus
 	opDelete
 	opBind
+	opLog // GET pods/NAME/log, served by the kubelet proxy (kubelet_proxy.go)
 )
 
 func (r apiRoute) operation(method string) operation {
@@ -204,6 +205,8 @@ func (r apiRoute) operation(method string) operation {
 		return opUpdate
 	case r.subresource == "binding" && method == http.MethodPost:
 		return opBind
+	case r.subresource == "log" && r.resource == "pods" && method == http.MethodGet:
+		return opLog
 	}
 	return opOther
 }
@@ -224,6 +227,8 @@ func (op operation) parameters() []string {
 		return []string{"dryRun", "gracePeriodSeconds", "propagationPolicy", "orphanDependents"}
 	case opBind:
 		return []string{"dryRun"}
+	case opLog:
+		return []string{"container", "follow", "tailLines", "previous", "limitBytes"}
 	}
 	return nil
 }
@@ -297,7 +302,7 @@ func fieldValidation(op operation, value string) (codec.FieldValidation, *apierr
 // checkParameter checks one value and returns it in the form the gateway parses.
 func checkParameter(key, value string) (string, *apierrors.StatusError) {
 	switch key {
-	case "watch", "allowWatchBookmarks", "sendInitialEvents", "orphanDependents":
+	case "watch", "allowWatchBookmarks", "sendInitialEvents", "orphanDependents", "follow", "previous":
 		switch strings.ToLower(value) {
 		case "true", "1":
 			return "true", nil
@@ -305,7 +310,7 @@ func checkParameter(key, value string) (string, *apierrors.StatusError) {
 			return "false", nil
 		}
 		return "", badParameter(key, value, "must be a boolean (true, false, 1 or 0)")
-	case "limit", "timeoutSeconds", "gracePeriodSeconds":
+	case "limit", "timeoutSeconds", "gracePeriodSeconds", "tailLines", "limitBytes":
 		n, err := strconv.ParseInt(value, 10, 64)
 		if err != nil {
 			return "", badParameter(key, value, "must be an integer")

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/limits"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
@@ -96,6 +97,8 @@ type Server struct {
 	// inproc holds every unary handler by full method name, for the REST gateway.
 	inproc     map[string]func(context.Context, proto.Message) (proto.Message, error)
 	httpServer *http.Server
+	// kubelets forwards logs, exec and image loads to nodes' kubelets.
+	kubelets *kubeletProxy
 }
 
 // New connects to etcd, makes sure the built-in namespaces exist and opens the listeners. Call
@@ -254,6 +257,8 @@ func (s *Server) listen(ctx context.Context) error {
 		}
 		s.grpcServer.RegisterService(desc, s)
 	}
+	s.kubelets = newKubeletProxy(s)
+	corev1.RegisterKubeletAPIServer(s.grpcServer, s.kubelets)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
@@ -273,6 +278,7 @@ func (s *Server) listen(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.V2)
 	})
+	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.kubelets.serveLogs)
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isWatch(r) {
 			s.serveWatch(w, r)
@@ -346,6 +352,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	stopPublisher()
 	<-pubDone
+	s.kubelets.close()
 	s.closeBus()
 	s.closeEtcd()
 	return err

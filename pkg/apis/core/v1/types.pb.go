@@ -2501,18 +2501,19 @@ func (x *Toleration) GetTolerationSeconds() int64 {
 type PodStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Pending, Running, Succeeded, Failed, Unknown.
-	Phase             string             `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
-	Conditions        []*PodCondition    `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	Message           string             `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	Reason            string             `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	HostIp            string             `protobuf:"bytes,5,opt,name=host_ip,json=hostIP,proto3" json:"host_ip,omitempty"`
-	PodIp             string             `protobuf:"bytes,6,opt,name=pod_ip,json=podIP,proto3" json:"pod_ip,omitempty"`
-	PodIps            []*PodIP           `protobuf:"bytes,7,rep,name=pod_ips,json=podIPs,proto3" json:"pod_ips,omitempty"`
-	StartTime         string             `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	ContainerStatuses []*ContainerStatus `protobuf:"bytes,9,rep,name=container_statuses,json=containerStatuses,proto3" json:"container_statuses,omitempty"`
-	QosClass          string             `protobuf:"bytes,10,opt,name=qos_class,json=qosClass,proto3" json:"qos_class,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	Phase                 string             `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
+	Conditions            []*PodCondition    `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	Message               string             `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Reason                string             `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	HostIp                string             `protobuf:"bytes,5,opt,name=host_ip,json=hostIP,proto3" json:"host_ip,omitempty"`
+	PodIp                 string             `protobuf:"bytes,6,opt,name=pod_ip,json=podIP,proto3" json:"pod_ip,omitempty"`
+	PodIps                []*PodIP           `protobuf:"bytes,7,rep,name=pod_ips,json=podIPs,proto3" json:"pod_ips,omitempty"`
+	StartTime             string             `protobuf:"bytes,8,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	ContainerStatuses     []*ContainerStatus `protobuf:"bytes,9,rep,name=container_statuses,json=containerStatuses,proto3" json:"container_statuses,omitempty"`
+	QosClass              string             `protobuf:"bytes,10,opt,name=qos_class,json=qosClass,proto3" json:"qos_class,omitempty"`
+	InitContainerStatuses []*ContainerStatus `protobuf:"bytes,11,rep,name=init_container_statuses,json=initContainerStatuses,proto3" json:"init_container_statuses,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *PodStatus) Reset() {
@@ -2613,6 +2614,13 @@ func (x *PodStatus) GetQosClass() string {
 		return x.QosClass
 	}
 	return ""
+}
+
+func (x *PodStatus) GetInitContainerStatuses() []*ContainerStatus {
+	if x != nil {
+		return x.InitContainerStatuses
+	}
+	return nil
 }
 
 type PodIP struct {
@@ -3458,16 +3466,18 @@ func (x *Taint) GetTimeAdded() string {
 }
 
 type NodeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Capacity      map[string]string      `protobuf:"bytes,1,rep,name=capacity,proto3" json:"capacity,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Allocatable   map[string]string      `protobuf:"bytes,2,rep,name=allocatable,proto3" json:"allocatable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Phase         string                 `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
-	Conditions    []*NodeCondition       `protobuf:"bytes,4,rep,name=conditions,proto3" json:"conditions,omitempty"`
-	Addresses     []*NodeAddress         `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	NodeInfo      *NodeSystemInfo        `protobuf:"bytes,6,opt,name=node_info,json=nodeInfo,proto3" json:"node_info,omitempty"`
-	Images        []*ContainerImage      `protobuf:"bytes,7,rep,name=images,proto3" json:"images,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Capacity    map[string]string      `protobuf:"bytes,1,rep,name=capacity,proto3" json:"capacity,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Allocatable map[string]string      `protobuf:"bytes,2,rep,name=allocatable,proto3" json:"allocatable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Phase       string                 `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	Conditions  []*NodeCondition       `protobuf:"bytes,4,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	Addresses   []*NodeAddress         `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	NodeInfo    *NodeSystemInfo        `protobuf:"bytes,6,opt,name=node_info,json=nodeInfo,proto3" json:"node_info,omitempty"`
+	Images      []*ContainerImage      `protobuf:"bytes,7,rep,name=images,proto3" json:"images,omitempty"`
+	// Where the node's kubelet serves logs, exec and image loads (the apiserver proxies to it).
+	DaemonEndpoints *NodeDaemonEndpoints `protobuf:"bytes,8,opt,name=daemon_endpoints,json=daemonEndpoints,proto3" json:"daemon_endpoints,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -3549,6 +3559,102 @@ func (x *NodeStatus) GetImages() []*ContainerImage {
 	return nil
 }
 
+func (x *NodeStatus) GetDaemonEndpoints() *NodeDaemonEndpoints {
+	if x != nil {
+		return x.DaemonEndpoints
+	}
+	return nil
+}
+
+type NodeDaemonEndpoints struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	KubeletEndpoint *DaemonEndpoint        `protobuf:"bytes,1,opt,name=kubelet_endpoint,json=kubeletEndpoint,proto3" json:"kubelet_endpoint,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NodeDaemonEndpoints) Reset() {
+	*x = NodeDaemonEndpoints{}
+	mi := &file_skiff_core_v1_types_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeDaemonEndpoints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeDaemonEndpoints) ProtoMessage() {}
+
+func (x *NodeDaemonEndpoints) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_types_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeDaemonEndpoints.ProtoReflect.Descriptor instead.
+func (*NodeDaemonEndpoints) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *NodeDaemonEndpoints) GetKubeletEndpoint() *DaemonEndpoint {
+	if x != nil {
+		return x.KubeletEndpoint
+	}
+	return nil
+}
+
+type DaemonEndpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kubernetes spells this field with a capital P.
+	Port          int32 `protobuf:"varint,1,opt,name=port,json=Port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DaemonEndpoint) Reset() {
+	*x = DaemonEndpoint{}
+	mi := &file_skiff_core_v1_types_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DaemonEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DaemonEndpoint) ProtoMessage() {}
+
+func (x *DaemonEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_core_v1_types_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DaemonEndpoint.ProtoReflect.Descriptor instead.
+func (*DaemonEndpoint) Descriptor() ([]byte, []int) {
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *DaemonEndpoint) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 type NodeCondition struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Type               string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
@@ -3563,7 +3669,7 @@ type NodeCondition struct {
 
 func (x *NodeCondition) Reset() {
 	*x = NodeCondition{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[52]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3575,7 +3681,7 @@ func (x *NodeCondition) String() string {
 func (*NodeCondition) ProtoMessage() {}
 
 func (x *NodeCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[52]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3588,7 +3694,7 @@ func (x *NodeCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCondition.ProtoReflect.Descriptor instead.
 func (*NodeCondition) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{52}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *NodeCondition) GetType() string {
@@ -3644,7 +3750,7 @@ type NodeAddress struct {
 
 func (x *NodeAddress) Reset() {
 	*x = NodeAddress{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[53]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3762,7 @@ func (x *NodeAddress) String() string {
 func (*NodeAddress) ProtoMessage() {}
 
 func (x *NodeAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[53]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3775,7 @@ func (x *NodeAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
 func (*NodeAddress) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{53}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *NodeAddress) GetType() string {
@@ -3704,7 +3810,7 @@ type NodeSystemInfo struct {
 
 func (x *NodeSystemInfo) Reset() {
 	*x = NodeSystemInfo{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[54]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3716,7 +3822,7 @@ func (x *NodeSystemInfo) String() string {
 func (*NodeSystemInfo) ProtoMessage() {}
 
 func (x *NodeSystemInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[54]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3729,7 +3835,7 @@ func (x *NodeSystemInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSystemInfo.ProtoReflect.Descriptor instead.
 func (*NodeSystemInfo) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{54}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *NodeSystemInfo) GetMachineId() string {
@@ -3812,7 +3918,7 @@ type ContainerImage struct {
 
 func (x *ContainerImage) Reset() {
 	*x = ContainerImage{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[55]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3824,7 +3930,7 @@ func (x *ContainerImage) String() string {
 func (*ContainerImage) ProtoMessage() {}
 
 func (x *ContainerImage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[55]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3837,7 +3943,7 @@ func (x *ContainerImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerImage.ProtoReflect.Descriptor instead.
 func (*ContainerImage) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{55}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ContainerImage) GetNames() []string {
@@ -3867,7 +3973,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[56]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +3985,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[56]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +3998,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{56}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Service) GetApiVersion() string {
@@ -3942,7 +4048,7 @@ type ServiceList struct {
 
 func (x *ServiceList) Reset() {
 	*x = ServiceList{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[57]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3954,7 +4060,7 @@ func (x *ServiceList) String() string {
 func (*ServiceList) ProtoMessage() {}
 
 func (x *ServiceList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[57]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3967,7 +4073,7 @@ func (x *ServiceList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceList.ProtoReflect.Descriptor instead.
 func (*ServiceList) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{57}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ServiceList) GetApiVersion() string {
@@ -4020,7 +4126,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[58]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4032,7 +4138,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[58]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4045,7 +4151,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{58}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ServiceSpec) GetPorts() []*ServicePort {
@@ -4146,7 +4252,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[59]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4158,7 +4264,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[59]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4171,7 +4277,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{59}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ServicePort) GetName() string {
@@ -4225,7 +4331,7 @@ type ServiceStatus struct {
 
 func (x *ServiceStatus) Reset() {
 	*x = ServiceStatus{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[60]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4237,7 +4343,7 @@ func (x *ServiceStatus) String() string {
 func (*ServiceStatus) ProtoMessage() {}
 
 func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[60]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4250,7 +4356,7 @@ func (x *ServiceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceStatus.ProtoReflect.Descriptor instead.
 func (*ServiceStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{60}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ServiceStatus) GetLoadBalancer() *LoadBalancerStatus {
@@ -4269,7 +4375,7 @@ type LoadBalancerStatus struct {
 
 func (x *LoadBalancerStatus) Reset() {
 	*x = LoadBalancerStatus{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[61]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4281,7 +4387,7 @@ func (x *LoadBalancerStatus) String() string {
 func (*LoadBalancerStatus) ProtoMessage() {}
 
 func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[61]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4294,7 +4400,7 @@ func (x *LoadBalancerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerStatus.ProtoReflect.Descriptor instead.
 func (*LoadBalancerStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{61}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *LoadBalancerStatus) GetIngress() []*LoadBalancerIngress {
@@ -4314,7 +4420,7 @@ type LoadBalancerIngress struct {
 
 func (x *LoadBalancerIngress) Reset() {
 	*x = LoadBalancerIngress{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[62]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4326,7 +4432,7 @@ func (x *LoadBalancerIngress) String() string {
 func (*LoadBalancerIngress) ProtoMessage() {}
 
 func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[62]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4339,7 +4445,7 @@ func (x *LoadBalancerIngress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancerIngress.ProtoReflect.Descriptor instead.
 func (*LoadBalancerIngress) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{62}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *LoadBalancerIngress) GetIp() string {
@@ -4368,7 +4474,7 @@ type Endpoints struct {
 
 func (x *Endpoints) Reset() {
 	*x = Endpoints{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[63]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4380,7 +4486,7 @@ func (x *Endpoints) String() string {
 func (*Endpoints) ProtoMessage() {}
 
 func (x *Endpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[63]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4393,7 +4499,7 @@ func (x *Endpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoints.ProtoReflect.Descriptor instead.
 func (*Endpoints) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{63}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Endpoints) GetApiVersion() string {
@@ -4436,7 +4542,7 @@ type EndpointsList struct {
 
 func (x *EndpointsList) Reset() {
 	*x = EndpointsList{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[64]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4448,7 +4554,7 @@ func (x *EndpointsList) String() string {
 func (*EndpointsList) ProtoMessage() {}
 
 func (x *EndpointsList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[64]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4461,7 +4567,7 @@ func (x *EndpointsList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsList.ProtoReflect.Descriptor instead.
 func (*EndpointsList) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{64}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *EndpointsList) GetApiVersion() string {
@@ -4503,7 +4609,7 @@ type EndpointSubset struct {
 
 func (x *EndpointSubset) Reset() {
 	*x = EndpointSubset{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[65]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4515,7 +4621,7 @@ func (x *EndpointSubset) String() string {
 func (*EndpointSubset) ProtoMessage() {}
 
 func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[65]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4528,7 +4634,7 @@ func (x *EndpointSubset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSubset.ProtoReflect.Descriptor instead.
 func (*EndpointSubset) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{65}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *EndpointSubset) GetAddresses() []*EndpointAddress {
@@ -4564,7 +4670,7 @@ type EndpointAddress struct {
 
 func (x *EndpointAddress) Reset() {
 	*x = EndpointAddress{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[66]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4576,7 +4682,7 @@ func (x *EndpointAddress) String() string {
 func (*EndpointAddress) ProtoMessage() {}
 
 func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[66]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4589,7 +4695,7 @@ func (x *EndpointAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointAddress.ProtoReflect.Descriptor instead.
 func (*EndpointAddress) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{66}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *EndpointAddress) GetIp() string {
@@ -4632,7 +4738,7 @@ type EndpointPort struct {
 
 func (x *EndpointPort) Reset() {
 	*x = EndpointPort{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[67]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4644,7 +4750,7 @@ func (x *EndpointPort) String() string {
 func (*EndpointPort) ProtoMessage() {}
 
 func (x *EndpointPort) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[67]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4657,7 +4763,7 @@ func (x *EndpointPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointPort.ProtoReflect.Descriptor instead.
 func (*EndpointPort) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{67}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *EndpointPort) GetName() string {
@@ -4712,7 +4818,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[68]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4724,7 +4830,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[68]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4737,7 +4843,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{68}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *Event) GetApiVersion() string {
@@ -4857,7 +4963,7 @@ type EventList struct {
 
 func (x *EventList) Reset() {
 	*x = EventList{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[69]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4869,7 +4975,7 @@ func (x *EventList) String() string {
 func (*EventList) ProtoMessage() {}
 
 func (x *EventList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[69]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4882,7 +4988,7 @@ func (x *EventList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventList.ProtoReflect.Descriptor instead.
 func (*EventList) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{69}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *EventList) GetApiVersion() string {
@@ -4923,7 +5029,7 @@ type EventSource struct {
 
 func (x *EventSource) Reset() {
 	*x = EventSource{}
-	mi := &file_skiff_core_v1_types_proto_msgTypes[70]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4935,7 +5041,7 @@ func (x *EventSource) String() string {
 func (*EventSource) ProtoMessage() {}
 
 func (x *EventSource) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_core_v1_types_proto_msgTypes[70]
+	mi := &file_skiff_core_v1_types_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4948,7 +5054,7 @@ func (x *EventSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventSource.ProtoReflect.Descriptor instead.
 func (*EventSource) Descriptor() ([]byte, []int) {
-	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{70}
+	return file_skiff_core_v1_types_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *EventSource) GetComponent() string {
@@ -5188,7 +5294,7 @@ const file_skiff_core_v1_types_proto_rawDesc = "" +
 	"\x05value\x18\x03 \x01(\tR\x05value\x12\x16\n" +
 	"\x06effect\x18\x04 \x01(\tR\x06effect\x122\n" +
 	"\x12toleration_seconds\x18\x05 \x01(\x03H\x00R\x11tolerationSeconds\x88\x01\x01B\x15\n" +
-	"\x13_toleration_seconds\"\xfa\x02\n" +
+	"\x13_toleration_seconds\"\xd2\x03\n" +
 	"\tPodStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12;\n" +
 	"\n" +
@@ -5203,7 +5309,8 @@ const file_skiff_core_v1_types_proto_rawDesc = "" +
 	"start_time\x18\b \x01(\tR\tstartTime\x12M\n" +
 	"\x12container_statuses\x18\t \x03(\v2\x1e.skiff.core.v1.ContainerStatusR\x11containerStatuses\x12\x1b\n" +
 	"\tqos_class\x18\n" +
-	" \x01(\tR\bqosClass\"\x17\n" +
+	" \x01(\tR\bqosClass\x12V\n" +
+	"\x17init_container_statuses\x18\v \x03(\v2\x1e.skiff.core.v1.ContainerStatusR\x15initContainerStatuses\"\x17\n" +
 	"\x05PodIP\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\"\xc6\x01\n" +
 	"\fPodCondition\x12\x12\n" +
@@ -5279,7 +5386,7 @@ const file_skiff_core_v1_types_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n" +
 	"\x06effect\x18\x03 \x01(\tR\x06effect\x12\x1d\n" +
 	"\n" +
-	"time_added\x18\x04 \x01(\tR\ttimeAdded\"\x9d\x04\n" +
+	"time_added\x18\x04 \x01(\tR\ttimeAdded\"\xec\x04\n" +
 	"\n" +
 	"NodeStatus\x12C\n" +
 	"\bcapacity\x18\x01 \x03(\v2'.skiff.core.v1.NodeStatus.CapacityEntryR\bcapacity\x12L\n" +
@@ -5290,13 +5397,18 @@ const file_skiff_core_v1_types_proto_rawDesc = "" +
 	"conditions\x128\n" +
 	"\taddresses\x18\x05 \x03(\v2\x1a.skiff.core.v1.NodeAddressR\taddresses\x12:\n" +
 	"\tnode_info\x18\x06 \x01(\v2\x1d.skiff.core.v1.NodeSystemInfoR\bnodeInfo\x125\n" +
-	"\x06images\x18\a \x03(\v2\x1d.skiff.core.v1.ContainerImageR\x06images\x1a;\n" +
+	"\x06images\x18\a \x03(\v2\x1d.skiff.core.v1.ContainerImageR\x06images\x12M\n" +
+	"\x10daemon_endpoints\x18\b \x01(\v2\".skiff.core.v1.NodeDaemonEndpointsR\x0fdaemonEndpoints\x1a;\n" +
 	"\rCapacityEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10AllocatableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
+	"\x13NodeDaemonEndpoints\x12H\n" +
+	"\x10kubelet_endpoint\x18\x01 \x01(\v2\x1d.skiff.core.v1.DaemonEndpointR\x0fkubeletEndpoint\"$\n" +
+	"\x0eDaemonEndpoint\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04Port\"\xcf\x01\n" +
 	"\rNodeCondition\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12.\n" +
@@ -5441,7 +5553,7 @@ func file_skiff_core_v1_types_proto_rawDescGZIP() []byte {
 	return file_skiff_core_v1_types_proto_rawDescData
 }
 
-var file_skiff_core_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_skiff_core_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_skiff_core_v1_types_proto_goTypes = []any{
 	(*Namespace)(nil),                         // 0: skiff.core.v1.Namespace
 	(*NamespaceSpec)(nil),                     // 1: skiff.core.v1.NamespaceSpec
@@ -5495,53 +5607,55 @@ var file_skiff_core_v1_types_proto_goTypes = []any{
 	(*NodeSpec)(nil),                          // 49: skiff.core.v1.NodeSpec
 	(*Taint)(nil),                             // 50: skiff.core.v1.Taint
 	(*NodeStatus)(nil),                        // 51: skiff.core.v1.NodeStatus
-	(*NodeCondition)(nil),                     // 52: skiff.core.v1.NodeCondition
-	(*NodeAddress)(nil),                       // 53: skiff.core.v1.NodeAddress
-	(*NodeSystemInfo)(nil),                    // 54: skiff.core.v1.NodeSystemInfo
-	(*ContainerImage)(nil),                    // 55: skiff.core.v1.ContainerImage
-	(*Service)(nil),                           // 56: skiff.core.v1.Service
-	(*ServiceList)(nil),                       // 57: skiff.core.v1.ServiceList
-	(*ServiceSpec)(nil),                       // 58: skiff.core.v1.ServiceSpec
-	(*ServicePort)(nil),                       // 59: skiff.core.v1.ServicePort
-	(*ServiceStatus)(nil),                     // 60: skiff.core.v1.ServiceStatus
-	(*LoadBalancerStatus)(nil),                // 61: skiff.core.v1.LoadBalancerStatus
-	(*LoadBalancerIngress)(nil),               // 62: skiff.core.v1.LoadBalancerIngress
-	(*Endpoints)(nil),                         // 63: skiff.core.v1.Endpoints
-	(*EndpointsList)(nil),                     // 64: skiff.core.v1.EndpointsList
-	(*EndpointSubset)(nil),                    // 65: skiff.core.v1.EndpointSubset
-	(*EndpointAddress)(nil),                   // 66: skiff.core.v1.EndpointAddress
-	(*EndpointPort)(nil),                      // 67: skiff.core.v1.EndpointPort
-	(*Event)(nil),                             // 68: skiff.core.v1.Event
-	(*EventList)(nil),                         // 69: skiff.core.v1.EventList
-	(*EventSource)(nil),                       // 70: skiff.core.v1.EventSource
-	nil,                                       // 71: skiff.core.v1.PodSpec.NodeSelectorEntry
-	nil,                                       // 72: skiff.core.v1.ResourceRequirements.LimitsEntry
-	nil,                                       // 73: skiff.core.v1.ResourceRequirements.RequestsEntry
-	nil,                                       // 74: skiff.core.v1.NodeStatus.CapacityEntry
-	nil,                                       // 75: skiff.core.v1.NodeStatus.AllocatableEntry
-	nil,                                       // 76: skiff.core.v1.ServiceSpec.SelectorEntry
-	(*v1.ObjectMeta)(nil),                     // 77: skiff.meta.v1.ObjectMeta
-	(*v1.ListMeta)(nil),                       // 78: skiff.meta.v1.ListMeta
-	(*v1.IntOrString)(nil),                    // 79: skiff.meta.v1.IntOrString
-	(*v1.LabelSelector)(nil),                  // 80: skiff.meta.v1.LabelSelector
-	(*v1.ObjectReference)(nil),                // 81: skiff.meta.v1.ObjectReference
+	(*NodeDaemonEndpoints)(nil),               // 52: skiff.core.v1.NodeDaemonEndpoints
+	(*DaemonEndpoint)(nil),                    // 53: skiff.core.v1.DaemonEndpoint
+	(*NodeCondition)(nil),                     // 54: skiff.core.v1.NodeCondition
+	(*NodeAddress)(nil),                       // 55: skiff.core.v1.NodeAddress
+	(*NodeSystemInfo)(nil),                    // 56: skiff.core.v1.NodeSystemInfo
+	(*ContainerImage)(nil),                    // 57: skiff.core.v1.ContainerImage
+	(*Service)(nil),                           // 58: skiff.core.v1.Service
+	(*ServiceList)(nil),                       // 59: skiff.core.v1.ServiceList
+	(*ServiceSpec)(nil),                       // 60: skiff.core.v1.ServiceSpec
+	(*ServicePort)(nil),                       // 61: skiff.core.v1.ServicePort
+	(*ServiceStatus)(nil),                     // 62: skiff.core.v1.ServiceStatus
+	(*LoadBalancerStatus)(nil),                // 63: skiff.core.v1.LoadBalancerStatus
+	(*LoadBalancerIngress)(nil),               // 64: skiff.core.v1.LoadBalancerIngress
+	(*Endpoints)(nil),                         // 65: skiff.core.v1.Endpoints
+	(*EndpointsList)(nil),                     // 66: skiff.core.v1.EndpointsList
+	(*EndpointSubset)(nil),                    // 67: skiff.core.v1.EndpointSubset
+	(*EndpointAddress)(nil),                   // 68: skiff.core.v1.EndpointAddress
+	(*EndpointPort)(nil),                      // 69: skiff.core.v1.EndpointPort
+	(*Event)(nil),                             // 70: skiff.core.v1.Event
+	(*EventList)(nil),                         // 71: skiff.core.v1.EventList
+	(*EventSource)(nil),                       // 72: skiff.core.v1.EventSource
+	nil,                                       // 73: skiff.core.v1.PodSpec.NodeSelectorEntry
+	nil,                                       // 74: skiff.core.v1.ResourceRequirements.LimitsEntry
+	nil,                                       // 75: skiff.core.v1.ResourceRequirements.RequestsEntry
+	nil,                                       // 76: skiff.core.v1.NodeStatus.CapacityEntry
+	nil,                                       // 77: skiff.core.v1.NodeStatus.AllocatableEntry
+	nil,                                       // 78: skiff.core.v1.ServiceSpec.SelectorEntry
+	(*v1.ObjectMeta)(nil),                     // 79: skiff.meta.v1.ObjectMeta
+	(*v1.ListMeta)(nil),                       // 80: skiff.meta.v1.ListMeta
+	(*v1.IntOrString)(nil),                    // 81: skiff.meta.v1.IntOrString
+	(*v1.LabelSelector)(nil),                  // 82: skiff.meta.v1.LabelSelector
+	(*v1.ObjectReference)(nil),                // 83: skiff.meta.v1.ObjectReference
 }
 var file_skiff_core_v1_types_proto_depIdxs = []int32{
-	77,  // 0: skiff.core.v1.Namespace.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	79,  // 0: skiff.core.v1.Namespace.metadata:type_name -> skiff.meta.v1.ObjectMeta
 	1,   // 1: skiff.core.v1.Namespace.spec:type_name -> skiff.core.v1.NamespaceSpec
 	2,   // 2: skiff.core.v1.Namespace.status:type_name -> skiff.core.v1.NamespaceStatus
-	78,  // 3: skiff.core.v1.NamespaceList.metadata:type_name -> skiff.meta.v1.ListMeta
+	80,  // 3: skiff.core.v1.NamespaceList.metadata:type_name -> skiff.meta.v1.ListMeta
 	0,   // 4: skiff.core.v1.NamespaceList.items:type_name -> skiff.core.v1.Namespace
-	77,  // 5: skiff.core.v1.Pod.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	79,  // 5: skiff.core.v1.Pod.metadata:type_name -> skiff.meta.v1.ObjectMeta
 	7,   // 6: skiff.core.v1.Pod.spec:type_name -> skiff.core.v1.PodSpec
 	38,  // 7: skiff.core.v1.Pod.status:type_name -> skiff.core.v1.PodStatus
-	78,  // 8: skiff.core.v1.PodList.metadata:type_name -> skiff.meta.v1.ListMeta
+	80,  // 8: skiff.core.v1.PodList.metadata:type_name -> skiff.meta.v1.ListMeta
 	4,   // 9: skiff.core.v1.PodList.items:type_name -> skiff.core.v1.Pod
-	77,  // 10: skiff.core.v1.PodTemplateSpec.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	79,  // 10: skiff.core.v1.PodTemplateSpec.metadata:type_name -> skiff.meta.v1.ObjectMeta
 	7,   // 11: skiff.core.v1.PodTemplateSpec.spec:type_name -> skiff.core.v1.PodSpec
 	8,   // 12: skiff.core.v1.PodSpec.containers:type_name -> skiff.core.v1.Container
 	8,   // 13: skiff.core.v1.PodSpec.init_containers:type_name -> skiff.core.v1.Container
-	71,  // 14: skiff.core.v1.PodSpec.node_selector:type_name -> skiff.core.v1.PodSpec.NodeSelectorEntry
+	73,  // 14: skiff.core.v1.PodSpec.node_selector:type_name -> skiff.core.v1.PodSpec.NodeSelectorEntry
 	27,  // 15: skiff.core.v1.PodSpec.affinity:type_name -> skiff.core.v1.Affinity
 	37,  // 16: skiff.core.v1.PodSpec.tolerations:type_name -> skiff.core.v1.Toleration
 	20,  // 17: skiff.core.v1.PodSpec.volumes:type_name -> skiff.core.v1.Volume
@@ -5556,14 +5670,14 @@ var file_skiff_core_v1_types_proto_depIdxs = []int32{
 	12,  // 26: skiff.core.v1.EnvVarSource.field_ref:type_name -> skiff.core.v1.ObjectFieldSelector
 	13,  // 27: skiff.core.v1.EnvVarSource.secret_key_ref:type_name -> skiff.core.v1.KeySelector
 	13,  // 28: skiff.core.v1.EnvVarSource.config_map_key_ref:type_name -> skiff.core.v1.KeySelector
-	72,  // 29: skiff.core.v1.ResourceRequirements.limits:type_name -> skiff.core.v1.ResourceRequirements.LimitsEntry
-	73,  // 30: skiff.core.v1.ResourceRequirements.requests:type_name -> skiff.core.v1.ResourceRequirements.RequestsEntry
+	74,  // 29: skiff.core.v1.ResourceRequirements.limits:type_name -> skiff.core.v1.ResourceRequirements.LimitsEntry
+	75,  // 30: skiff.core.v1.ResourceRequirements.requests:type_name -> skiff.core.v1.ResourceRequirements.RequestsEntry
 	16,  // 31: skiff.core.v1.Probe.exec:type_name -> skiff.core.v1.ExecAction
 	17,  // 32: skiff.core.v1.Probe.http_get:type_name -> skiff.core.v1.HTTPGetAction
 	19,  // 33: skiff.core.v1.Probe.tcp_socket:type_name -> skiff.core.v1.TCPSocketAction
-	79,  // 34: skiff.core.v1.HTTPGetAction.port:type_name -> skiff.meta.v1.IntOrString
+	81,  // 34: skiff.core.v1.HTTPGetAction.port:type_name -> skiff.meta.v1.IntOrString
 	18,  // 35: skiff.core.v1.HTTPGetAction.http_headers:type_name -> skiff.core.v1.HTTPHeader
-	79,  // 36: skiff.core.v1.TCPSocketAction.port:type_name -> skiff.meta.v1.IntOrString
+	81,  // 36: skiff.core.v1.TCPSocketAction.port:type_name -> skiff.meta.v1.IntOrString
 	21,  // 37: skiff.core.v1.Volume.host_path:type_name -> skiff.core.v1.HostPathVolumeSource
 	22,  // 38: skiff.core.v1.Volume.empty_dir:type_name -> skiff.core.v1.EmptyDirVolumeSource
 	23,  // 39: skiff.core.v1.Volume.secret:type_name -> skiff.core.v1.SecretVolumeSource
@@ -5582,59 +5696,62 @@ var file_skiff_core_v1_types_proto_depIdxs = []int32{
 	36,  // 52: skiff.core.v1.PodAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.core.v1.WeightedPodAffinityTerm
 	35,  // 53: skiff.core.v1.PodAntiAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.core.v1.PodAffinityTerm
 	36,  // 54: skiff.core.v1.PodAntiAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.core.v1.WeightedPodAffinityTerm
-	80,  // 55: skiff.core.v1.PodAffinityTerm.label_selector:type_name -> skiff.meta.v1.LabelSelector
-	80,  // 56: skiff.core.v1.PodAffinityTerm.namespace_selector:type_name -> skiff.meta.v1.LabelSelector
+	82,  // 55: skiff.core.v1.PodAffinityTerm.label_selector:type_name -> skiff.meta.v1.LabelSelector
+	82,  // 56: skiff.core.v1.PodAffinityTerm.namespace_selector:type_name -> skiff.meta.v1.LabelSelector
 	35,  // 57: skiff.core.v1.WeightedPodAffinityTerm.pod_affinity_term:type_name -> skiff.core.v1.PodAffinityTerm
 	40,  // 58: skiff.core.v1.PodStatus.conditions:type_name -> skiff.core.v1.PodCondition
 	39,  // 59: skiff.core.v1.PodStatus.pod_ips:type_name -> skiff.core.v1.PodIP
 	41,  // 60: skiff.core.v1.PodStatus.container_statuses:type_name -> skiff.core.v1.ContainerStatus
-	42,  // 61: skiff.core.v1.ContainerStatus.state:type_name -> skiff.core.v1.ContainerState
-	42,  // 62: skiff.core.v1.ContainerStatus.last_state:type_name -> skiff.core.v1.ContainerState
-	43,  // 63: skiff.core.v1.ContainerState.waiting:type_name -> skiff.core.v1.ContainerStateWaiting
-	44,  // 64: skiff.core.v1.ContainerState.running:type_name -> skiff.core.v1.ContainerStateRunning
-	45,  // 65: skiff.core.v1.ContainerState.terminated:type_name -> skiff.core.v1.ContainerStateTerminated
-	77,  // 66: skiff.core.v1.Binding.metadata:type_name -> skiff.meta.v1.ObjectMeta
-	81,  // 67: skiff.core.v1.Binding.target:type_name -> skiff.meta.v1.ObjectReference
-	77,  // 68: skiff.core.v1.Node.metadata:type_name -> skiff.meta.v1.ObjectMeta
-	49,  // 69: skiff.core.v1.Node.spec:type_name -> skiff.core.v1.NodeSpec
-	51,  // 70: skiff.core.v1.Node.status:type_name -> skiff.core.v1.NodeStatus
-	78,  // 71: skiff.core.v1.NodeList.metadata:type_name -> skiff.meta.v1.ListMeta
-	47,  // 72: skiff.core.v1.NodeList.items:type_name -> skiff.core.v1.Node
-	50,  // 73: skiff.core.v1.NodeSpec.taints:type_name -> skiff.core.v1.Taint
-	74,  // 74: skiff.core.v1.NodeStatus.capacity:type_name -> skiff.core.v1.NodeStatus.CapacityEntry
-	75,  // 75: skiff.core.v1.NodeStatus.allocatable:type_name -> skiff.core.v1.NodeStatus.AllocatableEntry
-	52,  // 76: skiff.core.v1.NodeStatus.conditions:type_name -> skiff.core.v1.NodeCondition
-	53,  // 77: skiff.core.v1.NodeStatus.addresses:type_name -> skiff.core.v1.NodeAddress
-	54,  // 78: skiff.core.v1.NodeStatus.node_info:type_name -> skiff.core.v1.NodeSystemInfo
-	55,  // 79: skiff.core.v1.NodeStatus.images:type_name -> skiff.core.v1.ContainerImage
-	77,  // 80: skiff.core.v1.Service.metadata:type_name -> skiff.meta.v1.ObjectMeta
-	58,  // 81: skiff.core.v1.Service.spec:type_name -> skiff.core.v1.ServiceSpec
-	60,  // 82: skiff.core.v1.Service.status:type_name -> skiff.core.v1.ServiceStatus
-	78,  // 83: skiff.core.v1.ServiceList.metadata:type_name -> skiff.meta.v1.ListMeta
-	56,  // 84: skiff.core.v1.ServiceList.items:type_name -> skiff.core.v1.Service
-	59,  // 85: skiff.core.v1.ServiceSpec.ports:type_name -> skiff.core.v1.ServicePort
-	76,  // 86: skiff.core.v1.ServiceSpec.selector:type_name -> skiff.core.v1.ServiceSpec.SelectorEntry
-	79,  // 87: skiff.core.v1.ServicePort.target_port:type_name -> skiff.meta.v1.IntOrString
-	61,  // 88: skiff.core.v1.ServiceStatus.load_balancer:type_name -> skiff.core.v1.LoadBalancerStatus
-	62,  // 89: skiff.core.v1.LoadBalancerStatus.ingress:type_name -> skiff.core.v1.LoadBalancerIngress
-	77,  // 90: skiff.core.v1.Endpoints.metadata:type_name -> skiff.meta.v1.ObjectMeta
-	65,  // 91: skiff.core.v1.Endpoints.subsets:type_name -> skiff.core.v1.EndpointSubset
-	78,  // 92: skiff.core.v1.EndpointsList.metadata:type_name -> skiff.meta.v1.ListMeta
-	63,  // 93: skiff.core.v1.EndpointsList.items:type_name -> skiff.core.v1.Endpoints
-	66,  // 94: skiff.core.v1.EndpointSubset.addresses:type_name -> skiff.core.v1.EndpointAddress
-	66,  // 95: skiff.core.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.core.v1.EndpointAddress
-	67,  // 96: skiff.core.v1.EndpointSubset.ports:type_name -> skiff.core.v1.EndpointPort
-	81,  // 97: skiff.core.v1.EndpointAddress.target_ref:type_name -> skiff.meta.v1.ObjectReference
-	77,  // 98: skiff.core.v1.Event.metadata:type_name -> skiff.meta.v1.ObjectMeta
-	81,  // 99: skiff.core.v1.Event.involved_object:type_name -> skiff.meta.v1.ObjectReference
-	70,  // 100: skiff.core.v1.Event.source:type_name -> skiff.core.v1.EventSource
-	78,  // 101: skiff.core.v1.EventList.metadata:type_name -> skiff.meta.v1.ListMeta
-	68,  // 102: skiff.core.v1.EventList.items:type_name -> skiff.core.v1.Event
-	103, // [103:103] is the sub-list for method output_type
-	103, // [103:103] is the sub-list for method input_type
-	103, // [103:103] is the sub-list for extension type_name
-	103, // [103:103] is the sub-list for extension extendee
-	0,   // [0:103] is the sub-list for field type_name
+	41,  // 61: skiff.core.v1.PodStatus.init_container_statuses:type_name -> skiff.core.v1.ContainerStatus
+	42,  // 62: skiff.core.v1.ContainerStatus.state:type_name -> skiff.core.v1.ContainerState
+	42,  // 63: skiff.core.v1.ContainerStatus.last_state:type_name -> skiff.core.v1.ContainerState
+	43,  // 64: skiff.core.v1.ContainerState.waiting:type_name -> skiff.core.v1.ContainerStateWaiting
+	44,  // 65: skiff.core.v1.ContainerState.running:type_name -> skiff.core.v1.ContainerStateRunning
+	45,  // 66: skiff.core.v1.ContainerState.terminated:type_name -> skiff.core.v1.ContainerStateTerminated
+	79,  // 67: skiff.core.v1.Binding.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	83,  // 68: skiff.core.v1.Binding.target:type_name -> skiff.meta.v1.ObjectReference
+	79,  // 69: skiff.core.v1.Node.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	49,  // 70: skiff.core.v1.Node.spec:type_name -> skiff.core.v1.NodeSpec
+	51,  // 71: skiff.core.v1.Node.status:type_name -> skiff.core.v1.NodeStatus
+	80,  // 72: skiff.core.v1.NodeList.metadata:type_name -> skiff.meta.v1.ListMeta
+	47,  // 73: skiff.core.v1.NodeList.items:type_name -> skiff.core.v1.Node
+	50,  // 74: skiff.core.v1.NodeSpec.taints:type_name -> skiff.core.v1.Taint
+	76,  // 75: skiff.core.v1.NodeStatus.capacity:type_name -> skiff.core.v1.NodeStatus.CapacityEntry
+	77,  // 76: skiff.core.v1.NodeStatus.allocatable:type_name -> skiff.core.v1.NodeStatus.AllocatableEntry
+	54,  // 77: skiff.core.v1.NodeStatus.conditions:type_name -> skiff.core.v1.NodeCondition
+	55,  // 78: skiff.core.v1.NodeStatus.addresses:type_name -> skiff.core.v1.NodeAddress
+	56,  // 79: skiff.core.v1.NodeStatus.node_info:type_name -> skiff.core.v1.NodeSystemInfo
+	57,  // 80: skiff.core.v1.NodeStatus.images:type_name -> skiff.core.v1.ContainerImage
+	52,  // 81: skiff.core.v1.NodeStatus.daemon_endpoints:type_name -> skiff.core.v1.NodeDaemonEndpoints
+	53,  // 82: skiff.core.v1.NodeDaemonEndpoints.kubelet_endpoint:type_name -> skiff.core.v1.DaemonEndpoint
+	79,  // 83: skiff.core.v1.Service.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	60,  // 84: skiff.core.v1.Service.spec:type_name -> skiff.core.v1.ServiceSpec
+	62,  // 85: skiff.core.v1.Service.status:type_name -> skiff.core.v1.ServiceStatus
+	80,  // 86: skiff.core.v1.ServiceList.metadata:type_name -> skiff.meta.v1.ListMeta
+	58,  // 87: skiff.core.v1.ServiceList.items:type_name -> skiff.core.v1.Service
+	61,  // 88: skiff.core.v1.ServiceSpec.ports:type_name -> skiff.core.v1.ServicePort
+	78,  // 89: skiff.core.v1.ServiceSpec.selector:type_name -> skiff.core.v1.ServiceSpec.SelectorEntry
+	81,  // 90: skiff.core.v1.ServicePort.target_port:type_name -> skiff.meta.v1.IntOrString
+	63,  // 91: skiff.core.v1.ServiceStatus.load_balancer:type_name -> skiff.core.v1.LoadBalancerStatus
+	64,  // 92: skiff.core.v1.LoadBalancerStatus.ingress:type_name -> skiff.core.v1.LoadBalancerIngress
+	79,  // 93: skiff.core.v1.Endpoints.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	67,  // 94: skiff.core.v1.Endpoints.subsets:type_name -> skiff.core.v1.EndpointSubset
+	80,  // 95: skiff.core.v1.EndpointsList.metadata:type_name -> skiff.meta.v1.ListMeta
+	65,  // 96: skiff.core.v1.EndpointsList.items:type_name -> skiff.core.v1.Endpoints
+	68,  // 97: skiff.core.v1.EndpointSubset.addresses:type_name -> skiff.core.v1.EndpointAddress
+	68,  // 98: skiff.core.v1.EndpointSubset.not_ready_addresses:type_name -> skiff.core.v1.EndpointAddress
+	69,  // 99: skiff.core.v1.EndpointSubset.ports:type_name -> skiff.core.v1.EndpointPort
+	83,  // 100: skiff.core.v1.EndpointAddress.target_ref:type_name -> skiff.meta.v1.ObjectReference
+	79,  // 101: skiff.core.v1.Event.metadata:type_name -> skiff.meta.v1.ObjectMeta
+	83,  // 102: skiff.core.v1.Event.involved_object:type_name -> skiff.meta.v1.ObjectReference
+	72,  // 103: skiff.core.v1.Event.source:type_name -> skiff.core.v1.EventSource
+	80,  // 104: skiff.core.v1.EventList.metadata:type_name -> skiff.meta.v1.ListMeta
+	70,  // 105: skiff.core.v1.EventList.items:type_name -> skiff.core.v1.Event
+	106, // [106:106] is the sub-list for method output_type
+	106, // [106:106] is the sub-list for method input_type
+	106, // [106:106] is the sub-list for extension type_name
+	106, // [106:106] is the sub-list for extension extendee
+	0,   // [0:106] is the sub-list for field type_name
 }
 
 func init() { file_skiff_core_v1_types_proto_init() }
@@ -5654,7 +5771,7 @@ func file_skiff_core_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_core_v1_types_proto_rawDesc), len(file_skiff_core_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   77,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
