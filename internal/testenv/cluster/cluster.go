@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,4 +204,32 @@ func (c *Cluster) Recorder(k *scheme.Kind, onChange func(store *informer.Store, 
 		c.t.Fatal("recorder did not sync")
 	}
 	return inf
+}
+
+// APIRequests counts the requests the apiserver answered for resource and verb (create,
+// update, ...), whatever their outcome: what a component asked, including writes the server
+// found to change nothing.
+func (c *Cluster) APIRequests(resource, verb string) float64 {
+	c.t.Helper()
+	resp, err := http.Get(c.Env.HTTPURL + "/metrics")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, "skiff_apiserver_requests_total{") ||
+			!strings.Contains(line, `resource="`+resource+`"`) || !strings.Contains(line, `verb="`+verb+`"`) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+			total += v
+		}
+	}
+	return total
 }
