@@ -337,6 +337,17 @@ func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, 
 			return err
 		}
 		next := proto.Clone(cur).(scheme.Object)
+		if !isNamespaceKind(k) && (md.GetDeletionTimestamp() == "" || md.GetDeletionGracePeriodSeconds() == 0) {
+			finalizers, changed, needsCollector := gcFinalizers(next, opts)
+			if needsCollector {
+				if err := r.requireCollector(ctx, opts.policyName()); err != nil {
+					return err
+				}
+			}
+			if changed {
+				next.GetMetadata().Finalizers = finalizers
+			}
+		}
 		r.markForDeletion(next, opts.GracePeriodSeconds)
 		var err error
 		result, err = r.commit(ctx, k, cur, next, rev, true, opts.DryRun)
