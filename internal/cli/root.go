@@ -94,6 +94,7 @@ func NewRootCommand(streams IOStreams, extra ...*cobra.Command) *cobra.Command {
 		newDescribeCommand(o),
 		newDeleteCommand(o),
 		newScaleCommand(o),
+		newRolloutCommand(o),
 		newVersionCommand(o),
 	)
 	root.AddCommand(extra...)

@@ -11,17 +11,21 @@ import (
 	"google.golang.org/grpc/grpclog"
 
 	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/services/apiserver/admission"
+	"github.com/skiff-project/skiff/services/rs-controller/manager"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.
 func NewCommand() *cobra.Command {
-	o := Options{Stream: bus.DefaultStreamConfig()}
+	o := Options{Stream: bus.DefaultStreamConfig(), Controllers: manager.DefaultOptions()}
+	notReady, unreachable := admission.DefaultTolerationSecondsDefault, admission.DefaultTolerationSecondsDefault
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole Skiff control plane in this process (embedded etcd and NATS)",
-		Long: "up runs embedded etcd, embedded NATS JetStream and the apiserver in one process, with\n" +
-			"their data under --data-dir, until interrupted (Ctrl-C or SIGTERM).",
+		Long: "up runs embedded etcd, embedded NATS JetStream, the apiserver, the scheduler and the\n" +
+			"controllers (replica sets, deployments, endpoints, garbage collection, namespaces, node\n" +
+			"lifecycle) in one process, with their data under --data-dir, until interrupted (Ctrl-C or SIGTERM).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -33,6 +37,7 @@ func NewCommand() *cobra.Command {
 			// too (before anything uses gRPC).
 			grpclog.SetLoggerV2(grpcLogger{o.Logger.With("component", "grpc")})
 			o.Out = cmd.OutOrStdout()
+			o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds = &notReady, &unreachable
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return Run(ctx, o)
@@ -48,5 +53,13 @@ func NewCommand() *cobra.Command {
 	f.DurationVar(&o.Stream.MaxAge, "stream-max-age", o.Stream.MaxAge, "drop bus events older than this (watchers further behind get 410 and relist)")
 	f.BoolVar(&o.NATSSyncAlways, "nats-sync-always", false, "fsync every bus message (survives a machine crash without relying on etcd replay; slower)")
 	f.Int64Var(&o.Stream.MaxBytes, "stream-max-bytes", o.Stream.MaxBytes, "bound the bus stream's size; oldest events go first")
+	f.StringVar(&o.Controllers.Controllers, "controllers", o.Controllers.Controllers,
+		"controllers to run in process: '*' for all, 'name' to add one, '-name' to remove one (replicaset, deployment, garbagecollector, namespace, nodelifecycle)")
+	f.DurationVar(&o.Controllers.NodeMonitorGracePeriod, "node-monitor-grace-period", o.Controllers.NodeMonitorGracePeriod,
+		"how long a node may go without a heartbeat before it is Ready=Unknown and tainted unreachable")
+	f.Int64Var(&notReady, "default-not-ready-toleration-seconds", notReady,
+		"tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to every pod that has none")
+	f.Int64Var(&unreachable, "default-unreachable-toleration-seconds", unreachable,
+		"tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to every pod that has none")
 	return cmd
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/record"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
+	"github.com/skiff-project/skiff/services/endpoints/endpoints"
+	"github.com/skiff-project/skiff/services/rs-controller/manager"
 	"github.com/skiff-project/skiff/services/scheduler/scheduler"
 )
 
@@ -31,6 +33,13 @@ type Options struct {
 	NATSSyncAlways bool
 	Logger         *slog.Logger
 	Out            io.Writer // where the "listening on" banner goes
+	// Controllers configure the controllers run in process (rs-controller's set, and the
+	// endpoints controller).
+	Controllers manager.Options
+	// DefaultNotReadyTolerationSeconds and DefaultUnreachableTolerationSeconds: see
+	// apiserver.Config (nil: 300).
+	DefaultNotReadyTolerationSeconds    *int64
+	DefaultUnreachableTolerationSeconds *int64
 }
 
 // Run starts everything, prints where it listens and serves until ctx is cancelled; then it
@@ -63,6 +72,7 @@ func Run(ctx context.Context, o Options) error {
 
 	srv, err := apiserver.New(ctx, apiserver.Config{
 		Etcd: etcdClient, NATSURL: nats.URL, Stream: &o.Stream, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, Logger: log,
+		DefaultNotReadyTolerationSeconds: o.DefaultNotReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: o.DefaultUnreachableTolerationSeconds,
 	})
 	if err != nil {
 		return err
@@ -82,7 +92,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { served <- srv.Serve(serveCtx) }()
 	// The control plane's components run in this process on one shared Env (one client, one
 	// bus connection, one informer per kind), stopping before the apiserver does.
-	err = runComponents(ctx, srv.GRPCAddr(), nats.URL, log)
+	err = runComponents(ctx, srv.GRPCAddr(), nats.URL, o.Controllers, log)
 	log.Info("skiff stopping")
 	stopServing()
 	if serr := <-served; err == nil {
@@ -91,8 +101,9 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// runComponents runs the in-process components until ctx ends.
-func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger) error {
+// runComponents runs the in-process components until ctx ends: the scheduler, the controllers
+// of rs-controller and the endpoints controller.
+func runComponents(ctx context.Context, server, natsURL string, controllers manager.Options, log *slog.Logger) error {
 	env, closeEnv, err := component.Connect("skiff-up", server, natsURL, log)
 	if err != nil {
 		return err
@@ -106,8 +117,12 @@ func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger
 	if err != nil {
 		return err
 	}
+	endpointsController, err := endpoints.New(endpoints.Config{Client: env.Client, Informers: env.Informers, Logger: log, Metrics: env.Metrics})
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 8)
 	start := func(name string, run func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -120,6 +135,8 @@ func runComponents(ctx context.Context, server, natsURL string, log *slog.Logger
 	}
 	start("scheduler", sched.Run)
 	start("scheduler events", func(ctx context.Context) error { schedEvents.Run(ctx); return nil })
+	start("controllers", func(ctx context.Context) error { return manager.Run(ctx, env, controllers) })
+	start("endpoints", endpointsController.Run)
 	<-ctx.Done()
 	wg.Wait()
 	env.Informers.Shutdown()
