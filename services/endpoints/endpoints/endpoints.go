@@ -15,6 +15,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -203,8 +204,11 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		if subsetsEqual(ep.GetSubsets(), subsets) && maps.Equal(ep.GetMetadata().GetLabels(), wantLabels) {
 			return nil
 		}
-		next := proto.Clone(ep).(*corev1.Endpoints)
-		next.Subsets, next.Metadata.Labels = subsets, wantLabels
+		// Only metadata is carried over: copying the old subsets would cost as much as
+		// computing the new ones.
+		md := proto.Clone(ep.GetMetadata()).(*metav1.ObjectMeta)
+		md.Labels = wantLabels
+		next := &corev1.Endpoints{ApiVersion: ep.GetApiVersion(), Kind: ep.GetKind(), Metadata: md, Subsets: subsets}
 		if _, err := c.cfg.Client.Update(ctx, next); err != nil {
 			if apierrors.IsNotFound(err) {
 				return err // deleted meanwhile: the informer will tell us, and we create it again
@@ -223,52 +227,86 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	return nil
 }
 
-// subsetsEqual compares subsets as the API stores them (empty and absent lists alike).
+// subsetsEqual compares subsets field by field (proto.Equal's reflection costs milliseconds on
+// a thousand addresses, and this runs on every reconcile).
 func subsetsEqual(a, b []*corev1.EndpointSubset) bool {
-	return proto.Equal(&corev1.Endpoints{Subsets: a}, &corev1.Endpoints{Subsets: b})
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !addressesEqual(a[i].GetAddresses(), b[i].GetAddresses()) ||
+			!addressesEqual(a[i].GetNotReadyAddresses(), b[i].GetNotReadyAddresses()) ||
+			!slices.EqualFunc(a[i].GetPorts(), b[i].GetPorts(), func(x, y *corev1.EndpointPort) bool { return proto.Equal(x, y) }) {
+			return false
+		}
+	}
+	return true
+}
+
+func addressesEqual(a, b []*corev1.EndpointAddress) bool {
+	return slices.EqualFunc(a, b, func(x, y *corev1.EndpointAddress) bool {
+		if x.GetIp() != y.GetIp() || x.GetHostname() != y.GetHostname() || x.GetNodeName() != y.GetNodeName() {
+			return false
+		}
+		rx, ry := x.GetTargetRef(), y.GetTargetRef()
+		return (rx == nil) == (ry == nil) && rx.GetUid() == ry.GetUid() && rx.GetName() == ry.GetName() &&
+			rx.GetNamespace() == ry.GetNamespace() && rx.GetKind() == ry.GetKind() && rx.GetApiVersion() == ry.GetApiVersion() &&
+			rx.GetResourceVersion() == ry.GetResourceVersion() && rx.GetFieldPath() == ry.GetFieldPath()
+	})
 }
 
 // Subsets computes a service's endpoints from the pods its selector matches: one subset per
-// distinct set of resolved ports, addresses sorted by IP.
+// distinct set of resolved ports (ordered by those ports), addresses sorted by IP.
 func Subsets(svc *corev1.Service, pods []*corev1.Pod) []*corev1.EndpointSubset {
 	type group struct {
 		ports           []*corev1.EndpointPort
+		order           string
 		ready, notReady []*corev1.EndpointAddress
 	}
-	groups := map[string]*group{}
 	spec := svc.GetSpec()
+	svcPorts := spec.GetPorts()
+	headless := spec.GetClusterIp() == "None"
+	groups := map[string]*group{}
+	resolved := make([]int32, len(svcPorts))
+	var key []byte
 	for _, pod := range pods {
 		if !inEndpoints(pod) {
 			continue
 		}
-		var ports []*corev1.EndpointPort
-		if len(spec.GetPorts()) == 0 {
-			if spec.GetClusterIp() != "None" {
-				continue // only a headless service may have endpoints without ports
+		// The pod's port set, as a key: the resolved port of each service port (0: none).
+		key = key[:0]
+		found := 0
+		for i, sp := range svcPorts {
+			port, ok := findPort(pod, sp)
+			if !ok {
+				port = 0
+			} else {
+				found++
 			}
-		} else {
-			for _, sp := range spec.GetPorts() {
-				port, ok := findPort(pod, sp)
-				if !ok {
-					continue
-				}
-				ports = append(ports, &corev1.EndpointPort{Name: sp.GetName(), Port: port, Protocol: protocol(sp.GetProtocol()),
-					AppProtocol: sp.GetAppProtocol()})
-			}
-			if len(ports) == 0 {
-				continue
-			}
+			resolved[i] = port
+			key = strconv.AppendInt(key, int64(port), 10)
+			key = append(key, ',')
 		}
-		sort.Slice(ports, func(i, j int) bool { return portKey(ports[i]) < portKey(ports[j]) })
-		var key strings.Builder
-		for _, p := range ports {
-			key.WriteString(portKey(p))
-			key.WriteByte(';')
+		if (len(svcPorts) > 0 && found == 0) || (len(svcPorts) == 0 && !headless) {
+			continue // only a headless service may have endpoints without ports
 		}
-		g := groups[key.String()]
+		g := groups[string(key)]
 		if g == nil {
-			g = &group{ports: ports}
-			groups[key.String()] = g
+			g = &group{}
+			for i, sp := range svcPorts {
+				if resolved[i] != 0 {
+					g.ports = append(g.ports, &corev1.EndpointPort{Name: sp.GetName(), Port: resolved[i],
+						Protocol: protocol(sp.GetProtocol()), AppProtocol: sp.GetAppProtocol()})
+				}
+			}
+			sort.Slice(g.ports, func(i, j int) bool { return portKey(g.ports[i]) < portKey(g.ports[j]) })
+			var order strings.Builder
+			for _, p := range g.ports {
+				order.WriteString(portKey(p))
+				order.WriteByte(';')
+			}
+			g.order = order.String()
+			groups[string(key)] = g
 		}
 		md := pod.GetMetadata()
 		addr := &corev1.EndpointAddress{Ip: pod.GetStatus().GetPodIp(), NodeName: pod.GetSpec().GetNodeName(),
@@ -283,10 +321,9 @@ func Subsets(svc *corev1.Service, pods []*corev1.Pod) []*corev1.EndpointSubset {
 			g.notReady = append(g.notReady, addr)
 		}
 	}
-	keys := slices.Sorted(maps.Keys(groups))
-	out := make([]*corev1.EndpointSubset, 0, len(keys))
-	for _, k := range keys {
-		g := groups[k]
+	sorted := slices.SortedFunc(maps.Values(groups), func(a, b *group) int { return strings.Compare(a.order, b.order) })
+	out := make([]*corev1.EndpointSubset, 0, len(sorted))
+	for _, g := range sorted {
 		sortAddresses(g.ready)
 		sortAddresses(g.notReady)
 		out = append(out, &corev1.EndpointSubset{Addresses: g.ready, NotReadyAddresses: g.notReady, Ports: g.ports})
@@ -326,7 +363,7 @@ func protocol(p string) string {
 }
 
 func portKey(p *corev1.EndpointPort) string {
-	return fmt.Sprintf("%s/%d/%s", p.GetName(), p.GetPort(), p.GetProtocol())
+	return p.GetName() + "/" + strconv.Itoa(int(p.GetPort())) + "/" + p.GetProtocol()
 }
 
 func sortAddresses(a []*corev1.EndpointAddress) {

@@ -44,6 +44,19 @@ const Name = "replicaset"
 // DefaultBurstReplicas bounds the creations or deletions of one reconcile (Kubernetes' 500).
 const DefaultBurstReplicas = 500
 
+// podsByController indexes pods by their controller's uid, and pods without a controller by
+// "orphan/" + namespace: a reconcile reads its own pods and the orphans it may adopt, not the
+// whole namespace.
+const podsByController = "replicaset-controller-uid"
+
+func controllerIndex(obj scheme.Object) ([]string, error) {
+	md := obj.GetMetadata()
+	if ref := controller.ControllerOf(md); ref != nil {
+		return []string{ref.GetUid()}, nil
+	}
+	return []string{"orphan/" + md.GetNamespace()}, nil
+}
+
 // podDeletionCost is the annotation that ranks pods for scale-down (lower goes first).
 const podDeletionCost = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -95,6 +108,9 @@ func New(cfg Config) (*Controller, error) {
 	c.podKind, _ = s.ForName("pods")
 	c.rsInf = cfg.Informers.For(c.rsKind)
 	c.podInf = cfg.Informers.For(c.podKind)
+	if err := c.podInf.Store().AddIndexers(informer.Indexers{podsByController: controllerIndex}); err != nil {
+		return nil, err
+	}
 	c.rsInf.AddEventHandler(informer.HandlerFuncs{
 		AddFunc:    func(obj scheme.Object) { c.queue.Add(informer.KeyOf(obj)) },
 		UpdateFunc: func(_, obj scheme.Object) { c.queue.Add(informer.KeyOf(obj)) },
@@ -252,7 +268,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return nil
 	}
 
-	all, _ := c.podInf.Store().ByIndex(informer.NamespaceIndex, rs.GetMetadata().GetNamespace())
+	own, _ := c.podInf.Store().ByIndex(podsByController, rs.GetMetadata().GetUid())
+	orphans, _ := c.podInf.Store().ByIndex(podsByController, "orphan/"+rs.GetMetadata().GetNamespace())
+	all := append(own, orphans...)
 	active := make([]scheme.Object, 0, len(all))
 	for _, p := range all {
 		if controller.IsPodActive(p.(*corev1.Pod)) {
