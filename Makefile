@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up test test-short test-unit fuzz generate verify-generate tools bench bench-bus bench-publisher vet fmt clean
+.PHONY: all build up test test-short test-unit fuzz generate verify-generate tools bench bench-bus bench-publisher bench-controllers vet fmt clean
 
 all: build
 
@@ -70,6 +70,12 @@ bench-bus:
 ## at 16 and 64 writers with node copies, and a backlog drain (goal: the publisher keeps up)
 bench-publisher:
 	go test ./test/e2e/ -run='^$$' -bench='BusOneReader|PublisherThroughput' -benchtime=1x -timeout 20m
+
+## bench-controllers: a Deployment of 1,000 replicas on 100 Node objects through the real
+## apiserver and bus with the scheduler, the controllers and the simulated kubelet: time to
+## 1,000 bound and ready, a rolling update, and readiness -> Endpoints latency (goal lines)
+bench-controllers:
+	go test ./services/rs-controller/manager/ -run='^$$' -bench=Controllers -benchtime=1x -timeout 20m
 
 clean:
 	rm -rf bin .skiff

@@ -116,8 +116,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	workqueue.Run(ctx, c.queue, c.cfg.Workers, func(ctx context.Context, key string) error {
 		start := time.Now()
 		err := c.sync(ctx, key)
+		if apierrors.HasStatusCause(err, apierrors.CauseNamespaceTerminating) {
+			err = nil // the namespace and everything in it are going away
+		}
 		c.metrics.Observe(Name, start, err)
-		if err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) {
+		// Conflicts (a stale cache) and objects deleted meanwhile are routine: the retry, or
+		// the event that comes with the change, sorts them out.
+		if err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			c.log.Warn("reconcile failed; will retry", "deployment", key, "error", err)
 		}
 		return err

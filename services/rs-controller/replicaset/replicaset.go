@@ -139,7 +139,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		start := time.Now()
 		err := c.sync(ctx, key)
 		c.metrics.Observe(Name, start, err)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			c.log.Warn("reconcile failed; will retry", "replicaset", key, "error", err)
 		}
 		return err
