@@ -59,32 +59,35 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.GCWorkers, "concurrent-gc-syncs", 20, "objects the garbage collector processes in parallel")
 }
 
-// Selected resolves the --controllers value into controller names, in Names' order.
+// Selected resolves the --controllers value into controller names, in Names' order; an empty
+// value is "*".
 func (o *Options) Selected() ([]string, error) {
-	on := map[string]bool{}
-	for _, part := range strings.Split(o.Controllers, ",") {
+	spec := o.Controllers
+	if strings.TrimSpace(spec) == "" {
+		spec = "*"
+	}
+	// As kube-controller-manager: "-name" always wins, then "name" or "*".
+	all, on, off := false, map[string]bool{}, map[string]bool{}
+	for _, part := range strings.Split(spec, ",") {
 		part = strings.TrimSpace(part)
+		name, disable := strings.CutPrefix(part, "-")
 		switch {
 		case part == "":
+			continue
 		case part == "*":
-			for _, n := range Names() {
-				on[n] = true
-			}
-		case strings.HasPrefix(part, "-"):
-			if !slices.Contains(Names(), part[1:]) {
-				return nil, fmt.Errorf("--controllers: unknown controller %q (known: %s)", part[1:], strings.Join(Names(), ", "))
-			}
-			on[part[1:]] = false
+			all = true
+			continue
+		case !slices.Contains(Names(), name):
+			return nil, fmt.Errorf("--controllers: unknown controller %q (known: %s)", name, strings.Join(Names(), ", "))
+		case disable:
+			off[name] = true
 		default:
-			if !slices.Contains(Names(), part) {
-				return nil, fmt.Errorf("--controllers: unknown controller %q (known: %s)", part, strings.Join(Names(), ", "))
-			}
-			on[part] = true
+			on[name] = true
 		}
 	}
 	var out []string
 	for _, n := range Names() {
-		if on[n] {
+		if !off[n] && (all || on[n]) {
 			out = append(out, n)
 		}
 	}
