@@ -28,12 +28,14 @@ var (
 	nodes = cluster.Kind("nodes")
 )
 
-func startControllers(c *cluster.Cluster) {
+func startControllers(c *cluster.Cluster) { startControllersWithGrace(c, 1500*time.Millisecond) }
+
+func startControllersWithGrace(c *cluster.Cluster, grace time.Duration) {
 	c.StartProcess("rs-controller", func(f *informer.Factory) (func(context.Context) error, error) {
 		rc, _ := replicaset.New(replicaset.Config{Client: c.Client, Informers: f, Logger: c.Log})
 		dc, _ := deployment.New(deployment.Config{Client: c.Client, Informers: f, Logger: c.Log})
 		nc, err := nodelifecycle.New(nodelifecycle.Config{Client: c.Client, Informers: f, Logger: c.Log,
-			GracePeriod: 1500 * time.Millisecond, MonitorPeriod: 200 * time.Millisecond})
+			GracePeriod: grace, MonitorPeriod: 200 * time.Millisecond})
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +173,8 @@ func TestUnreachableNodeIsTaintedAndItsPodsAreReplacedElsewhere(t *testing.T) {
 
 func TestNotReadyNodeGetsTheNotReadyTaint(t *testing.T) {
 	c := cluster.Start(t, cluster.Options{Heartbeat: 200 * time.Millisecond, NoScheduler: true})
-	startControllers(c)
+	// A long grace period: the node reported, it is not silent (which would make it Unknown).
+	startControllersWithGrace(c, time.Minute)
 	node := c.Nodes[1]
 	c.Kubelet.StopNode(node)
 	// The node's own report (a fresh heartbeat) says it is not ready.
