@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,9 @@ type Controller struct {
 	epInf   *informer.Informer
 	queue   *workqueue.Queue[string]
 	metrics *controller.Metrics
+	// written holds, per key, the resourceVersion of the Endpoints this controller last wrote,
+	// so that the informer's echo of its own write does not wake it again.
+	written sync.Map
 }
 
 // New builds the controller and registers its informer handlers; call Run.
@@ -106,8 +110,16 @@ func New(cfg Config) (*Controller, error) {
 	})
 	// Someone else changing or deleting an Endpoints we manage gets it rewritten.
 	c.epInf.AddEventHandler(informer.HandlerFuncs{
-		UpdateFunc: func(_, obj scheme.Object) { enqueue(obj) },
-		DeleteFunc: enqueue,
+		UpdateFunc: func(_, obj scheme.Object) {
+			if rv, ok := c.written.Load(informer.KeyOf(obj)); ok && rv == obj.GetMetadata().GetResourceVersion() {
+				return // our own write
+			}
+			enqueue(obj)
+		},
+		DeleteFunc: func(obj scheme.Object) {
+			c.written.Delete(informer.KeyOf(obj))
+			enqueue(obj)
+		},
 	})
 	return c, nil
 }
@@ -171,6 +183,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		if !exists {
 			return nil
 		}
+		c.written.Delete(key)
 		_, err := c.cfg.Client.Delete(ctx, c.epKind, ns, name, client.DeleteOptions{UID: ep.GetMetadata().GetUid()})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("delete endpoints: %w", err)
@@ -209,21 +222,25 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		md := proto.Clone(ep.GetMetadata()).(*metav1.ObjectMeta)
 		md.Labels = wantLabels
 		next := &corev1.Endpoints{ApiVersion: ep.GetApiVersion(), Kind: ep.GetKind(), Metadata: md, Subsets: subsets}
-		if _, err := c.cfg.Client.Update(ctx, next); err != nil {
+		res, err := c.cfg.Client.Update(ctx, next)
+		if err != nil {
 			if apierrors.IsNotFound(err) {
 				return err // deleted meanwhile: the informer will tell us, and we create it again
 			}
 			return fmt.Errorf("update endpoints %s: %w", key, err)
 		}
+		c.written.Store(key, res.GetMetadata().GetResourceVersion())
 		return nil
 	}
 	ep := &corev1.Endpoints{Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns, Labels: wantLabels}, Subsets: subsets}
-	if _, err := c.cfg.Client.Create(ctx, ep); err != nil {
+	res, err := c.cfg.Client.Create(ctx, ep)
+	if err != nil {
 		if apierrors.HasStatusCause(err, apierrors.CauseNamespaceTerminating) {
 			return nil
 		}
 		return fmt.Errorf("create endpoints %s: %w", key, err)
 	}
+	c.written.Store(key, res.GetMetadata().GetResourceVersion())
 	return nil
 }
 

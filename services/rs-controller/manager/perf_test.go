@@ -367,6 +367,12 @@ func endpointsLatency(b *testing.B, c *cluster.Cluster, ns string, flips int) []
 				}
 			case <-deadline:
 				missed.Add(1)
+				obj, err := c.Client.Get(context.Background(), cluster.Kind("pods"), ns, name)
+				state := fmt.Sprint(err)
+				if err == nil {
+					state = fmt.Sprintf("ready=%v rv=%s", controller.IsPodReady(obj.(*corev1.Pod)), obj.GetMetadata().GetResourceVersion())
+				}
+				b.Logf("pod %s set ready=%v: pod write seen %v; now %s", name, want, !written.IsZero(), state)
 				break wait
 			}
 		}
