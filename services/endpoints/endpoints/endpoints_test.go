@@ -239,3 +239,62 @@ func TestHeadlessServiceWithoutPortsListsAddresses(t *testing.T) {
 		t.Errorf("hostname %q; want alpha (pod hostname with the service as subdomain)", h)
 	}
 }
+
+// TestEndpointsConvergeUnderRapidReadinessChanges flips readiness faster than the controller
+// writes and checks that the Endpoints end up as the last flips left the pods.
+func TestEndpointsConvergeUnderRapidReadinessChanges(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{NoScheduler: true})
+	ctx := context.Background()
+	names := []string{"a", "b", "c", "d"}
+	for _, name := range names { // on one node: addresses (sorted by IP) in creation order
+		if _, err := c.Client.Create(ctx, newPod(name, c.Nodes[0], port("http", 8080), port("metrics", 9090))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startController(c)
+	if _, err := c.Client.Create(ctx, webService()); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, c, "[ready a,b,c,d | notready  | ports http:8080/TCP,metrics:9090/TCP]")
+	ready := map[string]bool{"a": true, "b": true, "c": true, "d": true}
+	for i := range 60 {
+		name := names[(i*7)%len(names)]
+		ready[name] = !ready[name]
+		c.Kubelet.SetPodReady("default", name, ready[name])
+		time.Sleep(time.Duration(i%3) * 5 * time.Millisecond)
+	}
+	var r, nr []string
+	for _, name := range names {
+		if ready[name] {
+			r = append(r, name)
+		} else {
+			nr = append(nr, name)
+		}
+	}
+	waitEndpoints(t, c, fmt.Sprintf("[ready %s | notready %s | ports http:8080/TCP,metrics:9090/TCP]", strings.Join(r, ","), strings.Join(nr, ",")))
+}
+
+// TestEndpointsChangedBySomeoneElseAreRestored: the controller owns the Endpoints of services
+// with selectors; a hand edit or a delete is undone.
+func TestEndpointsChangedBySomeoneElseAreRestored(t *testing.T) {
+	c := cluster.Start(t, cluster.Options{NoScheduler: true})
+	ctx := context.Background()
+	if _, err := c.Client.Create(ctx, newPod("a", c.Nodes[0], port("http", 8080), port("metrics", 9090))); err != nil {
+		t.Fatal(err)
+	}
+	startController(c)
+	if _, err := c.Client.Create(ctx, webService()); err != nil {
+		t.Fatal(err)
+	}
+	want := "[ready a | notready  | ports http:8080/TCP,metrics:9090/TCP]"
+	ep := waitEndpoints(t, c, want)
+	ep.Subsets = nil
+	if _, err := c.Client.Update(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, c, want)
+	if _, err := c.Client.Delete(ctx, epKind, "default", "web", clientDeleteOptions()); err != nil {
+		t.Fatal(err)
+	}
+	waitEndpoints(t, c, want)
+}
