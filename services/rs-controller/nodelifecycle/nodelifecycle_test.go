@@ -116,6 +116,16 @@ func TestUnreachableNodeIsTaintedAndItsPodsAreReplacedElsewhere(t *testing.T) {
 		}
 		return total == 6, fmt.Sprint(per)
 	})
+	// The apiserver gave the pods the default tolerations (1 s for unreachable, as configured).
+	for _, obj := range c.List(pods, "default") {
+		var got []string
+		for _, tol := range obj.(*corev1.Pod).GetSpec().GetTolerations() {
+			got = append(got, fmt.Sprintf("%s:%s:%d", tol.GetKey(), tol.GetEffect(), tol.GetTolerationSeconds()))
+		}
+		if strings.Join(got, ",") != "node.kubernetes.io/not-ready:NoExecute:300,node.kubernetes.io/unreachable:NoExecute:1" {
+			t.Fatalf("pod %s tolerations %v; want the defaults", obj.GetMetadata().GetName(), got)
+		}
+	}
 	// A pod that tolerates unreachability for ever stays.
 	stay := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "stay", Namespace: "default"},
 		Spec: &corev1.PodSpec{NodeName: victim, Containers: []*corev1.Container{{Name: "c", Image: "i"}},

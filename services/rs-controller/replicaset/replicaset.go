@@ -572,9 +572,12 @@ func calculateStatus(rs *appsv1.ReplicaSet, pods []*corev1.Pod, manageErr error,
 		reason := "FailedCreate"
 		cond := &appsv1.ReplicaSetCondition{Type: replicaFailure, Status: controller.ConditionTrue, Reason: reason,
 			Message: manageErr.Error(), LastTransitionTime: controller.Timestamp(now)}
+		// As Kubernetes: a condition with the same status and reason is kept as it is (a new
+		// message each time, such as a generated pod name, would make every failed attempt a
+		// status write and an event that retries at once, defeating the back-off).
 		for _, old := range rs.GetStatus().GetConditions() {
 			if old.GetType() == replicaFailure && old.GetStatus() == controller.ConditionTrue && old.GetReason() == reason {
-				cond.LastTransitionTime = old.GetLastTransitionTime()
+				cond = proto.Clone(old).(*appsv1.ReplicaSetCondition)
 			}
 		}
 		st.Conditions = append(st.Conditions, cond)

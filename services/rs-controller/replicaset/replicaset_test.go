@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,12 +14,15 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/testenv/cluster"
+	"github.com/skiff-project/skiff/pkg/apierrors"
 	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/controller"
 	"github.com/skiff-project/skiff/pkg/informer"
+	"github.com/skiff-project/skiff/services/apiserver/admission"
+	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 	"github.com/skiff-project/skiff/services/rs-controller/replicaset"
 )
 
@@ -306,4 +310,41 @@ func podNames(ps []*corev1.Pod) string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ",")
+}
+
+// refusePods is an admission plugin that refuses every pod creation, as a quota would.
+type refusePods struct{ attempts atomic.Int64 }
+
+func (r *refusePods) Validate(_ context.Context, a *admission.Attributes) error {
+	if a.Operation == admission.Create && a.Kind.Kind == "Pod" && a.SubResource == "" {
+		r.attempts.Add(1)
+		return apierrors.NewForbidden("", "pods", a.Name, "exceeded quota: pods")
+	}
+	return nil
+}
+
+func TestFailedCreationsAreReportedAndNotHammered(t *testing.T) {
+	refuse := &refusePods{}
+	c := cluster.Start(t, cluster.Options{NoScheduler: true, NoKubelet: true, Configure: func(cfg *apiserver.Config) {
+		cfg.Admission = &admission.Chain{Validators: []admission.Validator{refuse}}
+	}})
+	startController(c)
+	if _, err := c.Client.Create(context.Background(), newRS("web", 50)); err != nil {
+		t.Fatal(err)
+	}
+	cluster.WaitFor(t, 20*time.Second, "ReplicaFailure condition", func() (bool, string) {
+		rs := getRS(t, c, "web")
+		for _, cond := range rs.GetStatus().GetConditions() {
+			if cond.GetType() == "ReplicaFailure" && cond.GetStatus() == "True" && cond.GetReason() == "FailedCreate" &&
+				strings.Contains(cond.GetMessage(), "exceeded quota") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(rs.GetStatus())
+	})
+	// Slow start: each failing reconcile tries one creation, not fifty; retries back off.
+	time.Sleep(time.Second)
+	if n := refuse.attempts.Load(); n > 20 {
+		t.Errorf("%d creations attempted in about a second of refusals; want a few (batches start at 1 and stop at the first failure)", n)
+	}
 }
