@@ -9,7 +9,9 @@ import (
 )
 
 func TestScaledValueRoundsAsKubernetes(t *testing.T) {
-	pct := func(s string) *metav1.IntOrString { return &metav1.IntOrString{Value: &metav1.IntOrString_StrVal{StrVal: s}} }
+	pct := func(s string) *metav1.IntOrString {
+		return &metav1.IntOrString{Value: &metav1.IntOrString_StrVal{StrVal: s}}
+	}
 	for _, tc := range []struct {
 		v       *metav1.IntOrString
 		total   int
