@@ -63,6 +63,9 @@ type Kubelet struct {
 
 	informers map[string]*informer.Informer // per node
 	nodeIndex map[string]int
+	// gates: work for a node (a pod sync, a heartbeat) holds its read lock, so that StopNode,
+	// taking the write lock, returns only once nothing of the node is in flight.
+	gates map[string]*sync.RWMutex
 
 	mu      sync.Mutex
 	stopped map[string]bool   // nodes gone silent
@@ -92,8 +95,10 @@ func New(cfg Config) *Kubelet {
 	k.pods, _ = s.ForName("pods")
 	k.nodes, _ = s.ForName("nodes")
 	k.lease, _ = s.ForName("leases")
+	k.gates = map[string]*sync.RWMutex{}
 	for i, n := range cfg.Nodes {
 		k.nodeIndex[n] = i
+		k.gates[n] = &sync.RWMutex{}
 	}
 	return k
 }
@@ -143,12 +148,29 @@ func (k *Kubelet) WaitForSync(ctx context.Context) bool {
 }
 
 // StopNode makes node go silent, as a crashed machine: no heartbeats, no status updates, no
-// deletion confirmations.
+// deletion confirmations. It returns once no work of the node is in flight.
 func (k *Kubelet) StopNode(node string) {
+	g := k.gates[node]
+	g.Lock()
+	defer g.Unlock()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.stopped[node] = true
 }
+
+// enter starts a piece of work for node; it reports false (and holds nothing) when the node is
+// stopped. leave ends it.
+func (k *Kubelet) enter(node string) bool {
+	g := k.gates[node]
+	g.RLock()
+	if !k.running(node) {
+		g.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (k *Kubelet) leave(node string) { k.gates[node].RUnlock() }
 
 // StartNode brings a stopped node back: it heartbeats at once and catches up on its pods.
 func (k *Kubelet) StartNode(node string) {
@@ -195,9 +217,10 @@ func (k *Kubelet) forget(key string) {
 
 // syncPod brings one pod's reported state to what a healthy node would report.
 func (k *Kubelet) syncPod(ctx context.Context, it podItem) error {
-	if !k.running(it.node) {
+	if !k.enter(it.node) {
 		return nil // a silent node does nothing; StartNode requeues its pods
 	}
+	defer k.leave(it.node)
 	obj, ok := k.informers[it.node].Store().GetByKey(it.key)
 	if !ok {
 		return nil
@@ -332,12 +355,13 @@ func (k *Kubelet) heartbeats(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if !k.running(node) {
+			if !k.enter(node) {
 				continue
 			}
 			if err := k.heartbeat(ctx, node); err != nil && ctx.Err() == nil {
 				k.log.Warn("heartbeat failed", "node", node, "error", err)
 			}
+			k.leave(node)
 		}
 		select {
 		case <-ctx.Done():
