@@ -62,9 +62,34 @@ type Controller struct {
 	epInf   *informer.Informer
 	queue   *workqueue.Queue[string]
 	metrics *controller.Metrics
-	// written holds, per key, the resourceVersion of the Endpoints this controller last wrote,
-	// so that the informer's echo of its own write does not wake it again.
+	// written holds, per key, the Endpoints this controller last wrote (as the apiserver
+	// answered). A reconcile compares with it when the cache has not caught up with it yet
+	// (otherwise a quick change back would look like no change against the stale cache), and
+	// the informer's echo of that write does not wake the controller again.
 	written sync.Map
+}
+
+// current is the newest Endpoints known for key: the cached one, or the last one written if
+// the cache has not seen it yet.
+func (c *Controller) current(key string) (*corev1.Endpoints, bool) {
+	obj, cached := c.epInf.Store().GetByKey(key)
+	v, ok := c.written.Load(key)
+	if !ok {
+		if !cached {
+			return nil, false
+		}
+		return obj.(*corev1.Endpoints), true
+	}
+	mine := v.(*corev1.Endpoints)
+	if !cached || resourceVersion(mine) > resourceVersion(obj) {
+		return mine, true
+	}
+	return obj.(*corev1.Endpoints), true
+}
+
+func resourceVersion(obj scheme.Object) int64 {
+	n, _ := strconv.ParseInt(obj.GetMetadata().GetResourceVersion(), 10, 64)
+	return n
 }
 
 // New builds the controller and registers its informer handlers; call Run.
@@ -111,8 +136,8 @@ func New(cfg Config) (*Controller, error) {
 	// Someone else changing or deleting an Endpoints we manage gets it rewritten.
 	c.epInf.AddEventHandler(informer.HandlerFuncs{
 		UpdateFunc: func(_, obj scheme.Object) {
-			if rv, ok := c.written.Load(informer.KeyOf(obj)); ok && rv == obj.GetMetadata().GetResourceVersion() {
-				return // our own write
+			if v, ok := c.written.Load(informer.KeyOf(obj)); ok && resourceVersion(v.(*corev1.Endpoints)) == resourceVersion(obj) {
+				return // the echo of our own write, already compared with
 			}
 			enqueue(obj)
 		},
@@ -211,9 +236,8 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		wantLabels[HeadlessLabel] = ""
 	}
 
-	cur, exists := c.epInf.Store().GetByKey(key)
+	ep, exists := c.current(key)
 	if exists {
-		ep := cur.(*corev1.Endpoints)
 		if subsetsEqual(ep.GetSubsets(), subsets) && maps.Equal(ep.GetMetadata().GetLabels(), wantLabels) {
 			return nil
 		}
@@ -229,18 +253,18 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 			}
 			return fmt.Errorf("update endpoints %s: %w", key, err)
 		}
-		c.written.Store(key, res.GetMetadata().GetResourceVersion())
+		c.written.Store(key, res)
 		return nil
 	}
-	ep := &corev1.Endpoints{Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns, Labels: wantLabels}, Subsets: subsets}
-	res, err := c.cfg.Client.Create(ctx, ep)
+	fresh := &corev1.Endpoints{Metadata: &metav1.ObjectMeta{Name: name, Namespace: ns, Labels: wantLabels}, Subsets: subsets}
+	res, err := c.cfg.Client.Create(ctx, fresh)
 	if err != nil {
 		if apierrors.HasStatusCause(err, apierrors.CauseNamespaceTerminating) {
 			return nil
 		}
 		return fmt.Errorf("create endpoints %s: %w", key, err)
 	}
-	c.written.Store(key, res.GetMetadata().GetResourceVersion())
+	c.written.Store(key, res)
 	return nil
 }
 
