@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up images test test-short test-unit test-node fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet vet fmt clean
+.PHONY: all build up images test test-short test-unit test-node fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers vet fmt clean
 
 all: build
 
@@ -105,6 +105,12 @@ bench-services:
 ## containerd create+start of the same image; idle kubelet RSS and CPU with 30 pods
 bench-kubelet:
 	SKIFF_NODE_TESTS=require go test ./node/kubelet/kubelet/ -run='^$$' -bench=PodStartup -benchtime=1x -count=1 -timeout 15m
+
+## bench-controllers: a Deployment of 1,000 replicas on 100 Node objects through the real
+## apiserver and bus with the scheduler, the controllers and the simulated kubelet: time to
+## 1,000 bound and ready, a rolling update, and readiness -> Endpoints latency (goal lines)
+bench-controllers:
+	go test ./services/rs-controller/manager/ -run='^$$' -bench=Controllers -benchtime=1x -timeout 20m
 
 clean:
 	rm -rf bin .skiff

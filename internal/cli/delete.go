@@ -18,6 +18,7 @@ type deleteOptions struct {
 	force          bool
 	ignoreNotFound bool
 	dryRun         string
+	cascade        string
 }
 
 func newDeleteCommand(o *globalOptions) *cobra.Command {
@@ -27,7 +28,9 @@ func newDeleteCommand(o *globalOptions) *cobra.Command {
 		Short: "Delete objects by name or by manifest",
 		Long: "Delete objects named on the command line or described by manifests (-f).\n\n" +
 			"Pods on a node get their grace period to stop; --grace-period overrides it and --now\n" +
-			"asks for an immediate, still orderly, stop.",
+			"asks for an immediate, still orderly, stop. --cascade says what happens to the objects'\n" +
+			"dependents (a deployment's replica sets, their pods): background (the default) deletes\n" +
+			"them after the object, foreground before it, orphan keeps them.",
 		Example: "  skiff delete pod web-1\n  skiff delete deployment/web service/web\n  skiff delete -f deploy/examples/web.yaml",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(d.files) > 0 && len(args) > 0 {
@@ -41,6 +44,9 @@ func newDeleteCommand(o *globalOptions) *cobra.Command {
 			}
 			if _, err := parseDryRunFlag(cmd, d.dryRun); err != nil {
 				return err
+			}
+			if _, err := d.propagationPolicy(); err != nil {
+				return usageErrorf(cmd, "%s", err.Error())
 			}
 			var ra *resourceArgs
 			if len(args) > 0 {
@@ -66,8 +72,24 @@ func newDeleteCommand(o *globalOptions) *cobra.Command {
 	f.BoolVar(&d.now, "now", false, "stop pods right away (grace period 1)")
 	f.BoolVar(&d.force, "force", false, "remove objects from the API at once, without waiting for their processes to stop")
 	f.BoolVar(&d.ignoreNotFound, "ignore-not-found", false, "treat objects that do not exist as deleted")
+	f.StringVar(&d.cascade, "cascade", "background", "what happens to the objects' dependents: background (deleted after the object), "+
+		"foreground (deleted before it: the object waits for them) or orphan (kept, without their owner)")
 	addDryRunFlag(cmd, &d.dryRun)
 	return cmd
+}
+
+// propagationPolicy is the DeleteOptions policy --cascade asks for, as kubectl maps it (the
+// deprecated true and false are background and orphan).
+func (d *deleteOptions) propagationPolicy() (string, error) {
+	switch d.cascade {
+	case "background", "true", "":
+		return "Background", nil
+	case "foreground":
+		return "Foreground", nil
+	case "orphan", "false":
+		return "Orphan", nil
+	}
+	return "", fmt.Errorf(`invalid cascade value (%s). Must be "background", "foreground", or "orphan"`, d.cascade)
 }
 
 // grace turns the flags into the request's grace period, as kubectl does: --grace-period=0
@@ -92,7 +114,8 @@ func (d *deleteOptions) grace() *int64 {
 func runDelete(cmd *cobra.Command, o *globalOptions, d *deleteOptions, c client.Interface, ra *resourceArgs) error {
 	ctx := cmd.Context()
 	rep := &errorReporter{w: o.streams.ErrOut, server: o.server}
-	opts := client.DeleteOptions{GracePeriodSeconds: d.grace(), DryRun: d.dryRun == "server"}
+	policy, _ := d.propagationPolicy()
+	opts := client.DeleteOptions{GracePeriodSeconds: d.grace(), DryRun: d.dryRun == "server", PropagationPolicy: policy}
 	if d.force {
 		fmt.Fprintln(o.streams.ErrOut, "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.")
 	}

@@ -40,11 +40,11 @@ type table struct {
 func tableFor(k *scheme.Kind) table {
 	switch k.Kind {
 	case "Pod":
-		return table{[]string{"NAME", "READY", "STATUS", "RESTARTS", "AGE"}, []string{"IP", "NODE"}, podRow}
+		return table{[]string{"NAME", "READY", "STATUS", "RESTARTS", "AGE"}, []string{"IP", "NODE", "CONTROLLED BY"}, podRow}
 	case "Deployment":
 		return table{[]string{"NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"}, []string{"CONTAINERS", "IMAGES", "SELECTOR"}, deploymentRow}
 	case "ReplicaSet":
-		return table{[]string{"NAME", "DESIRED", "CURRENT", "READY", "AGE"}, []string{"CONTAINERS", "IMAGES", "SELECTOR"}, replicaSetRow}
+		return table{[]string{"NAME", "DESIRED", "CURRENT", "READY", "AGE"}, []string{"CONTAINERS", "IMAGES", "SELECTOR", "CONTROLLED BY"}, replicaSetRow}
 	case "Service":
 		return table{[]string{"NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"}, []string{"SELECTOR"}, serviceRow}
 	case "Endpoints":
@@ -117,7 +117,19 @@ func podRow(obj scheme.Object, name string, now time.Time) []string {
 		age(pod.GetMetadata().GetCreationTimestamp(), now),
 		orNone(pod.GetStatus().GetPodIp()),
 		orNone(pod.GetSpec().GetNodeName()),
+		controlledBy(pod.GetMetadata()),
 	}
+}
+
+// controlledBy is the object's controller as "Kind/name" (the wide column of pods and replica
+// sets, so that `get rs,pods -o wide` shows which deployment and replica set own what).
+func controlledBy(md *metav1.ObjectMeta) string {
+	for _, ref := range md.GetOwnerReferences() {
+		if ref.GetController() {
+			return ref.GetKind() + "/" + ref.GetName()
+		}
+	}
+	return none
 }
 
 // podStatus is kubectl's STATUS column: the most telling of the pod's phase or reason, its
@@ -187,7 +199,7 @@ func replicaSetRow(obj scheme.Object, name string, now time.Time) []string {
 		fmt.Sprint(st.GetReplicas()),
 		fmt.Sprint(st.GetReadyReplicas()),
 		age(rs.GetMetadata().GetCreationTimestamp(), now),
-		names, images, formatLabelSelector(rs.GetSpec().GetSelector()),
+		names, images, formatLabelSelector(rs.GetSpec().GetSelector()), controlledBy(rs.GetMetadata()),
 	}
 }
 

@@ -42,8 +42,9 @@ func TestPrintTable(t *testing.T) {
 	s := scheme.Default()
 	k, _ := s.ForName("pods")
 	pod := &corev1.Pod{
-		Metadata: &metav1.ObjectMeta{Name: "web-1", Namespace: "default", CreationTimestamp: created},
-		Spec:     &corev1.PodSpec{NodeName: "node-a", Containers: []*corev1.Container{{Name: "a"}, {Name: "b"}}},
+		Metadata: &metav1.ObjectMeta{Name: "web-1", Namespace: "default", CreationTimestamp: created,
+			OwnerReferences: []*metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-7d9f", Controller: proto.Bool(true)}}},
+		Spec: &corev1.PodSpec{NodeName: "node-a", Containers: []*corev1.Container{{Name: "a"}, {Name: "b"}}},
 		Status: &corev1.PodStatus{Phase: "Running", PodIp: "10.0.0.7", ContainerStatuses: []*corev1.ContainerStatus{
 			{Name: "a", Ready: true, RestartCount: 2, State: &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}},
 			{Name: "b", State: &corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}},
@@ -54,8 +55,8 @@ func TestPrintTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"NAMESPACE   NAME    READY   STATUS             RESTARTS   AGE   IP         NODE\n" +
-		"default     web-1   1/2     CrashLoopBackOff   2          5m    10.0.0.7   node-a\n"
+		"NAMESPACE   NAME    READY   STATUS             RESTARTS   AGE   IP         NODE     CONTROLLED BY\n" +
+		"default     web-1   1/2     CrashLoopBackOff   2          5m    10.0.0.7   node-a   ReplicaSet/web-7d9f\n"
 	if buf.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", buf.String(), want)
 	}

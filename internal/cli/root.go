@@ -97,6 +97,7 @@ func NewRootCommand(streams IOStreams, extra ...*cobra.Command) *cobra.Command {
 		newLogsCommand(o),
 		newExecCommand(o),
 		newImageCommand(o),
+		newRolloutCommand(o),
 		newVersionCommand(o),
 	)
 	root.AddCommand(extra...)

@@ -43,6 +43,9 @@ type Options struct {
 	LeaseNamespace string
 	LogLevel       string
 	LogFormat      string
+	// Identity names this replica in its leader election Lease and events (default: host name
+	// and pid, which differ between replicas on different hosts or in different processes).
+	Identity string
 }
 
 // RegisterFlags defines the shared flags on fs with defaults for a component called name;
@@ -161,6 +164,9 @@ func Run(ctx context.Context, o Options, log *slog.Logger, run func(ctx context.
 		return err
 	}
 	defer closeEnv()
+	if o.Identity != "" {
+		env.Identity = o.Identity
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

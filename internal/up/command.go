@@ -12,19 +12,24 @@ import (
 
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/serviceip"
+	"github.com/skiff-project/skiff/services/apiserver/admission"
+	"github.com/skiff-project/skiff/services/rs-controller/manager"
 )
 
 // NewCommand is `skiff up`: flags wired to Run.
 func NewCommand() *cobra.Command {
-	o := Options{Stream: bus.DefaultStreamConfig(), Proxy: true}
+	o := Options{Stream: bus.DefaultStreamConfig(), Proxy: true, Controllers: manager.DefaultOptions()}
+	notReady, unreachable := admission.DefaultTolerationSecondsDefault, admission.DefaultTolerationSecondsDefault
 	var logLevel string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole Skiff cluster in this process (embedded etcd and NATS, a local node)",
-		Long: "up runs embedded etcd, embedded NATS JetStream, the apiserver, the scheduler and, where the host\n" +
-			"can run containers, a local node (a containerd of its own and a kubelet) in one process, with\n" +
-			"their data under --data-dir, until interrupted (Ctrl-C or SIGTERM). Stopping it stops and removes the\n" +
-			"node's containers as a machine shutdown would; the next run on the same --data-dir starts the pods again.",
+		Long: "up runs embedded etcd, embedded NATS JetStream, the apiserver, the scheduler, the controllers\n" +
+			"(replica sets, deployments, endpoints, garbage collection, namespaces, node lifecycle), the\n" +
+			"service proxy and DNS and, where the host can run containers, a local node (a containerd of its\n" +
+			"own and a kubelet) in one process, with their data under --data-dir, until interrupted (Ctrl-C or\n" +
+			"SIGTERM). Stopping it stops and removes the node's containers as a machine shutdown would; the\n" +
+			"next run on the same --data-dir starts the pods again.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -36,6 +41,7 @@ func NewCommand() *cobra.Command {
 			// too (before anything uses gRPC).
 			grpclog.SetLoggerV2(grpcLogger{o.Logger.With("component", "grpc")})
 			o.Out = cmd.OutOrStdout()
+			o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds = &notReady, &unreachable
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return Run(ctx, o)
@@ -59,5 +65,13 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&o.NodeName, "node-name", "", "the local node's name (default: the host name)")
 	f.StringVar(&o.PodCIDR, "pod-cidr", "10.244.0.0/24", "the local node's pod address range")
 	f.StringVar(&o.ClusterDNS, "cluster-dns", "", "nameserver IP(s) for ClusterFirst pods, comma-separated (the kube-dns Service's ClusterIP)")
+	f.StringVar(&o.Controllers.Controllers, "controllers", o.Controllers.Controllers,
+		"controllers to run in process: '*' for all, 'name' to add one, '-name' to remove one (replicaset, deployment, garbagecollector, namespace, nodelifecycle)")
+	f.DurationVar(&o.Controllers.NodeMonitorGracePeriod, "node-monitor-grace-period", o.Controllers.NodeMonitorGracePeriod,
+		"how long a node may go without a heartbeat before it is Ready=Unknown and tainted unreachable")
+	f.Int64Var(&notReady, "default-not-ready-toleration-seconds", notReady,
+		"tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to every pod that has none")
+	f.Int64Var(&unreachable, "default-unreachable-toleration-seconds", unreachable,
+		"tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to every pod that has none")
 	return cmd
 }

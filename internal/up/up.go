@@ -16,6 +16,8 @@ import (
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/record"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
+	"github.com/skiff-project/skiff/services/endpoints/endpoints"
+	"github.com/skiff-project/skiff/services/rs-controller/manager"
 	"github.com/skiff-project/skiff/services/scheduler/scheduler"
 )
 
@@ -46,6 +48,13 @@ type Options struct {
 	NodeName   string
 	PodCIDR    string
 	ClusterDNS string
+	// Controllers configure the controllers run in process (rs-controller's set, and the
+	// endpoints controller).
+	Controllers manager.Options
+	// DefaultNotReadyTolerationSeconds and DefaultUnreachableTolerationSeconds: see
+	// apiserver.Config (nil: 300).
+	DefaultNotReadyTolerationSeconds    *int64
+	DefaultUnreachableTolerationSeconds *int64
 }
 
 // Run starts everything, prints where it listens and serves until ctx is cancelled; then it
@@ -78,7 +87,8 @@ func Run(ctx context.Context, o Options) error {
 
 	srv, err := apiserver.New(ctx, apiserver.Config{
 		Etcd: etcdClient, NATSURL: nats.URL, Stream: &o.Stream, GRPCAddr: o.GRPCAddr, HTTPAddr: o.HTTPAddr, Logger: log,
-		ServiceClusterIPRange: o.ServiceClusterIPRange,
+		ServiceClusterIPRange:            o.ServiceClusterIPRange,
+		DefaultNotReadyTolerationSeconds: o.DefaultNotReadyTolerationSeconds, DefaultUnreachableTolerationSeconds: o.DefaultUnreachableTolerationSeconds,
 	})
 	if err != nil {
 		return err
@@ -122,7 +132,8 @@ func Run(ctx context.Context, o Options) error {
 	return err
 }
 
-// runComponents runs the in-process components until ctx ends.
+// runComponents runs the in-process components until ctx ends: the scheduler, the controllers
+// of rs-controller, the endpoints controller, the proxy and DNS, and the local node.
 func runComponents(ctx context.Context, o Options, node *localNode, server, natsURL string, log *slog.Logger) error {
 	env, closeEnv, err := component.Connect("skiff-up", server, natsURL, log)
 	if err != nil {
@@ -137,8 +148,12 @@ func runComponents(ctx context.Context, o Options, node *localNode, server, nats
 	if err != nil {
 		return err
 	}
+	endpointsController, err := endpoints.New(endpoints.Config{Client: env.Client, Informers: env.Informers, Logger: log, Metrics: env.Metrics})
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
+	errs := make(chan error, 32)
 	start := func(name string, run func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -154,6 +169,8 @@ func runComponents(ctx context.Context, o Options, node *localNode, server, nats
 	}
 	start("scheduler", sched.Run)
 	start("scheduler events", func(ctx context.Context) error { schedEvents.Run(ctx); return nil })
+	start("controllers", func(ctx context.Context) error { return manager.Run(ctx, env, o.Controllers) })
+	start("endpoints", endpointsController.Run)
 	if node != nil {
 		k, events, err := node.kubelet(o, env)
 		if err != nil {

@@ -2,8 +2,6 @@ package up
 
 import (
 	"context"
-
-	"github.com/skiff-project/skiff/pkg/bus"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +9,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
+	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/pkg/client"
+	"github.com/skiff-project/skiff/services/rs-controller/manager"
 )
 
 func freeAddr(t *testing.T) string {
@@ -28,7 +36,8 @@ func freeAddr(t *testing.T) string {
 func start(t *testing.T, dir string) (string, func()) {
 	t.Helper()
 	opts := Options{DataDir: dir, HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), EtcdAddr: freeAddr(t),
-		NATSAddr: freeAddr(t), Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		NATSAddr: freeAddr(t), Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Controllers: manager.DefaultOptions()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	began := time.Now()
@@ -103,4 +112,57 @@ func TestDataSurvivesRestart(t *testing.T) {
 	if uid(got) == "" || uid(got) != uid(created) {
 		t.Errorf("uid changed across restart: %q vs %q", uid(got), uid(created))
 	}
+}
+
+// TestControllersRun checks that skiff up runs the controllers: a Deployment gets its
+// ReplicaSet and pods, a Service its Endpoints, and a foreground delete (which needs the garbage
+// collector) takes everything away.
+func TestControllersRun(t *testing.T) {
+	url, stop := start(t, t.TempDir())
+	defer stop()
+	c := client.NewREST(url, nil)
+	ctx := context.Background()
+	lbls := map[string]string{"app": "web"}
+	objs := []scheme.Object{
+		&appsv1.Deployment{Metadata: &metav1.ObjectMeta{Name: "web", Namespace: "default"},
+			Spec: &appsv1.DeploymentSpec{Replicas: proto.Int32(2), Selector: &metav1.LabelSelector{MatchLabels: lbls},
+				Template: &corev1.PodTemplateSpec{Metadata: &metav1.ObjectMeta{Labels: lbls},
+					Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "web", Image: "web:1"}}}}}},
+		&corev1.Service{Metadata: &metav1.ObjectMeta{Name: "web", Namespace: "default"},
+			Spec: &corev1.ServiceSpec{Selector: lbls, Ports: []*corev1.ServicePort{{Port: 80}}}},
+	}
+	for _, o := range objs {
+		if _, err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kind := func(n string) *scheme.Kind { k, _ := scheme.Default().ForName(n); return k }
+	count := func(k string) int {
+		l, err := c.List(ctx, kind(k), "default", client.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("replica set, 2 pods and endpoints", func() bool {
+		return count("replicasets") == 1 && count("pods") == 2 && count("endpoints") == 1
+	})
+	// The garbage collector announces itself once it runs; then a foreground delete is taken.
+	waitFor("foreground delete accepted", func() bool {
+		_, err := c.Delete(ctx, kind("deployments"), "default", "web", client.DeleteOptions{PropagationPolicy: "Foreground"})
+		return err == nil
+	})
+	waitFor("deployment, replica set and pods gone", func() bool {
+		return count("deployments")+count("replicasets")+count("pods") == 0
+	})
 }

@@ -290,3 +290,17 @@ func IsGone(err error) bool {
 	r := ReasonOf(err)
 	return r == ReasonGone || r == ReasonExpired
 }
+
+// HasStatusCause reports whether err's Status has a cause with this reason (for example
+// CauseNamespaceTerminating), as client-go's HasStatusCause.
+func HasStatusCause(err error, reason string) bool {
+	if err == nil {
+		return false
+	}
+	for _, c := range FromError(err).Status.GetDetails().GetCauses() {
+		if c.GetReason() == reason {
+			return true
+		}
+	}
+	return false
+}

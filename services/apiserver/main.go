@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/skiff-project/skiff/pkg/bus"
+	"github.com/skiff-project/skiff/services/apiserver/admission"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
 	"github.com/skiff-project/skiff/services/apiserver/ipalloc"
 )
@@ -27,6 +28,10 @@ func main() {
 	flag.Int64Var(&stream.MaxBytes, "stream-max-bytes", stream.MaxBytes, "bound the bus stream's size; oldest events go first")
 	flag.IntVar(&stream.Replicas, "stream-replicas", stream.Replicas, "replicas of the bus stream in a NATS cluster")
 	flag.BoolVar(&stream.Memory, "stream-memory", stream.Memory, "keep the bus stream in memory only (a NATS restart makes every reader relist)")
+	notReady := flag.Int64("default-not-ready-toleration-seconds", admission.DefaultTolerationSecondsDefault,
+		"tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to every pod that has none")
+	unreachable := flag.Int64("default-unreachable-toleration-seconds", admission.DefaultTolerationSecondsDefault,
+		"tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to every pod that has none")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -43,6 +48,9 @@ func main() {
 		GRPCAddr:              *grpcAddr,
 		HTTPAddr:              *httpAddr,
 		Logger:                log,
+
+		DefaultNotReadyTolerationSeconds:    notReady,
+		DefaultUnreachableTolerationSeconds: unreachable,
 	})
 	if err != nil {
 		log.Error("apiserver failed to start", "error", err)

@@ -134,7 +134,12 @@ func New(kinds ...*Kind) *Scheme {
 		}
 		s.kinds = append(s.kinds, k)
 		s.byGVK[k.APIVersion()+"/"+k.Kind] = k
-		for _, n := range append([]string{k.Resource, k.Singular, strings.ToLower(k.Kind), k.GroupResource()}, k.ShortNames...) {
+		names := append([]string{k.Resource, k.Singular, strings.ToLower(k.Kind), k.GroupResource()}, k.ShortNames...)
+		if k.Group != "" {
+			// "replicaset.apps", as `get -o name` prints it and kubectl accepts it.
+			names = append(names, k.Singular+"."+k.Group)
+		}
+		for _, n := range names {
 			s.names[n] = k
 		}
 	}

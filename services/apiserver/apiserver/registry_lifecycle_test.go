@@ -320,9 +320,20 @@ func TestDeleteOptionsAreHonoured(t *testing.T) {
 		t.Fatalf("refused deletes changed the pod: %v", err)
 	}
 
+	// A policy only a garbage collector can carry out, with none running: 503, nothing changes.
+	for _, body := range []string{`{"propagationPolicy":"Foreground"}`, `{"propagationPolicy":"Orphan"}`, `{"orphanDependents":true}`} {
+		if code, st := restCall(t, env, "DELETE", podsPath+"/target", body); code != http.StatusServiceUnavailable ||
+			!strings.Contains(fmt.Sprint(st["message"]), "garbage collector") {
+			t.Errorf("DELETE %s with no garbage collector: %d %v; want 503 naming the garbage collector", body, code, st)
+		}
+	}
+	if got, err := c.Get(ctx, pods, "default", "target"); err != nil || got.GetMetadata().ResourceVersion != rv {
+		t.Fatalf("refused deletes changed the pod: %v", err)
+	}
+
 	// Passing preconditions and a policy: deleted.
 	code, st = restCall(t, env, "DELETE", podsPath+"/target",
-		fmt.Sprintf(`{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground","preconditions":{"uid":%q,"resourceVersion":%q}}`, uid, rv))
+		fmt.Sprintf(`{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Background","preconditions":{"uid":%q,"resourceVersion":%q}}`, uid, rv))
 	if code != http.StatusOK {
 		t.Fatalf("DELETE with passing preconditions: %d %v", code, st)
 	}

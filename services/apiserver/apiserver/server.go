@@ -66,8 +66,33 @@ type Config struct {
 	ServiceClusterIPRange string
 
 	Authorizer authz.Authorizer // nil: allow all
-	Admission  *admission.Chain // nil: no plugins
-	Logger     *slog.Logger     // nil: slog.Default()
+	// Admission plugins run after the built-in ones (DefaultTolerationSeconds).
+	Admission *admission.Chain
+	Logger    *slog.Logger // nil: slog.Default()
+	// DefaultNotReadyTolerationSeconds and DefaultUnreachableTolerationSeconds are the
+	// tolerationSeconds of the tolerations every pod created without one gets (nil: 300, as
+	// Kubernetes' --default-not-ready-toleration-seconds and
+	// --default-unreachable-toleration-seconds).
+	DefaultNotReadyTolerationSeconds    *int64
+	DefaultUnreachableTolerationSeconds *int64
+}
+
+// admissionChain is the built-in plugins followed by the configured ones.
+func (cfg *Config) admissionChain() *admission.Chain {
+	tol := admission.DefaultTolerationSeconds{NotReady: admission.DefaultTolerationSecondsDefault,
+		Unreachable: admission.DefaultTolerationSecondsDefault}
+	if v := cfg.DefaultNotReadyTolerationSeconds; v != nil {
+		tol.NotReady = *v
+	}
+	if v := cfg.DefaultUnreachableTolerationSeconds; v != nil {
+		tol.Unreachable = *v
+	}
+	chain := &admission.Chain{Mutators: []admission.Mutator{tol}}
+	if cfg.Admission != nil {
+		chain.Mutators = append(chain.Mutators, cfg.Admission.Mutators...)
+		chain.Validators = append(chain.Validators, cfg.Admission.Validators...)
+	}
+	return chain
 }
 
 // Server is a running apiserver's state.
@@ -131,7 +156,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.closeEtcd()
 		return nil, err
 	}
-	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.Admission,
+	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.admissionChain(),
 		ServiceIPRange: serviceIPs})
 	if err := s.bootstrap(ctx); err != nil {
 		s.closeEtcd()

@@ -103,9 +103,8 @@ type DeleteOptions struct {
 	GracePeriodSeconds *int64
 	Preconditions      Preconditions
 	// PropagationPolicy (Orphan, Background, Foreground) and OrphanDependents say how the
-	// garbage collector treats dependents. They are validated and carried here for it; until
-	// it exists no object records them (a foregroundDeletion or orphan finalizer with nobody
-	// to remove it would keep the object forever).
+	// garbage collector treats dependents; the delete records them in the object's
+	// finalizers (see gc.go).
 	PropagationPolicy string
 	OrphanDependents  *bool
 	DryRun            bool
@@ -142,6 +141,14 @@ func DeleteOptionsFrom(query DeleteOptions, queryDryRun []string, body *metav1.D
 	}
 	opts.DryRun = dry
 	return opts, nil
+}
+
+// policyName names the policy asked for, for messages.
+func (o *DeleteOptions) policyName() string {
+	if o.OrphanDependents != nil {
+		return "Orphan (orphanDependents)"
+	}
+	return o.PropagationPolicy
 }
 
 // validate checks the options as Kubernetes' ValidateDeleteOptions does and normalises the

@@ -354,6 +354,17 @@ func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, 
 			return err
 		}
 		next := proto.Clone(cur).(scheme.Object)
+		if !isNamespaceKind(k) && (md.GetDeletionTimestamp() == "" || md.GetDeletionGracePeriodSeconds() == 0) {
+			finalizers, changed, needsCollector := gcFinalizers(next, opts)
+			if needsCollector {
+				if err := r.requireCollector(ctx, opts.policyName()); err != nil {
+					return err
+				}
+			}
+			if changed {
+				next.GetMetadata().Finalizers = finalizers
+			}
+		}
 		r.markForDeletion(next, opts.GracePeriodSeconds)
 		var err error
 		result, err = r.commit(ctx, k, cur, next, rev, true, opts.DryRun)
@@ -530,13 +541,24 @@ func causesOf(errs validation.ErrorList) []*metav1.StatusCause {
 // specChanged reports whether anything but metadata and status differs: that is what bumps
 // metadata.generation.
 func specChanged(a, b scheme.Object) bool {
-	ca, cb := proto.Clone(a), proto.Clone(b)
-	for _, m := range []proto.Message{ca, cb} {
-		for _, f := range []protoreflect.Name{"metadata", "status", "api_version", "kind"} {
-			clearField(m, f)
+	return !proto.Equal(withoutMeta(a), withoutMeta(b))
+}
+
+// withoutMeta is a shallow copy of m without metadata, status, apiVersion and kind: it
+// shares the other fields' values with m (no deep copy: a large object, such as the Endpoints
+// of a thousand pods, is compared without being copied twice). It must not be modified.
+func withoutMeta(m scheme.Object) proto.Message {
+	src := m.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch fd.Name() {
+		case "metadata", "status", "api_version", "kind":
+		default:
+			dst.Set(fd, v)
 		}
-	}
-	return !proto.Equal(ca, cb)
+		return true
+	})
+	return dst.Interface()
 }
 
 func clearField(m proto.Message, name protoreflect.Name) {

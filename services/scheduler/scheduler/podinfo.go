@@ -11,6 +11,7 @@ import (
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/apis/resource"
 	"github.com/skiff-project/skiff/pkg/labels"
+	"github.com/skiff-project/skiff/pkg/taints"
 )
 
 // Resource names the scheduler accounts for by name; any other resource a pod requests is an
@@ -369,26 +370,10 @@ func (pi *PodInfo) hasInterPodConstraints() bool {
 	return len(pi.requiredAffinity)+len(pi.requiredAntiAffinity)+len(pi.preferredAffinity)+len(pi.preferredAntiAffinity) > 0
 }
 
-// toleratesTaint is Kubernetes' toleration matching: an empty effect tolerates every effect,
-// an empty key with operator Exists tolerates every taint.
+// toleratesTaint is Kubernetes' toleration matching (pkg/taints, shared with the node
+// lifecycle controller).
 func toleratesTaint(tols []*corev1.Toleration, taint *corev1.Taint) bool {
-	for _, t := range tols {
-		if t.GetEffect() != "" && t.GetEffect() != taint.GetEffect() {
-			continue
-		}
-		if t.GetKey() != "" && t.GetKey() != taint.GetKey() {
-			continue
-		}
-		switch t.GetOperator() {
-		case "Exists":
-			return true
-		case "", "Equal":
-			if t.GetValue() == taint.GetValue() {
-				return true
-			}
-		}
-	}
-	return false
+	return taints.Tolerates(tols, taint)
 }
 
 // specEqual reports whether two versions of a pod ask for the same thing.
