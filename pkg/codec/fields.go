@@ -23,6 +23,9 @@ func isTimestampField(fd protoreflect.FieldDescriptor) bool {
 	case "started_at", "finished_at", "time_added":
 		return true
 	}
+	if fd.FullName() == "skiff.meta.v1.ManagedFieldsEntry.time" {
+		return true
+	}
 	return strings.HasSuffix(name, "_timestamp") || strings.HasSuffix(name, "_time")
 }
 

@@ -40,8 +40,10 @@ type ObjectMeta struct {
 	Annotations                map[string]string `protobuf:"bytes,11,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	OwnerReferences            []*OwnerReference `protobuf:"bytes,12,rep,name=owner_references,json=ownerReferences,proto3" json:"owner_references,omitempty"`
 	Finalizers                 []string          `protobuf:"bytes,13,rep,name=finalizers,proto3" json:"finalizers,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// Which field manager owns which fields (server-side apply), as Kubernetes records it.
+	ManagedFields []*ManagedFieldsEntry `protobuf:"bytes,14,rep,name=managed_fields,json=managedFields,proto3" json:"managed_fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ObjectMeta) Reset() {
@@ -165,6 +167,155 @@ func (x *ObjectMeta) GetFinalizers() []string {
 	return nil
 }
 
+func (x *ObjectMeta) GetManagedFields() []*ManagedFieldsEntry {
+	if x != nil {
+		return x.ManagedFields
+	}
+	return nil
+}
+
+// ManagedFieldsEntry is the set of fields one manager owns through one kind of operation.
+type ManagedFieldsEntry struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Manager string                 `protobuf:"bytes,1,opt,name=manager,proto3" json:"manager,omitempty"`
+	// Apply or Update.
+	Operation  string `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	ApiVersion string `protobuf:"bytes,3,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	Time       string `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// Always FieldsV1.
+	FieldsType string    `protobuf:"bytes,5,opt,name=fields_type,json=fieldsType,proto3" json:"fields_type,omitempty"`
+	FieldsV1   *FieldsV1 `protobuf:"bytes,6,opt,name=fields_v1,json=fieldsV1,proto3" json:"fields_v1,omitempty"`
+	// "" for the main resource, "status", "scale".
+	Subresource   string `protobuf:"bytes,7,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ManagedFieldsEntry) Reset() {
+	*x = ManagedFieldsEntry{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ManagedFieldsEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ManagedFieldsEntry) ProtoMessage() {}
+
+func (x *ManagedFieldsEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ManagedFieldsEntry.ProtoReflect.Descriptor instead.
+func (*ManagedFieldsEntry) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ManagedFieldsEntry) GetManager() string {
+	if x != nil {
+		return x.Manager
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetTime() string {
+	if x != nil {
+		return x.Time
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetFieldsType() string {
+	if x != nil {
+		return x.FieldsType
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetFieldsV1() *FieldsV1 {
+	if x != nil {
+		return x.FieldsV1
+	}
+	return nil
+}
+
+func (x *ManagedFieldsEntry) GetSubresource() string {
+	if x != nil {
+		return x.Subresource
+	}
+	return ""
+}
+
+// FieldsV1 is a set of fields in Kubernetes' FieldsV1 JSON form ({"f:spec":{"f:replicas":{}}}),
+// kept as that JSON; the JSON codec writes and reads it as a raw object.
+type FieldsV1 struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Raw           []byte                 `protobuf:"bytes,1,opt,name=raw,proto3" json:"raw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldsV1) Reset() {
+	*x = FieldsV1{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldsV1) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldsV1) ProtoMessage() {}
+
+func (x *FieldsV1) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldsV1.ProtoReflect.Descriptor instead.
+func (*FieldsV1) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FieldsV1) GetRaw() []byte {
+	if x != nil {
+		return x.Raw
+	}
+	return nil
+}
+
 type OwnerReference struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	ApiVersion         string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
@@ -179,7 +330,7 @@ type OwnerReference struct {
 
 func (x *OwnerReference) Reset() {
 	*x = OwnerReference{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +342,7 @@ func (x *OwnerReference) String() string {
 func (*OwnerReference) ProtoMessage() {}
 
 func (x *OwnerReference) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +355,7 @@ func (x *OwnerReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerReference.ProtoReflect.Descriptor instead.
 func (*OwnerReference) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *OwnerReference) GetApiVersion() string {
@@ -261,7 +412,7 @@ type ListMeta struct {
 
 func (x *ListMeta) Reset() {
 	*x = ListMeta{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +424,7 @@ func (x *ListMeta) String() string {
 func (*ListMeta) ProtoMessage() {}
 
 func (x *ListMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +437,7 @@ func (x *ListMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMeta.ProtoReflect.Descriptor instead.
 func (*ListMeta) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListMeta) GetResourceVersion() string {
@@ -320,7 +471,7 @@ type LabelSelector struct {
 
 func (x *LabelSelector) Reset() {
 	*x = LabelSelector{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +483,7 @@ func (x *LabelSelector) String() string {
 func (*LabelSelector) ProtoMessage() {}
 
 func (x *LabelSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +496,7 @@ func (x *LabelSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
 func (*LabelSelector) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{3}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LabelSelector) GetMatchLabels() map[string]string {
@@ -374,7 +525,7 @@ type LabelSelectorRequirement struct {
 
 func (x *LabelSelectorRequirement) Reset() {
 	*x = LabelSelectorRequirement{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +537,7 @@ func (x *LabelSelectorRequirement) String() string {
 func (*LabelSelectorRequirement) ProtoMessage() {}
 
 func (x *LabelSelectorRequirement) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +550,7 @@ func (x *LabelSelectorRequirement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelSelectorRequirement.ProtoReflect.Descriptor instead.
 func (*LabelSelectorRequirement) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{4}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LabelSelectorRequirement) GetKey() string {
@@ -437,7 +588,7 @@ type IntOrString struct {
 
 func (x *IntOrString) Reset() {
 	*x = IntOrString{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +600,7 @@ func (x *IntOrString) String() string {
 func (*IntOrString) ProtoMessage() {}
 
 func (x *IntOrString) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +613,7 @@ func (x *IntOrString) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntOrString.ProtoReflect.Descriptor instead.
 func (*IntOrString) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *IntOrString) GetValue() isIntOrString_Value {
@@ -521,7 +672,7 @@ type ObjectReference struct {
 
 func (x *ObjectReference) Reset() {
 	*x = ObjectReference{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +684,7 @@ func (x *ObjectReference) String() string {
 func (*ObjectReference) ProtoMessage() {}
 
 func (x *ObjectReference) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +697,7 @@ func (x *ObjectReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectReference.ProtoReflect.Descriptor instead.
 func (*ObjectReference) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{6}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ObjectReference) GetApiVersion() string {
@@ -617,7 +768,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +780,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +793,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{7}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Status) GetApiVersion() string {
@@ -715,7 +866,7 @@ type StatusDetails struct {
 
 func (x *StatusDetails) Reset() {
 	*x = StatusDetails{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +878,7 @@ func (x *StatusDetails) String() string {
 func (*StatusDetails) ProtoMessage() {}
 
 func (x *StatusDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +891,7 @@ func (x *StatusDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusDetails.ProtoReflect.Descriptor instead.
 func (*StatusDetails) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{8}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusDetails) GetName() string {
@@ -798,7 +949,7 @@ type StatusCause struct {
 
 func (x *StatusCause) Reset() {
 	*x = StatusCause{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +961,7 @@ func (x *StatusCause) String() string {
 func (*StatusCause) ProtoMessage() {}
 
 func (x *StatusCause) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +974,7 @@ func (x *StatusCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusCause.ProtoReflect.Descriptor instead.
 func (*StatusCause) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{9}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusCause) GetReason() string {
@@ -856,7 +1007,7 @@ type GetOptions struct {
 
 func (x *GetOptions) Reset() {
 	*x = GetOptions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1019,7 @@ func (x *GetOptions) String() string {
 func (*GetOptions) ProtoMessage() {}
 
 func (x *GetOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1032,7 @@ func (x *GetOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOptions.ProtoReflect.Descriptor instead.
 func (*GetOptions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{10}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetOptions) GetResourceVersion() string {
@@ -905,7 +1056,7 @@ type ListOptions struct {
 
 func (x *ListOptions) Reset() {
 	*x = ListOptions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1068,7 @@ func (x *ListOptions) String() string {
 func (*ListOptions) ProtoMessage() {}
 
 func (x *ListOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1081,7 @@ func (x *ListOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOptions.ProtoReflect.Descriptor instead.
 func (*ListOptions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{11}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListOptions) GetLabelSelector() string {
@@ -997,7 +1148,7 @@ type DeleteOptions struct {
 
 func (x *DeleteOptions) Reset() {
 	*x = DeleteOptions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1160,7 @@ func (x *DeleteOptions) String() string {
 func (*DeleteOptions) ProtoMessage() {}
 
 func (x *DeleteOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1173,7 @@ func (x *DeleteOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOptions.ProtoReflect.Descriptor instead.
 func (*DeleteOptions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{12}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteOptions) GetApiVersion() string {
@@ -1084,7 +1235,7 @@ type Preconditions struct {
 
 func (x *Preconditions) Reset() {
 	*x = Preconditions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1247,7 @@ func (x *Preconditions) String() string {
 func (*Preconditions) ProtoMessage() {}
 
 func (x *Preconditions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1260,7 @@ func (x *Preconditions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Preconditions.ProtoReflect.Descriptor instead.
 func (*Preconditions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{13}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Preconditions) GetUid() string {
@@ -1130,7 +1281,7 @@ var File_skiff_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x18skiff/meta/v1/meta.proto\x12\rskiff.meta.v1\"\xfa\x05\n" +
+	"\x18skiff/meta/v1/meta.proto\x12\rskiff.meta.v1\"\xc4\x06\n" +
 	"\n" +
 	"ObjectMeta\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
@@ -1150,14 +1301,27 @@ const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\x10owner_references\x18\f \x03(\v2\x1d.skiff.meta.v1.OwnerReferenceR\x0fownerReferences\x12\x1e\n" +
 	"\n" +
 	"finalizers\x18\r \x03(\tR\n" +
-	"finalizers\x1a9\n" +
+	"finalizers\x12H\n" +
+	"\x0emanaged_fields\x18\x0e \x03(\v2!.skiff.meta.v1.ManagedFieldsEntryR\rmanagedFields\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B \n" +
-	"\x1e_deletion_grace_period_seconds\"\xef\x01\n" +
+	"\x1e_deletion_grace_period_seconds\"\xfa\x01\n" +
+	"\x12ManagedFieldsEntry\x12\x18\n" +
+	"\amanager\x18\x01 \x01(\tR\amanager\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x1f\n" +
+	"\vapi_version\x18\x03 \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04time\x18\x04 \x01(\tR\x04time\x12\x1f\n" +
+	"\vfields_type\x18\x05 \x01(\tR\n" +
+	"fieldsType\x124\n" +
+	"\tfields_v1\x18\x06 \x01(\v2\x17.skiff.meta.v1.FieldsV1R\bfieldsV1\x12 \n" +
+	"\vsubresource\x18\a \x01(\tR\vsubresource\"\x1c\n" +
+	"\bFieldsV1\x12\x10\n" +
+	"\x03raw\x18\x01 \x01(\fR\x03raw\"\xef\x01\n" +
 	"\x0eOwnerReference\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
@@ -1257,41 +1421,45 @@ func file_skiff_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_skiff_meta_v1_meta_proto_rawDescData
 }
 
-var file_skiff_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_skiff_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_skiff_meta_v1_meta_proto_goTypes = []any{
 	(*ObjectMeta)(nil),               // 0: skiff.meta.v1.ObjectMeta
-	(*OwnerReference)(nil),           // 1: skiff.meta.v1.OwnerReference
-	(*ListMeta)(nil),                 // 2: skiff.meta.v1.ListMeta
-	(*LabelSelector)(nil),            // 3: skiff.meta.v1.LabelSelector
-	(*LabelSelectorRequirement)(nil), // 4: skiff.meta.v1.LabelSelectorRequirement
-	(*IntOrString)(nil),              // 5: skiff.meta.v1.IntOrString
-	(*ObjectReference)(nil),          // 6: skiff.meta.v1.ObjectReference
-	(*Status)(nil),                   // 7: skiff.meta.v1.Status
-	(*StatusDetails)(nil),            // 8: skiff.meta.v1.StatusDetails
-	(*StatusCause)(nil),              // 9: skiff.meta.v1.StatusCause
-	(*GetOptions)(nil),               // 10: skiff.meta.v1.GetOptions
-	(*ListOptions)(nil),              // 11: skiff.meta.v1.ListOptions
-	(*DeleteOptions)(nil),            // 12: skiff.meta.v1.DeleteOptions
-	(*Preconditions)(nil),            // 13: skiff.meta.v1.Preconditions
-	nil,                              // 14: skiff.meta.v1.ObjectMeta.LabelsEntry
-	nil,                              // 15: skiff.meta.v1.ObjectMeta.AnnotationsEntry
-	nil,                              // 16: skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	(*ManagedFieldsEntry)(nil),       // 1: skiff.meta.v1.ManagedFieldsEntry
+	(*FieldsV1)(nil),                 // 2: skiff.meta.v1.FieldsV1
+	(*OwnerReference)(nil),           // 3: skiff.meta.v1.OwnerReference
+	(*ListMeta)(nil),                 // 4: skiff.meta.v1.ListMeta
+	(*LabelSelector)(nil),            // 5: skiff.meta.v1.LabelSelector
+	(*LabelSelectorRequirement)(nil), // 6: skiff.meta.v1.LabelSelectorRequirement
+	(*IntOrString)(nil),              // 7: skiff.meta.v1.IntOrString
+	(*ObjectReference)(nil),          // 8: skiff.meta.v1.ObjectReference
+	(*Status)(nil),                   // 9: skiff.meta.v1.Status
+	(*StatusDetails)(nil),            // 10: skiff.meta.v1.StatusDetails
+	(*StatusCause)(nil),              // 11: skiff.meta.v1.StatusCause
+	(*GetOptions)(nil),               // 12: skiff.meta.v1.GetOptions
+	(*ListOptions)(nil),              // 13: skiff.meta.v1.ListOptions
+	(*DeleteOptions)(nil),            // 14: skiff.meta.v1.DeleteOptions
+	(*Preconditions)(nil),            // 15: skiff.meta.v1.Preconditions
+	nil,                              // 16: skiff.meta.v1.ObjectMeta.LabelsEntry
+	nil,                              // 17: skiff.meta.v1.ObjectMeta.AnnotationsEntry
+	nil,                              // 18: skiff.meta.v1.LabelSelector.MatchLabelsEntry
 }
 var file_skiff_meta_v1_meta_proto_depIdxs = []int32{
-	14, // 0: skiff.meta.v1.ObjectMeta.labels:type_name -> skiff.meta.v1.ObjectMeta.LabelsEntry
-	15, // 1: skiff.meta.v1.ObjectMeta.annotations:type_name -> skiff.meta.v1.ObjectMeta.AnnotationsEntry
-	1,  // 2: skiff.meta.v1.ObjectMeta.owner_references:type_name -> skiff.meta.v1.OwnerReference
-	16, // 3: skiff.meta.v1.LabelSelector.match_labels:type_name -> skiff.meta.v1.LabelSelector.MatchLabelsEntry
-	4,  // 4: skiff.meta.v1.LabelSelector.match_expressions:type_name -> skiff.meta.v1.LabelSelectorRequirement
-	2,  // 5: skiff.meta.v1.Status.metadata:type_name -> skiff.meta.v1.ListMeta
-	8,  // 6: skiff.meta.v1.Status.details:type_name -> skiff.meta.v1.StatusDetails
-	9,  // 7: skiff.meta.v1.StatusDetails.causes:type_name -> skiff.meta.v1.StatusCause
-	13, // 8: skiff.meta.v1.DeleteOptions.preconditions:type_name -> skiff.meta.v1.Preconditions
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	16, // 0: skiff.meta.v1.ObjectMeta.labels:type_name -> skiff.meta.v1.ObjectMeta.LabelsEntry
+	17, // 1: skiff.meta.v1.ObjectMeta.annotations:type_name -> skiff.meta.v1.ObjectMeta.AnnotationsEntry
+	3,  // 2: skiff.meta.v1.ObjectMeta.owner_references:type_name -> skiff.meta.v1.OwnerReference
+	1,  // 3: skiff.meta.v1.ObjectMeta.managed_fields:type_name -> skiff.meta.v1.ManagedFieldsEntry
+	2,  // 4: skiff.meta.v1.ManagedFieldsEntry.fields_v1:type_name -> skiff.meta.v1.FieldsV1
+	18, // 5: skiff.meta.v1.LabelSelector.match_labels:type_name -> skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	6,  // 6: skiff.meta.v1.LabelSelector.match_expressions:type_name -> skiff.meta.v1.LabelSelectorRequirement
+	4,  // 7: skiff.meta.v1.Status.metadata:type_name -> skiff.meta.v1.ListMeta
+	10, // 8: skiff.meta.v1.Status.details:type_name -> skiff.meta.v1.StatusDetails
+	11, // 9: skiff.meta.v1.StatusDetails.causes:type_name -> skiff.meta.v1.StatusCause
+	15, // 10: skiff.meta.v1.DeleteOptions.preconditions:type_name -> skiff.meta.v1.Preconditions
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_skiff_meta_v1_meta_proto_init() }
@@ -1300,20 +1468,20 @@ func file_skiff_meta_v1_meta_proto_init() {
 		return
 	}
 	file_skiff_meta_v1_meta_proto_msgTypes[0].OneofWrappers = []any{}
-	file_skiff_meta_v1_meta_proto_msgTypes[1].OneofWrappers = []any{}
-	file_skiff_meta_v1_meta_proto_msgTypes[2].OneofWrappers = []any{}
-	file_skiff_meta_v1_meta_proto_msgTypes[5].OneofWrappers = []any{
+	file_skiff_meta_v1_meta_proto_msgTypes[3].OneofWrappers = []any{}
+	file_skiff_meta_v1_meta_proto_msgTypes[4].OneofWrappers = []any{}
+	file_skiff_meta_v1_meta_proto_msgTypes[7].OneofWrappers = []any{
 		(*IntOrString_IntVal)(nil),
 		(*IntOrString_StrVal)(nil),
 	}
-	file_skiff_meta_v1_meta_proto_msgTypes[12].OneofWrappers = []any{}
+	file_skiff_meta_v1_meta_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_meta_v1_meta_proto_rawDesc), len(file_skiff_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
