@@ -18,14 +18,16 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/skiff-project/skiff/pkg/apis/schema"
 )
 
 // intOrStringName is the message encoded as a bare JSON number or string.
-const intOrStringName protoreflect.FullName = "skiff.meta.v1.IntOrString"
+const intOrStringName = schema.IntOrStringMessage
 
 // fieldsV1Name is the message that holds a managed-fields set as raw JSON, written as that
 // JSON object ({"f:spec":{...}}), as Kubernetes writes FieldsV1.
-const fieldsV1Name protoreflect.FullName = "skiff.meta.v1.FieldsV1"
+const fieldsV1Name = schema.FieldsV1Message
 
 // Marshal encodes m as compact JSON. Fields appear in declaration order under their JSON
 // names; a field is written only when populated (see protoreflect.Message.Has), so optional
