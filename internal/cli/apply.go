@@ -183,10 +183,3 @@ func keepAllocatedFields(next, cur scheme.Object) {
 		}
 	}
 }
-
-func protocolOrTCP(p string) string {
-	if p == "" {
-		return "TCP"
-	}
-	return p
-}

@@ -54,8 +54,8 @@ func TestPrintTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"NAMESPACE   NAME    READY   STATUS             RESTARTS   AGE   IP         NODE\n" +
-		"default     web-1   1/2     CrashLoopBackOff   2          5m    10.0.0.7   node-a\n"
+		"NAMESPACE   NAME    READY   STATUS             RESTARTS   AGE   IP         NODE     NOMINATED NODE   READINESS GATES\n" +
+		"default     web-1   1/2     CrashLoopBackOff   2          5m    10.0.0.7   node-a   <none>           <none>\n"
 	if buf.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", buf.String(), want)
 	}
