@@ -231,6 +231,7 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 	if err := s.authorize(ctx, k, verb, sub, req.namespace, req.name); err != nil {
 		return nil, err
 	}
+	req.fieldManager = fieldManager(ctx, req.fieldManager, "")
 	switch method {
 	case "Create", "Update", "UpdateStatus", "Bind":
 		optionsKind := registry.CreateOptionsKind

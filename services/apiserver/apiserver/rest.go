@@ -15,6 +15,7 @@ import (
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/codec"
+	"github.com/skiff-project/skiff/pkg/patch"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 )
 
@@ -86,7 +87,7 @@ func (f restFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.URL.RawQuery, r.Form = query.Encode(), nil
-	if op != opCreate && op != opUpdate && op != opBind && op != opDelete {
+	if op != opCreate && op != opUpdate && op != opBind && op != opDelete && op != opPatch {
 		f.next.ServeHTTP(w, r)
 		return
 	}
@@ -186,6 +187,7 @@ const (
 	opUpdate // and updateStatus
 	opDelete
 	opBind
+	opPatch // every patch type, server-side apply included
 )
 
 func (r apiRoute) operation(method string) operation {
@@ -196,12 +198,14 @@ func (r apiRoute) operation(method string) operation {
 		return opCreate
 	case r.name == "":
 		return opOther
-	case r.subresource == "" && method == http.MethodGet:
+	case (r.subresource == "" || r.subresource == "status" || r.subresource == "scale") && method == http.MethodGet:
 		return opGet
 	case r.subresource == "" && method == http.MethodDelete:
 		return opDelete
-	case (r.subresource == "" || r.subresource == "status") && method == http.MethodPut:
+	case (r.subresource == "" || r.subresource == "status" || r.subresource == "scale") && method == http.MethodPut:
 		return opUpdate
+	case (r.subresource == "" || r.subresource == "status" || r.subresource == "scale") && method == http.MethodPatch:
+		return opPatch
 	case r.subresource == "binding" && method == http.MethodPost:
 		return opBind
 	}
@@ -213,13 +217,15 @@ func (op operation) parameters() []string {
 	switch op {
 	case opList:
 		return []string{"labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
-			"resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks", "sendInitialEvents"}
+			"resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks", "sendInitialEvents", "includeObject"}
 	case opGet:
 		// watch on an object path is passed on so that the watch handler refuses it rather
 		// than the client getting an object where it expects a stream.
-		return []string{"resourceVersion", "watch"}
+		return []string{"resourceVersion", "watch", "includeObject"}
 	case opCreate, opUpdate:
 		return []string{"dryRun", "fieldManager"}
+	case opPatch:
+		return []string{"dryRun", "fieldManager", "force"}
 	case opDelete:
 		return []string{"dryRun", "gracePeriodSeconds", "propagationPolicy", "orphanDependents"}
 	case opBind:
@@ -230,7 +236,7 @@ func (op operation) parameters() []string {
 
 // decodesWithValidation reports whether op's body is decoded under fieldValidation.
 func (op operation) decodesWithValidation() bool {
-	return op == opCreate || op == opUpdate || op == opBind
+	return op == opCreate || op == opUpdate || op == opBind || op == opPatch
 }
 
 // cleanQuery keeps the parameters op takes, the first value of each (every value of the list
@@ -287,8 +293,11 @@ func fieldValidation(op operation, value string) (codec.FieldValidation, *apierr
 		return v, nil
 	}
 	optionsKind := registry.CreateOptionsKind
-	if op == opUpdate {
+	switch op {
+	case opUpdate:
 		optionsKind = registry.UpdateOptionsKind
+	case opPatch:
+		optionsKind = registry.PatchOptionsKind
 	}
 	return "", apierrors.NewInvalid("meta.k8s.io", optionsKind, "", []*metav1.StatusCause{{Reason: "FieldValueNotSupported",
 		Field: "fieldValidation", Message: fmt.Sprintf(`Unsupported value: %q: supported values: "Ignore", "Strict", "Warn"`, value)}})
@@ -297,7 +306,13 @@ func fieldValidation(op operation, value string) (codec.FieldValidation, *apierr
 // checkParameter checks one value and returns it in the form the gateway parses.
 func checkParameter(key, value string) (string, *apierrors.StatusError) {
 	switch key {
-	case "watch", "allowWatchBookmarks", "sendInitialEvents", "orphanDependents":
+	case "includeObject":
+		switch value {
+		case "None", "Metadata", "Object":
+			return value, nil
+		}
+		return "", unsupportedParameter(key, value, "None", "Metadata", "Object")
+	case "watch", "allowWatchBookmarks", "sendInitialEvents", "orphanDependents", "force":
 		switch strings.ToLower(value) {
 		case "true", "1":
 			return "true", nil
@@ -359,7 +374,11 @@ func readBody(r *http.Request, op operation) ([]byte, *apierrors.StatusError) {
 	if empty && op == opDelete {
 		return nil, nil
 	}
-	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
+	if op == opPatch {
+		if err := checkPatchType(r.Header.Get("Content-Type")); err != nil {
+			return nil, err
+		}
+	} else if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
 		return nil, err
 	}
 	if empty {
@@ -379,6 +398,19 @@ func checkMediaType(contentType string) *apierrors.StatusError {
 		return nil
 	}
 	return apierrors.NewUnsupportedMediaType(contentType, acceptedMediaTypes...)
+}
+
+// checkPatchType accepts the patch media types (415 otherwise).
+func checkPatchType(contentType string) *apierrors.StatusError {
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	if err == nil {
+		for _, t := range patch.Types {
+			if mediaType == string(t) {
+				return nil
+			}
+		}
+	}
+	return apierrors.FromError(registry.UnsupportedPatchType(contentType))
 }
 
 // requestBody is a buffered request body with its decoding options; the gateway's codec

@@ -241,7 +241,11 @@ func (s *Server) listen(ctx context.Context) error {
 
 	// The REST gateway calls the same handlers in process, so both paths share one
 	// implementation.
-	gw, err := newGateway(ctx, &inprocConn{handlers: s.inproc})
+	gw, err := newGateway(ctx, &inprocConn{handlers: s.inproc}, s.tableRewriter)
+	if err != nil {
+		return err
+	}
+	docs, err := openapi.Build(s.registry.Scheme())
 	if err != nil {
 		return err
 	}
@@ -250,13 +254,16 @@ func (s *Server) listen(ctx context.Context) error {
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /openapi/v2", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openapi.V2)
-	})
+	s.registerDiscovery(mux)
+	registerOpenAPI(mux, docs)
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = withTable(r)
 		if isWatch(r) {
 			s.serveWatch(w, r)
+			return
+		}
+		if route, ok := s.extraOperation(r); ok {
+			s.serveExtra(w, r, route)
 			return
 		}
 		gw.ServeHTTP(w, r)
