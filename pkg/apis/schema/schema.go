@@ -37,10 +37,14 @@ type ListInfo struct {
 }
 
 // MergesByKey reports whether strategic merge patch merges the list's items by MergeKey.
-func (l ListInfo) MergesByKey() bool { return strings.Contains(l.Strategy, "merge") && l.MergeKey != "" }
+func (l ListInfo) MergesByKey() bool {
+	return strings.Contains(l.Strategy, "merge") && l.MergeKey != ""
+}
 
 // MergesByValue reports whether strategic merge patch merges a scalar list's items by value.
-func (l ListInfo) MergesByValue() bool { return strings.Contains(l.Strategy, "merge") && l.MergeKey == "" }
+func (l ListInfo) MergesByValue() bool {
+	return strings.Contains(l.Strategy, "merge") && l.MergeKey == ""
+}
 
 func mapList(mergeKey string, keys ...string) ListInfo {
 	if len(keys) == 0 {

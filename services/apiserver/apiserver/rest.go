@@ -15,6 +15,7 @@ import (
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/codec"
+	"github.com/skiff-project/skiff/pkg/codec/kubeproto"
 	"github.com/skiff-project/skiff/pkg/patch"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 )
@@ -37,7 +38,8 @@ import (
 //     default, Strict), and the unknown or duplicate fields it reports under Warn come back
 //     as `Warning: 299 - "unknown field \"spec.foo\""` headers.
 
-// acceptedMediaTypes are the request body formats the REST API reads. YAML is not among them:
+// acceptedMediaTypes are the request body formats the REST API reads, besides Kubernetes'
+// protobuf (which the front transcodes to JSON) and the patch types. YAML is not among them:
 // a YAML parser is a memory risk on hostile input, and clients (kubectl, the CLI) send JSON.
 var acceptedMediaTypes = []string{"application/json"}
 
@@ -373,6 +375,15 @@ func readBody(r *http.Request, op operation) ([]byte, *apierrors.StatusError) {
 	empty := len(bytes.TrimSpace(buf.Bytes())) == 0
 	if empty && op == opDelete {
 		return nil, nil
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == kubeproto.MediaType && op != opPatch {
+		// kubectl's typed clients send Kubernetes' protobuf; the rest of the server reads JSON.
+		js, err := kubeproto.ToJSON(buf.Bytes())
+		if err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the protobuf request body does not decode: %v", err))
+		}
+		r.Header.Set("Content-Type", "application/json")
+		return js, nil
 	}
 	if op == opPatch {
 		if err := checkPatchType(r.Header.Get("Content-Type")); err != nil {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	"github.com/skiff-project/skiff/pkg/codec/kubeproto"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/schema"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
@@ -134,11 +135,25 @@ func (d *definitions) message(md protoreflect.MessageDescriptor) obj {
 		return d.ref(name)
 	}
 	props := obj{}
-	d.defs[name] = obj{"type": "object", "properties": props}
+	def := obj{"type": "object", "properties": props}
+	if desc := kubeproto.Description(name, ""); desc != "" {
+		def["description"] = desc
+	}
+	d.defs[name] = def
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
-		props[fd.JSONName()] = d.field(fd)
+		p := d.field(fd)
+		if desc := kubeproto.Description(name, fd.JSONName()); desc != "" {
+			p = cloneObj(p)
+			if ref, ok := p["$ref"]; ok {
+				// A reference takes no siblings in OpenAPI v2; allOf carries the description.
+				delete(p, "$ref")
+				p["allOf"] = []any{obj{"$ref": ref}}
+			}
+			p["description"] = desc
+		}
+		props[fd.JSONName()] = p
 	}
 	return d.ref(name)
 }
@@ -209,7 +224,9 @@ func (d *definitions) kinds(kinds []*scheme.Kind) {
 			d.message(m.md)
 			def := d.defs[schema.DefinitionName(m.md)].(obj)
 			def["x-kubernetes-group-version-kind"] = []any{obj{"group": k.Group, "version": k.Version, "kind": m.kind}}
-			if desc, ok := kindDescriptions[m.kind]; ok {
+			if def["description"] != nil {
+				// Kubernetes' own description.
+			} else if desc, ok := kindDescriptions[m.kind]; ok {
 				def["description"] = desc
 			} else if strings.HasSuffix(m.kind, "List") {
 				def["description"] = m.kind + " is a list of " + strings.TrimSuffix(m.kind, "List") + " objects."
@@ -222,7 +239,7 @@ func (d *definitions) kinds(kinds []*scheme.Kind) {
 				{"spec", "Spec defines the desired behavior of the object."},
 				{"status", "Status is the most recently observed status of the object; set by the system."},
 			} {
-				if p, ok := props[f.name].(obj); ok {
+				if p, ok := props[f.name].(obj); ok && p["description"] == nil {
 					p = cloneObj(p)
 					p["description"] = f.text
 					if ref, ok := p["$ref"]; ok && d.v3 {
@@ -389,7 +406,7 @@ func buildV2(s *scheme.Scheme) obj {
 			for _, op := range ops {
 				o := obj{"operationId": operationID(op, k), "x-kubernetes-action": op.action,
 					"x-kubernetes-group-version-kind": obj{"group": op.kind.Group, "version": op.kind.Version, "kind": op.kind.Kind},
-					"consumes": consumes(op), "produces": []string{"application/json", "application/yaml"},
+					"consumes":                        consumes(op), "produces": []string{"application/json", "application/yaml"},
 					"responses": obj{"200": obj{"description": "OK", "schema": d.ref(op.response)},
 						"401": obj{"description": "Unauthorized"}}}
 				var params []any

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -131,22 +130,8 @@ func decodePatched(k *scheme.Kind, data []byte, opts PatchOptions) (scheme.Objec
 	if err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("the patched object does not decode: %v", err))
 	}
-	switch opts.FieldValidation {
-	case codec.FieldValidationStrict:
-		if len(issues) > 0 {
-			texts := make([]string, len(issues))
-			for i, is := range issues {
-				texts[i] = is.String()
-			}
-			return nil, apierrors.NewBadRequest("strict decoding error: " + strings.Join(texts, ", "))
-		}
-	case codec.FieldValidationIgnore:
-	default:
-		if opts.Warn != nil {
-			for _, is := range issues {
-				opts.Warn(is.String())
-			}
-		}
+	if err := codec.CheckIssues(obj, issues, opts.FieldValidation, opts.Warn); err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
 	}
 	return obj, nil
 }
