@@ -39,6 +39,7 @@ type request struct {
 	fieldManager    string
 	del             registry.DeleteOptions // the query parameters of a delete
 	deleteBody      *metav1.DeleteOptions
+	allowBookmarks  bool
 }
 
 func parseRequest(k *scheme.Kind, m proto.Message) request {
@@ -67,6 +68,8 @@ func parseRequest(k *scheme.Kind, m proto.Message) request {
 			req.list.Continue = v.String()
 		case fd.Name() == "resource_version_match":
 			req.list.ResourceVersionMatch = v.String()
+		case fd.Name() == "allow_watch_bookmarks":
+			req.allowBookmarks = v.Bool()
 		case fd.Name() == "send_initial_events":
 			b := v.Bool()
 			req.list.SendInitialEvents = &b

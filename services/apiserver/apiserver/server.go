@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/limits"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
@@ -59,6 +60,9 @@ type Config struct {
 	GRPCAddr string
 	HTTPAddr string
 
+	// BookmarkInterval is how often watches that allow bookmarks get one (0: 30 s).
+	BookmarkInterval time.Duration
+
 	Authorizer authz.Authorizer // nil: allow all
 	Admission  *admission.Chain // nil: no plugins
 	Logger     *slog.Logger     // nil: slog.Default()
@@ -66,13 +70,14 @@ type Config struct {
 
 // Server is a running apiserver's state.
 type Server struct {
-	cfg        Config
-	log        *slog.Logger
-	etcd       *clientv3.Client
-	ownsEtcd   bool
-	registry   *registry.Registry
-	authorizer authz.Authorizer
-	metrics    *metrics
+	cfg              Config
+	log              *slog.Logger
+	bookmarkInterval time.Duration
+	etcd             *clientv3.Client
+	ownsEtcd         bool
+	registry         *registry.Registry
+	authorizer       authz.Authorizer
+	metrics          *metrics
 
 	nats      *nats.Conn
 	js        jetstream.JetStream
@@ -96,7 +101,7 @@ type Server struct {
 // New connects to etcd, makes sure the built-in namespaces exist and opens the listeners. Call
 // Serve to answer requests.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(),
+	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(), bookmarkInterval: cfg.BookmarkInterval,
 		inproc: map[string]func(context.Context, proto.Message) (proto.Message, error){}}
 	s.stopping, s.stopStreams = context.WithCancel(context.Background())
 	if s.log == nil {
@@ -235,6 +240,7 @@ func (s *Server) listen(ctx context.Context) error {
 		}
 		s.grpcServer.RegisterService(desc, s)
 	}
+	metav1.RegisterObjectAPIServer(s.grpcServer, objectAPI{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)

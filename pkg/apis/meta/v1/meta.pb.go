@@ -12,6 +12,7 @@ package metav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1277,11 +1278,206 @@ func (x *Preconditions) GetResourceVersion() string {
 	return ""
 }
 
+// PatchRequest patches one object of any kind, or its status or scale subresource. Over REST
+// it is the PATCH method on the object's path, with the type as the Content-Type.
+type PatchRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The REST resource name, e.g. "deployments".
+	Resource  string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Namespace string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// "", "status" or "scale".
+	Subresource string `protobuf:"bytes,6,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	// application/json-patch+json, application/merge-patch+json,
+	// application/strategic-merge-patch+json or application/apply-patch+yaml (server-side apply).
+	PatchType string   `protobuf:"bytes,7,opt,name=patch_type,json=patchType,proto3" json:"patch_type,omitempty"`
+	Data      []byte   `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	DryRun    []string `protobuf:"bytes,9,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Required for server-side apply.
+	FieldManager string `protobuf:"bytes,10,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
+	// Server-side apply takes over the fields other managers own.
+	Force bool `protobuf:"varint,11,opt,name=force,proto3" json:"force,omitempty"`
+	// Ignore, Warn (default) or Strict.
+	FieldValidation string `protobuf:"bytes,12,opt,name=field_validation,json=fieldValidation,proto3" json:"field_validation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PatchRequest) Reset() {
+	*x = PatchRequest{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchRequest) ProtoMessage() {}
+
+func (x *PatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchRequest.ProtoReflect.Descriptor instead.
+func (*PatchRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PatchRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetSubresource() string {
+	if x != nil {
+		return x.Subresource
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetPatchType() string {
+	if x != nil {
+		return x.PatchType
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *PatchRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *PatchRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *PatchRequest) GetFieldValidation() string {
+	if x != nil {
+		return x.FieldValidation
+	}
+	return ""
+}
+
+// PatchResponse is the patched object (of the kind's message type) and the warnings about
+// fields that were ignored.
+type PatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        *anypb.Any             `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Warnings      []string               `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchResponse) Reset() {
+	*x = PatchResponse{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchResponse) ProtoMessage() {}
+
+func (x *PatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchResponse.ProtoReflect.Descriptor instead.
+func (*PatchResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PatchResponse) GetObject() *anypb.Any {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *PatchResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_skiff_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x18skiff/meta/v1/meta.proto\x12\rskiff.meta.v1\"\xc4\x06\n" +
+	"\x18skiff/meta/v1/meta.proto\x12\rskiff.meta.v1\x1a\x19google/protobuf/any.proto\"\xc4\x06\n" +
 	"\n" +
 	"ObjectMeta\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
@@ -1407,7 +1603,27 @@ const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\x12_orphan_dependents\"L\n" +
 	"\rPreconditions\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersionB8Z6github.com/skiff-project/skiff/pkg/apis/meta/v1;metav1b\x06proto3"
+	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersion\"\xe0\x02\n" +
+	"\fPatchRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\x12\x1c\n" +
+	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12 \n" +
+	"\vsubresource\x18\x06 \x01(\tR\vsubresource\x12\x1d\n" +
+	"\n" +
+	"patch_type\x18\a \x01(\tR\tpatchType\x12\x12\n" +
+	"\x04data\x18\b \x01(\fR\x04data\x12\x17\n" +
+	"\adry_run\x18\t \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\n" +
+	" \x01(\tR\ffieldManager\x12\x14\n" +
+	"\x05force\x18\v \x01(\bR\x05force\x12)\n" +
+	"\x10field_validation\x18\f \x01(\tR\x0ffieldValidation\"Y\n" +
+	"\rPatchResponse\x12,\n" +
+	"\x06object\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x06object\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings2O\n" +
+	"\tObjectAPI\x12B\n" +
+	"\x05Patch\x12\x1b.skiff.meta.v1.PatchRequest\x1a\x1c.skiff.meta.v1.PatchResponseB8Z6github.com/skiff-project/skiff/pkg/apis/meta/v1;metav1b\x06proto3"
 
 var (
 	file_skiff_meta_v1_meta_proto_rawDescOnce sync.Once
@@ -1421,7 +1637,7 @@ func file_skiff_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_skiff_meta_v1_meta_proto_rawDescData
 }
 
-var file_skiff_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_skiff_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_skiff_meta_v1_meta_proto_goTypes = []any{
 	(*ObjectMeta)(nil),               // 0: skiff.meta.v1.ObjectMeta
 	(*ManagedFieldsEntry)(nil),       // 1: skiff.meta.v1.ManagedFieldsEntry
@@ -1439,27 +1655,33 @@ var file_skiff_meta_v1_meta_proto_goTypes = []any{
 	(*ListOptions)(nil),              // 13: skiff.meta.v1.ListOptions
 	(*DeleteOptions)(nil),            // 14: skiff.meta.v1.DeleteOptions
 	(*Preconditions)(nil),            // 15: skiff.meta.v1.Preconditions
-	nil,                              // 16: skiff.meta.v1.ObjectMeta.LabelsEntry
-	nil,                              // 17: skiff.meta.v1.ObjectMeta.AnnotationsEntry
-	nil,                              // 18: skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	(*PatchRequest)(nil),             // 16: skiff.meta.v1.PatchRequest
+	(*PatchResponse)(nil),            // 17: skiff.meta.v1.PatchResponse
+	nil,                              // 18: skiff.meta.v1.ObjectMeta.LabelsEntry
+	nil,                              // 19: skiff.meta.v1.ObjectMeta.AnnotationsEntry
+	nil,                              // 20: skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	(*anypb.Any)(nil),                // 21: google.protobuf.Any
 }
 var file_skiff_meta_v1_meta_proto_depIdxs = []int32{
-	16, // 0: skiff.meta.v1.ObjectMeta.labels:type_name -> skiff.meta.v1.ObjectMeta.LabelsEntry
-	17, // 1: skiff.meta.v1.ObjectMeta.annotations:type_name -> skiff.meta.v1.ObjectMeta.AnnotationsEntry
+	18, // 0: skiff.meta.v1.ObjectMeta.labels:type_name -> skiff.meta.v1.ObjectMeta.LabelsEntry
+	19, // 1: skiff.meta.v1.ObjectMeta.annotations:type_name -> skiff.meta.v1.ObjectMeta.AnnotationsEntry
 	3,  // 2: skiff.meta.v1.ObjectMeta.owner_references:type_name -> skiff.meta.v1.OwnerReference
 	1,  // 3: skiff.meta.v1.ObjectMeta.managed_fields:type_name -> skiff.meta.v1.ManagedFieldsEntry
 	2,  // 4: skiff.meta.v1.ManagedFieldsEntry.fields_v1:type_name -> skiff.meta.v1.FieldsV1
-	18, // 5: skiff.meta.v1.LabelSelector.match_labels:type_name -> skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	20, // 5: skiff.meta.v1.LabelSelector.match_labels:type_name -> skiff.meta.v1.LabelSelector.MatchLabelsEntry
 	6,  // 6: skiff.meta.v1.LabelSelector.match_expressions:type_name -> skiff.meta.v1.LabelSelectorRequirement
 	4,  // 7: skiff.meta.v1.Status.metadata:type_name -> skiff.meta.v1.ListMeta
 	10, // 8: skiff.meta.v1.Status.details:type_name -> skiff.meta.v1.StatusDetails
 	11, // 9: skiff.meta.v1.StatusDetails.causes:type_name -> skiff.meta.v1.StatusCause
 	15, // 10: skiff.meta.v1.DeleteOptions.preconditions:type_name -> skiff.meta.v1.Preconditions
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	21, // 11: skiff.meta.v1.PatchResponse.object:type_name -> google.protobuf.Any
+	16, // 12: skiff.meta.v1.ObjectAPI.Patch:input_type -> skiff.meta.v1.PatchRequest
+	17, // 13: skiff.meta.v1.ObjectAPI.Patch:output_type -> skiff.meta.v1.PatchResponse
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_skiff_meta_v1_meta_proto_init() }
@@ -1481,9 +1703,9 @@ func file_skiff_meta_v1_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_meta_v1_meta_proto_rawDesc), len(file_skiff_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_skiff_meta_v1_meta_proto_goTypes,
 		DependencyIndexes: file_skiff_meta_v1_meta_proto_depIdxs,
