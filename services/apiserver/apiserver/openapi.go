@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"mime"
 	"net/http"
 	"strings"
 
@@ -51,11 +50,11 @@ func registerOpenAPI(mux *http.ServeMux, docs *openapi.Documents) {
 // wantsProtobuf reports whether the first acceptable type of accept is OpenAPI's protobuf.
 func wantsProtobuf(accept string) bool {
 	for _, part := range strings.Split(accept, ",") {
-		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
-		if err != nil {
-			continue
+		// Not mime.ParseMediaType: the '@' in the type is not a token character.
+		mt, _, _ := strings.Cut(part, ";")
+		if mt = strings.TrimSpace(mt); mt != "" {
+			return mt == openAPIV2Proto
 		}
-		return mt == openAPIV2Proto
 	}
 	return false
 }
