@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/skiff-project/skiff/pkg/apierrors"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 )
 
@@ -255,9 +257,9 @@ func aggregatedDiscoveryVersion(accept string) string {
 // registerDiscovery adds the discovery endpoints to mux.
 func (s *Server) registerDiscovery(mux *http.ServeMux) {
 	sch := s.registry.Scheme()
-	mux.HandleFunc("GET /version", serveVersion)
-	root := func(legacy bool, plain func(w http.ResponseWriter, r *http.Request)) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/version", getOnly(serveVersion))
+	root := func(legacy bool, plain func(w http.ResponseWriter, r *http.Request)) http.Handler {
+		return getOnly(func(w http.ResponseWriter, r *http.Request) {
 			if v := aggregatedDiscoveryVersion(r.Header.Get("Accept")); v != "" {
 				ct := "application/json;g=apidiscovery.k8s.io;v=" + v + ";as=APIGroupDiscoveryList"
 				w.Header().Set("Vary", "Accept")
@@ -266,13 +268,13 @@ func (s *Server) registerDiscovery(mux *http.ServeMux) {
 			}
 			w.Header().Set("Vary", "Accept")
 			plain(w, r)
-		}
+		})
 	}
-	mux.HandleFunc("GET /api", root(true, func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api", root(true, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"kind": "APIVersions", "versions": []string{"v1"},
 			"serverAddressByClientCIDRs": []map[string]string{{"clientCIDR": "0.0.0.0/0", "serverAddress": serverAddress(r)}}})
 	}))
-	mux.HandleFunc("GET /apis", root(false, func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("/apis", root(false, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"kind": "APIGroupList", "apiVersion": "v1", "groups": apiGroups(sch)})
 	}))
 	gvs := groupVersions(sch)
@@ -282,17 +284,17 @@ func (s *Server) registerDiscovery(mux *http.ServeMux) {
 			path = "/api/" + gv.version
 		}
 		list := resourceList(gv)
-		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, list) })
+		mux.Handle(path, getOnly(func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, list) }))
 	}
 	for _, g := range apiGroups(sch) {
 		group := g
-		mux.HandleFunc("GET /apis/"+g.Name, func(w http.ResponseWriter, _ *http.Request) {
+		mux.Handle("/apis/"+g.Name, getOnly(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, struct {
 				Kind       string `json:"kind"`
 				APIVersion string `json:"apiVersion"`
 				apiGroup
 			}{"APIGroup", "v1", group})
-		})
+		}))
 	}
 }
 
@@ -302,4 +304,19 @@ func serverAddress(r *http.Request) string {
 		return r.Host
 	}
 	return r.Host + ":80"
+}
+
+// getOnly serves GET (and HEAD) with h and answers other methods with a 405 Status, as the
+// API's other paths do.
+func getOnly(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			se := notFound()
+			se.Status.Code, se.Status.Reason = http.StatusMethodNotAllowed, apierrors.ReasonMethodNotAllowed
+			se.Status.Message = fmt.Sprintf("the server does not allow this method (%s) on the requested resource", r.Method)
+			writeStatus(w, se)
+			return
+		}
+		h(w, r)
+	})
 }

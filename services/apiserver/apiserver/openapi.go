@@ -14,7 +14,7 @@ const openAPIV2Proto = "application/com.github.proto-openapi.spec.v2@v1.0+protob
 // header asks for it first, protobuf; /openapi/v3 (the index) and /openapi/v3/{api/v1,
 // apis/GROUP/VERSION}, which clients fetch with the index's hash and may cache for good.
 func registerOpenAPI(mux *http.ServeMux, docs *openapi.Documents) {
-	mux.HandleFunc("GET /openapi/v2", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/openapi/v2", getOnly(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Vary", "Accept")
 		if wantsProtobuf(r.Header.Get("Accept")) {
 			w.Header().Set("Content-Type", openAPIV2Proto)
@@ -23,12 +23,12 @@ func registerOpenAPI(mux *http.ServeMux, docs *openapi.Documents) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(docs.V2JSON)
-	})
-	mux.HandleFunc("GET /openapi/v3", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	mux.Handle("/openapi/v3", getOnly(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(docs.V3Index)
-	})
-	mux.HandleFunc("GET /openapi/v3/{path...}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.Handle("/openapi/v3/{path...}", getOnly(func(w http.ResponseWriter, r *http.Request) {
 		path := r.PathValue("path")
 		doc, ok := docs.V3[path]
 		if !ok {
@@ -44,7 +44,7 @@ func registerOpenAPI(mux *http.ServeMux, docs *openapi.Documents) {
 		w.Header().Set("Etag", `"`+docs.V3Hash[path]+`"`)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(doc)
-	})
+	}))
 }
 
 // wantsProtobuf reports whether the first acceptable type of accept is OpenAPI's protobuf.

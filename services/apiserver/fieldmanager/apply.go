@@ -2,6 +2,7 @@ package fieldmanager
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -25,13 +26,7 @@ type Request struct {
 func Update(old, new map[string]any, entries []Entry, req Request) (out []Entry, changed bool) {
 	newSet := Scope(ObjectSet(new, req.Type), req.Subresource)
 	var written []Path
-	for _, p := range newSet.Leaves() {
-		nv, _ := valueAt(new, p)
-		ov, ok := valueAt(old, p)
-		if !ok || (p[len(p)-1] != "." && !jsonEqual(ov, nv)) {
-			written = append(written, p)
-		}
-	}
+	differences(newSet, old, new, old != nil, false, nil, &written)
 	removed := false
 	for _, e := range entries {
 		if !sameScope(e.Subresource, req.Subresource) {
@@ -135,18 +130,20 @@ func Apply(live, applied map[string]any, entries []Entry, req Request, force boo
 		if i == mine || !sameScope(e.Subresource, req.Subresource) {
 			continue
 		}
-		for _, p := range e.Fields.Leaves() {
-			if p[len(p)-1] == "." || !appliedSet.Has(p) {
-				continue
-			}
-			av, _ := valueAt(applied, p)
-			lv, ok := valueAt(live, p)
-			if ok && !jsonEqual(av, lv) {
-				conflicts = append(conflicts, Conflict{Manager: e.Manager, Operation: e.Operation,
-					APIVersion: e.APIVersion, Time: e.Time, Path: p})
-			}
+		// The fields both own whose live value differs from the applied one.
+		var differ []Path
+		differences(intersect(e.Fields, appliedSet), live, applied, true, true, nil, &differ)
+		for _, p := range differ {
+			conflicts = append(conflicts, Conflict{Manager: e.Manager, Operation: e.Operation,
+				APIVersion: e.APIVersion, Time: e.Time, Path: p})
 		}
 	}
+	sort.SliceStable(conflicts, func(i, j int) bool {
+		if conflicts[i].Manager != conflicts[j].Manager {
+			return conflicts[i].Manager < conflicts[j].Manager
+		}
+		return conflicts[i].Path.String() < conflicts[j].Path.String()
+	})
 	if len(conflicts) > 0 && !force {
 		return nil, nil, &ConflictError{Conflicts: conflicts}
 	}

@@ -218,7 +218,108 @@ func (s Set) Leaves() []Path {
 		}
 	}
 	walk(s, nil)
-	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// intersect is the members both sets hold; a leaf in one against members in the other is a
+// leaf (the whole value).
+func intersect(a, b Set) Set {
+	out := Set{}
+	for k, av := range a {
+		bv, ok := b[k]
+		if !ok {
+			continue
+		}
+		if len(av) == 0 || len(bv) == 0 {
+			out[k] = Set{}
+			continue
+		}
+		if s := intersect(av, bv); len(s) > 0 {
+			out[k] = s
+		}
+	}
+	return out
+}
+
+// differences walks set over two values of the same place, a and b (aOK: a exists), and
+// appends the leaves where they differ: a leaf whose value differs, a list item or set value
+// that a lacks. With onlyIfPresent, leaves that a lacks are not differences. Lists are
+// indexed once per list, so the walk is linear in the size of the values.
+func differences(set Set, a, b any, aOK, onlyIfPresent bool, path Path, out *[]Path) {
+	var aItems, bItems map[string]any
+	var aValues map[string]bool
+	for member, sub := range set {
+		p := append(path[:len(path):len(path)], member)
+		switch {
+		case member == ".":
+			if !aOK && !onlyIfPresent {
+				*out = append(*out, p)
+			}
+		case strings.HasPrefix(member, "f:"):
+			name := member[2:]
+			var av, bv any
+			found := false
+			if m, ok := a.(map[string]any); ok && aOK {
+				av, found = m[name]
+			}
+			if m, ok := b.(map[string]any); ok {
+				bv = m[name]
+			}
+			if len(sub) == 0 {
+				if (!found && !onlyIfPresent) || (found && !jsonEqual(av, bv)) {
+					*out = append(*out, p)
+				}
+				continue
+			}
+			differences(sub, av, bv, found, onlyIfPresent, p, out)
+		case strings.HasPrefix(member, "k:"):
+			if bItems == nil {
+				keys := keyNames(member)
+				bItems = indexItems(b, keys)
+				aItems = map[string]any{}
+				if aOK {
+					aItems = indexItems(a, keys)
+				}
+			}
+			av, found := aItems[member]
+			differences(sub, av, bItems[member], found, onlyIfPresent, p, out)
+		case strings.HasPrefix(member, "v:"):
+			if aValues == nil {
+				aValues = map[string]bool{}
+				if l, ok := a.([]any); ok && aOK {
+					for _, v := range l {
+						enc, _ := json.Marshal(v)
+						aValues["v:"+string(enc)] = true
+					}
+				}
+			}
+			if !aValues[member] && !onlyIfPresent {
+				*out = append(*out, p)
+			}
+		}
+	}
+}
+
+// keyNames are the key fields a k: member names.
+func keyNames(member string) []string {
+	var key map[string]any
+	_ = json.Unmarshal([]byte(member[2:]), &key)
+	names := make([]string, 0, len(key))
+	for k := range key {
+		names = append(names, k)
+	}
+	return names
+}
+
+// indexItems maps the k: member of each item of list to the item.
+func indexItems(list any, keys []string) map[string]any {
+	out := map[string]any{}
+	l, _ := list.([]any)
+	for _, item := range l {
+		if m, ok := item.(map[string]any); ok {
+			out["k:"+itemKey(m, keys)] = m
+		}
+	}
 	return out
 }
 
