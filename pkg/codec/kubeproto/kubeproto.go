@@ -128,6 +128,11 @@ func ToJSON(data []byte) ([]byte, error) {
 	return json.Marshal(m)
 }
 
+// inlined are the proto fields of Kubernetes' embedded structs, whose fields JSON inlines
+// (json:"" in k8s.io/api's types).
+var inlined = map[protoreflect.Name]bool{"handler": true, "volumeSource": true, "persistentVolumeSource": true,
+	"localObjectReference": true, "ephemeralContainerCommon": true}
+
 // messageValue converts a message to its JSON value, Kubernetes' special types included.
 func messageValue(m protoreflect.Message) (any, error) {
 	fields := m.Descriptor().Fields()
@@ -197,6 +202,16 @@ func messageValue(m protoreflect.Message) (any, error) {
 		}
 		if val == nil {
 			return true
+		}
+		if inlined[fd.Name()] {
+			// An embedded struct (Probe's ProbeHandler, Volume's VolumeSource, ...): its fields
+			// are the parent's in JSON.
+			if m, ok := val.(map[string]any); ok {
+				for k, v := range m {
+					out[k] = v
+				}
+				return true
+			}
 		}
 		out[string(fd.Name())] = val
 		return true
