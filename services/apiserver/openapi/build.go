@@ -13,10 +13,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
-	"github.com/skiff-project/skiff/pkg/codec/kubeproto"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/schema"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/codec/kubeproto"
 )
 
 // Documents are the OpenAPI documents of the REST API in Kubernetes' form, built from the
