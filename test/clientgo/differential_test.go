@@ -11,14 +11,14 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	k8sapps "k8s.io/api/apps/v1"
 	k8scoord "k8s.io/api/coordination/v1"
 	k8score "k8s.io/api/core/v1"
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	k8sfields "k8s.io/apimachinery/pkg/fields"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	sigsjson "sigs.k8s.io/json"
 
 	appsv1 "github.com/skiff-project/skiff/pkg/apis/apps/v1"
