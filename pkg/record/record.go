@@ -106,18 +106,46 @@ func (r *Recorder) Eventf(obj scheme.Object, eventType, reason, format string, a
 // Dropped counts events dropped because the buffer was full.
 func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
 
-// Run writes recorded events until ctx ends.
+// flushTimeout bounds how long Run keeps writing, once ctx ends, the events recorded before.
+const flushTimeout = 2 * time.Second
+
+// writeTimeout bounds one write. Writes do not end with Run's context, so that an event being
+// written when the component stops is not cut off.
+const writeTimeout = 10 * time.Second
+
+// Run writes recorded events until ctx ends, then, for at most flushTimeout, the events
+// recorded before: a component that stops right after acting (a scheduler after a binding)
+// still reports what it did.
 func (r *Recorder) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			r.flush(ctx)
 			return
 		case ev := <-r.pending:
-			if err := r.write(ctx, ev); err != nil && ctx.Err() == nil {
-				r.log.Warn("event not written", "reason", ev.GetReason(),
-					"object", ev.GetInvolvedObject().GetNamespace()+"/"+ev.GetInvolvedObject().GetName(), "error", err)
-			}
+			r.writeLogged(ctx, ev)
 		}
+	}
+}
+
+func (r *Recorder) flush(ctx context.Context) {
+	deadline := time.Now().Add(flushTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case ev := <-r.pending:
+			r.writeLogged(ctx, ev)
+		default:
+			return
+		}
+	}
+}
+
+func (r *Recorder) writeLogged(ctx context.Context, ev *corev1.Event) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	if err := r.write(wctx, ev); err != nil {
+		r.log.Warn("event not written", "reason", ev.GetReason(),
+			"object", ev.GetInvolvedObject().GetNamespace()+"/"+ev.GetInvolvedObject().GetName(), "error", err)
 	}
 }
 

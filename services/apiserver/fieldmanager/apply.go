@@ -26,7 +26,11 @@ type Request struct {
 func Update(old, new map[string]any, entries []Entry, req Request) (out []Entry, changed bool) {
 	newSet := Scope(ObjectSet(new, req.Type), req.Subresource)
 	var written []Path
-	differences(newSet, old, new, old != nil, false, nil, &written)
+	if old == nil {
+		written = newSet.Leaves() // a create writes everything it sets
+	} else {
+		differences(newSet, old, new, true, false, nil, &written)
+	}
 	removed := false
 	for _, e := range entries {
 		if !sameScope(e.Subresource, req.Subresource) {

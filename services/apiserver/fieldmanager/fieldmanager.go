@@ -524,6 +524,20 @@ func isOpaque(md protoreflect.MessageDescriptor) bool {
 }
 
 func jsonEqual(a, b any) bool {
+	// Scalars, most leaves, compare without encoding.
+	switch x := a.(type) {
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && x == y
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case nil:
+		return b == nil
+	}
 	ab, err1 := json.Marshal(a)
 	bb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(ab) == string(bb)

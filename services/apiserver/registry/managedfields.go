@@ -2,7 +2,9 @@ package registry
 
 import (
 	"encoding/json"
+
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"time"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
@@ -73,6 +75,9 @@ func (r *Registry) trackFields(k *scheme.Kind, cur, next scheme.Object, sub stri
 	if len(nmd.ManagedFields) == 0 && cur != nil {
 		nmd.ManagedFields = cur.GetMetadata().GetManagedFields()
 	}
+	if cur != nil && sameContent(cur, next) {
+		return nil // nothing written, nothing to own (the common no-op update)
+	}
 	var old map[string]any
 	if cur != nil {
 		var err error
@@ -89,4 +94,21 @@ func (r *Registry) trackFields(k *scheme.Kind, cur, next scheme.Object, sub stri
 		nmd.ManagedFields = managedFieldsOf(after)
 	}
 	return nil
+}
+
+// sameContent reports whether two versions of an object differ in nothing a manager owns
+// (resourceVersion and managed fields aside): proto.Equal is much cheaper than the JSON walk.
+func sameContent(a, b scheme.Object) bool {
+	am, bm := a.GetMetadata(), b.GetMetadata()
+	arv, brv := am.GetResourceVersion(), bm.GetResourceVersion()
+	amf, bmf := am.GetManagedFields(), bm.GetManagedFields()
+	if am != nil {
+		am.ResourceVersion, am.ManagedFields = "", nil
+		defer func() { am.ResourceVersion, am.ManagedFields = arv, amf }()
+	}
+	if bm != nil {
+		bm.ResourceVersion, bm.ManagedFields = "", nil
+		defer func() { bm.ResourceVersion, bm.ManagedFields = brv, bmf }()
+	}
+	return proto.Equal(a, b)
 }
