@@ -417,3 +417,30 @@ func TestWatchBookmarksAndInitialEvents(t *testing.T) {
 		break
 	}
 }
+
+// TestKubernetesFieldsSkiffDoesNotModel: under kubectl's default fieldValidation=Strict, a
+// field Kubernetes has but Skiff does not model is accepted with a warning; a field neither
+// has is refused.
+func TestKubernetesFieldsSkiffDoesNotModel(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{NoBus: true})
+	pod := func(name, extra string) string {
+		return `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"` + name + `"},"spec":{` + extra +
+			`"containers":[{"name":"c","image":"busybox","stdin":true}]}}`
+	}
+	req, _ := http.NewRequest("POST", env.HTTPURL+podsPath+"?fieldValidation=Strict", strings.NewReader(pod("known", `"hostIPC":true,`)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	warnings := strings.Join(resp.Header.Values("Warning"), "\n")
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(warnings, `field \"spec.hostIPC\" is not supported by Skiff and was ignored`) ||
+		!strings.Contains(warnings, `spec.containers[0].stdin`) {
+		t.Errorf("Kubernetes fields under Strict: %d, warnings %q", resp.StatusCode, warnings)
+	}
+	if code, _, body := httpDo(t, "POST", env.HTTPURL+podsPath+"?fieldValidation=Strict", "application/json", "", pod("bogus", `"bogus":1,`)); code != 400 ||
+		!strings.Contains(string(body), `strict decoding error: unknown field \"spec.bogus\"`) {
+		t.Errorf("a field Kubernetes does not have either: %d %s", code, body)
+	}
+}
