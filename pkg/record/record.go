@@ -113,9 +113,9 @@ const flushTimeout = 2 * time.Second
 // written when the component stops is not cut off.
 const writeTimeout = 10 * time.Second
 
-// Run writes recorded events until ctx ends, then, for at most flushTimeout, the events
-// recorded before: a component that stops right after acting (a scheduler after a binding)
-// still reports what it did.
+// Run writes recorded events until ctx ends, then, for at most flushTimeout and until no
+// event came for flushQuiet, the events recorded before and just after: a component that
+// stops right after acting (a scheduler after a binding) still reports what it did.
 func (r *Recorder) Run(ctx context.Context) {
 	for {
 		select {
@@ -128,13 +128,23 @@ func (r *Recorder) Run(ctx context.Context) {
 	}
 }
 
+// flushQuiet is how long the flush waits for more events once none are pending: the
+// component's last actions (a binding in flight when it stopped) record theirs just after.
+const flushQuiet = 100 * time.Millisecond
+
 func (r *Recorder) flush(ctx context.Context) {
-	deadline := time.Now().Add(flushTimeout)
-	for time.Now().Before(deadline) {
+	deadline := time.NewTimer(flushTimeout)
+	defer deadline.Stop()
+	for {
+		quiet := time.NewTimer(flushQuiet)
 		select {
 		case ev := <-r.pending:
+			quiet.Stop()
 			r.writeLogged(ctx, ev)
-		default:
+		case <-quiet.C:
+			return
+		case <-deadline.C:
+			quiet.Stop()
 			return
 		}
 	}
