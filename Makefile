@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up images test test-short test-unit test-node fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers vet fmt clean
+.PHONY: all build up images test test-short test-unit test-node test-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers vet fmt clean
 
 all: build
 
@@ -22,9 +22,9 @@ up: build images
 images:
 	go run ./hack/build-images -out bin/images
 
-## test: what CI runs: vet, every test against real etcd/NATS, and short fuzzing of manifest
-## decoding, quantities and the REST front
-test: vet test-unit fuzz
+## test: what CI runs: vet, every test against real etcd/NATS (kubectl's included), short fuzzing
+## of manifest decoding, quantities and the REST front, and the client-go module's tests
+test: vet test-unit fuzz test-clientgo
 
 ## test-short: the edit-test loop (about a minute): vet and every test with -short, which skips
 ## the end-to-end tests that build and kill real server processes, and the fuzzing
@@ -42,6 +42,15 @@ test-unit:
 ## busybox-static; hack/install-node-deps.sh installs them on Debian); fails rather than skips
 test-node:
 	SKIFF_NODE_TESTS=require go test -count=1 -timeout 15m ./node/... ./internal/up/
+
+## test-clientgo: client-go's informers and listers against Skiff, and differential (fuzzed) tests of
+## Skiff's selectors, quantities and JSON against k8s.io/apimachinery and k8s.io/api, in their own
+## module (test/clientgo) so that the main module never depends on k8s.io. Building client-go
+## takes minutes on two cores the first time; the module and build caches keep it after.
+test-clientgo:
+	cd test/clientgo && go vet ./... && go test -count=1 -timeout 15m ./...
+	cd test/clientgo && for f in FuzzLabelSelector FuzzFieldSelector FuzzQuantity FuzzJSONShapes; do \
+		go test -run='^$$' -fuzz="^$$f\$$" -fuzztime=5s . || exit 1; done
 
 fuzz:
 	go test ./pkg/codec -run='^$$' -fuzz=FuzzDecodeManifests -fuzztime=5s

@@ -61,3 +61,9 @@ func (c *timeoutClient) Bind(ctx context.Context, ns, name, node string, opts ..
 	defer cancel()
 	return c.Interface.Bind(ctx, ns, name, node, opts...)
 }
+
+func (c *timeoutClient) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchType string, data []byte, opts client.PatchOptions) (scheme.Object, error) {
+	ctx, cancel := c.ctx(ctx)
+	defer cancel()
+	return client.Patch(ctx, c.Interface, k, ns, name, patchType, data, opts)
+}

@@ -55,8 +55,8 @@ func TestPrintTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"NAMESPACE   NAME    READY   STATUS             RESTARTS   AGE   IP         NODE     CONTROLLED BY\n" +
-		"default     web-1   1/2     CrashLoopBackOff   2          5m    10.0.0.7   node-a   ReplicaSet/web-7d9f\n"
+		"NAMESPACE   NAME    READY   STATUS             RESTARTS   AGE   IP         NODE     NOMINATED NODE   READINESS GATES   CONTROLLED BY\n" +
+		"default     web-1   1/2     CrashLoopBackOff   2          5m    10.0.0.7   node-a   <none>           <none>            ReplicaSet/web-7d9f\n"
 	if buf.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", buf.String(), want)
 	}

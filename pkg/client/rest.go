@@ -43,13 +43,21 @@ func (c *restClient) Close() error           { return nil }
 // do sends body (if any) and decodes a 2xx answer into out; any other answer becomes the
 // StatusError its Status body describes.
 func (c *restClient) do(ctx context.Context, method, path string, query url.Values, body proto.Message, out proto.Message) error {
+	if body == nil {
+		return c.doRaw(ctx, method, path, query, "", nil, out)
+	}
+	b, err := codec.Marshal(body)
+	if err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("encode request: %v", err))
+	}
+	return c.doRaw(ctx, method, path, query, "application/json", b, out)
+}
+
+// doRaw sends body (if any) as contentType and decodes a 2xx answer into out, as do does.
+func (c *restClient) doRaw(ctx context.Context, method, path string, query url.Values, contentType string, body []byte, out proto.Message) error {
 	var rd io.Reader
 	if body != nil {
-		b, err := codec.Marshal(body)
-		if err != nil {
-			return apierrors.NewBadRequest(fmt.Sprintf("encode request: %v", err))
-		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(body)
 	}
 	u := c.base + path
 	if len(query) > 0 {
@@ -61,7 +69,7 @@ func (c *restClient) do(ctx context.Context, method, path string, query url.Valu
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -348,6 +348,12 @@ func (d *decoder) message(m protoreflect.Message) error {
 	if d.next() != '{' {
 		return d.typeError("object")
 	}
+	if md.FullName() == fieldsV1Name {
+		start := d.pos
+		d.skipValue()
+		m.Set(md.Fields().ByName("raw"), protoreflect.ValueOfBytes(append([]byte(nil), d.data[start:d.pos]...)))
+		return nil
+	}
 	fields := md.Fields()
 	var seen fieldSet
 	return d.object(func(key string) error {

@@ -183,7 +183,6 @@ func TestUnmarshalWithUnknown(t *testing.T) {
 	}
 	want := []string{
 		"extra",
-		"metadata.managedFields",
 		"spec.template.spec.imagePullSecrets",
 		"spec.template.spec.securityContext",
 		"spec.template.spec.containers[1].securityContext",

@@ -18,10 +18,16 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/skiff-project/skiff/pkg/apis/schema"
 )
 
 // intOrStringName is the message encoded as a bare JSON number or string.
-const intOrStringName protoreflect.FullName = "skiff.meta.v1.IntOrString"
+const intOrStringName = schema.IntOrStringMessage
+
+// fieldsV1Name is the message that holds a managed-fields set as raw JSON, written as that
+// JSON object ({"f:spec":{...}}), as Kubernetes writes FieldsV1.
+const fieldsV1Name = schema.FieldsV1Message
 
 // Marshal encodes m as compact JSON. Fields appear in declaration order under their JSON
 // names; a field is written only when populated (see protoreflect.Message.Has), so optional
@@ -65,6 +71,9 @@ func (e *encoder) message(m protoreflect.Message) error {
 	md := m.Descriptor()
 	if md.FullName() == intOrStringName {
 		return e.intOrString(m)
+	}
+	if md.FullName() == fieldsV1Name {
+		return e.fieldsV1(m)
 	}
 	e.buf = append(e.buf, '{')
 	fields := md.Fields()
@@ -110,6 +119,23 @@ func (e *encoder) intOrString(m protoreflect.Message) error {
 		n = m.Get(i).Int()
 	}
 	e.buf = strconv.AppendInt(e.buf, n, 10)
+	return nil
+}
+
+// fieldsV1 writes the raw JSON object; anything that is not one is written as {} so that the
+// output stays valid JSON.
+func (e *encoder) fieldsV1(m protoreflect.Message) error {
+	raw := m.Get(m.Descriptor().Fields().ByName("raw")).Bytes()
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+		e.buf = append(e.buf, "{}"...)
+		return nil
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, trimmed); err != nil {
+		return fmt.Errorf("codec: fieldsV1: %w", err)
+	}
+	e.buf = append(e.buf, out.Bytes()...)
 	return nil
 }
 

@@ -65,6 +65,7 @@ func TestTimestampFields(t *testing.T) {
 		"skiff.core.v1.PodCondition.last_transition_time",
 		"skiff.core.v1.PodStatus.start_time",
 		"skiff.core.v1.Taint.time_added",
+		"skiff.meta.v1.ManagedFieldsEntry.time",
 		"skiff.meta.v1.ObjectMeta.creation_timestamp",
 		"skiff.meta.v1.ObjectMeta.deletion_timestamp",
 	}

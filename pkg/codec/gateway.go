@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/limits"
+	"github.com/skiff-project/skiff/pkg/apis/schema"
+	"github.com/skiff-project/skiff/pkg/codec/kubeproto"
 )
 
 // GatewayMarshaler is a grpc-gateway runtime.Marshaler that reads and writes Skiff's API
@@ -126,18 +128,35 @@ func (g *gatewayDecoder) Decode(v any) error {
 	if err != nil {
 		return err
 	}
-	if len(issues) == 0 {
+	return CheckIssues(m, issues, opts.FieldValidation(), opts.Warn)
+}
+
+// CheckIssues applies a request's field validation to the unknown and duplicate fields
+// decoding m found, as Kubernetes does: Strict refuses them, Warn reports each through warn,
+// Ignore drops them. A field Kubernetes' own type has but Skiff does not model (hostIPC,
+// imagePullSecrets, ...) is never refused: Kubernetes would accept it, so Skiff accepts it
+// too, ignores it and says so in a warning.
+func CheckIssues(m proto.Message, issues []FieldIssue, v FieldValidation, warn func(string)) error {
+	if v == FieldValidationIgnore || len(issues) == 0 {
 		return nil
 	}
-	if opts.FieldValidation() == FieldValidationStrict {
-		texts := make([]string, len(issues))
-		for i, is := range issues {
-			texts[i] = is.String()
-		}
-		return fmt.Errorf("strict decoding error: %s", strings.Join(texts, ", "))
-	}
+	definition := schema.DefinitionName(m.ProtoReflect().Descriptor())
+	var refused []string
 	for _, is := range issues {
-		opts.Warn(is.String())
+		if !is.Duplicate && kubeproto.KnownField(definition, is.Path) {
+			if warn != nil {
+				warn(fmt.Sprintf("field %q is not supported by Skiff and was ignored", is.Path))
+			}
+			continue
+		}
+		if v == FieldValidationStrict {
+			refused = append(refused, is.String())
+		} else if warn != nil {
+			warn(is.String())
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("strict decoding error: %s", strings.Join(refused, ", "))
 	}
 	return nil
 }

@@ -28,6 +28,11 @@ func (f *filler) fill(m protoreflect.Message) {
 		}
 		return
 	}
+	if md.FullName() == fieldsV1Name {
+		f.n++
+		m.Set(md.Fields().ByName("raw"), protoreflect.ValueOfBytes([]byte(fmt.Sprintf(`{"f:n%d":{}}`, f.n))))
+		return
+	}
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)

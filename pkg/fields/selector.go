@@ -111,12 +111,9 @@ func (s andSelector) RequiresExactMatch(field string) (string, bool) {
 func newAndSelector(reqs []Requirement) andSelector {
 	s := make(andSelector, len(reqs))
 	copy(s, reqs)
-	sort.SliceStable(s, func(i, j int) bool {
-		if s[i].Field != s[j].Field {
-			return s[i].Field < s[j].Field
-		}
-		return s[i].String() < s[j].String()
-	})
+	// Sorted by the terms as written, as Kubernetes sorts them, so that String is the same
+	// canonical form as Kubernetes' (test/clientgo checks it).
+	sort.SliceStable(s, func(i, j int) bool { return s[i].String() < s[j].String() })
 	return s
 }
 

@@ -106,18 +106,56 @@ func (r *Recorder) Eventf(obj scheme.Object, eventType, reason, format string, a
 // Dropped counts events dropped because the buffer was full.
 func (r *Recorder) Dropped() int64 { return r.dropped.Load() }
 
-// Run writes recorded events until ctx ends.
+// flushTimeout bounds how long Run keeps writing, once ctx ends, the events recorded before.
+const flushTimeout = 2 * time.Second
+
+// writeTimeout bounds one write. Writes do not end with Run's context, so that an event being
+// written when the component stops is not cut off.
+const writeTimeout = 10 * time.Second
+
+// Run writes recorded events until ctx ends, then, for at most flushTimeout and until no
+// event came for flushQuiet, the events recorded before and just after: a component that
+// stops right after acting (a scheduler after a binding) still reports what it did.
 func (r *Recorder) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			r.flush(ctx)
 			return
 		case ev := <-r.pending:
-			if err := r.write(ctx, ev); err != nil && ctx.Err() == nil {
-				r.log.Warn("event not written", "reason", ev.GetReason(),
-					"object", ev.GetInvolvedObject().GetNamespace()+"/"+ev.GetInvolvedObject().GetName(), "error", err)
-			}
+			r.writeLogged(ctx, ev)
 		}
+	}
+}
+
+// flushQuiet is how long the flush waits for more events once none are pending: the
+// component's last actions (a binding in flight when it stopped) record theirs just after.
+const flushQuiet = 100 * time.Millisecond
+
+func (r *Recorder) flush(ctx context.Context) {
+	deadline := time.NewTimer(flushTimeout)
+	defer deadline.Stop()
+	for {
+		quiet := time.NewTimer(flushQuiet)
+		select {
+		case ev := <-r.pending:
+			quiet.Stop()
+			r.writeLogged(ctx, ev)
+		case <-quiet.C:
+			return
+		case <-deadline.C:
+			quiet.Stop()
+			return
+		}
+	}
+}
+
+func (r *Recorder) writeLogged(ctx context.Context, ev *corev1.Event) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	if err := r.write(wctx, ev); err != nil {
+		r.log.Warn("event not written", "reason", ev.GetReason(),
+			"object", ev.GetInvolvedObject().GetNamespace()+"/"+ev.GetInvolvedObject().GetName(), "error", err)
 	}
 }
 

@@ -40,6 +40,11 @@ type Kind struct {
 	// HasStatus means the kind has a status subresource: Update ignores status changes and
 	// UpdateStatus ignores everything else.
 	HasStatus bool
+	// Categories group resources for kubectl ("all": `kubectl get all`).
+	Categories []string
+	// Subresources beyond status (which HasStatus gives): binding, scale, log, exec, ...
+	// Discovery lists them and the REST front routes them; adding one is one entry here.
+	Subresources []Subresource
 	// SelectableFields are the field paths field selectors may name, beyond metadata.name and
 	// metadata.namespace which every kind has (Kubernetes' per-kind field label sets). Watch
 	// filters, the bus and indexes rely on this set being small and fixed.
@@ -50,6 +55,40 @@ type Kind struct {
 	// Derived once by New, since clients and the server need them on every request.
 	message protoreflect.FullName
 	pkg     string
+}
+
+// Subresource is a subresource of a kind, as discovery lists it: its name, the kind its
+// requests and answers carry (empty Group/Version: the parent's), and its verbs.
+type Subresource struct {
+	Name    string // "scale"
+	Group   string // "autoscaling"; "" with Version "" means the parent's group and version
+	Version string
+	Kind    string // "Scale"
+	Verbs   []string
+}
+
+// AllSubresources lists the kind's subresources, status first when the kind has one.
+func (k *Kind) AllSubresources() []Subresource {
+	var out []Subresource
+	if k.HasStatus {
+		out = append(out, Subresource{Name: "status", Kind: k.Kind, Verbs: []string{"get", "patch", "update"}})
+	}
+	return append(out, k.Subresources...)
+}
+
+// Subresource finds a subresource by name.
+func (k *Kind) Subresource(name string) (Subresource, bool) {
+	for _, s := range k.AllSubresources() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Subresource{}, false
+}
+
+// Verbs are the verbs the kind's collection and objects take, as discovery lists them.
+func (k *Kind) Verbs() []string {
+	return []string{"create", "delete", "get", "list", "patch", "update", "watch"}
 }
 
 // APIVersion is "v1" for the core group and "group/version" otherwise.
@@ -208,6 +247,10 @@ func (s *Scheme) ResourceNames() []string {
 	return out
 }
 
+// scaleSubresource is autoscaling/v1 Scale: kubectl scale reads and patches it.
+var scaleSubresource = Subresource{Name: "scale", Group: "autoscaling", Version: "v1", Kind: "Scale",
+	Verbs: []string{"get", "patch", "update"}}
+
 // Default is Skiff's built-in scheme.
 func Default() *Scheme { return defaultScheme }
 
@@ -219,10 +262,12 @@ var defaultScheme = New(
 		SelectableFields: []string{"spec.unschedulable"},
 		newObject:        func() Object { return &corev1.Node{} }, newList: func() proto.Message { return &corev1.NodeList{} }},
 	&Kind{Version: "v1", Kind: "Pod", Resource: "pods", ShortNames: []string{"po"}, Namespaced: true, HasStatus: true,
+		Categories: []string{"all"}, Subresources: []Subresource{{Name: "binding", Kind: "Binding", Verbs: []string{"create"}}},
 		SelectableFields: []string{"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
 			"spec.hostNetwork", "status.phase", "status.podIP"},
 		newObject: func() Object { return &corev1.Pod{} }, newList: func() proto.Message { return &corev1.PodList{} }},
 	&Kind{Version: "v1", Kind: "Service", Resource: "services", ShortNames: []string{"svc"}, Namespaced: true, HasStatus: true,
+		Categories:       []string{"all"},
 		SelectableFields: []string{"spec.clusterIP", "spec.type"},
 		newObject:        func() Object { return &corev1.Service{} }, newList: func() proto.Message { return &corev1.ServiceList{} }},
 	&Kind{Version: "v1", Kind: "Endpoints", Resource: "endpoints", Singular: "endpoints", ShortNames: []string{"ep"}, Namespaced: true,
@@ -233,9 +278,11 @@ var defaultScheme = New(
 			"reason", "reportingComponent", "type"},
 		newObject: func() Object { return &corev1.Event{} }, newList: func() proto.Message { return &corev1.EventList{} }},
 	&Kind{Group: "apps", Version: "v1", Kind: "ReplicaSet", Resource: "replicasets", ShortNames: []string{"rs"}, Namespaced: true, HasStatus: true,
+		Categories: []string{"all"}, Subresources: []Subresource{scaleSubresource},
 		SelectableFields: []string{"status.replicas"},
 		newObject:        func() Object { return &appsv1.ReplicaSet{} }, newList: func() proto.Message { return &appsv1.ReplicaSetList{} }},
 	&Kind{Group: "apps", Version: "v1", Kind: "Deployment", Resource: "deployments", ShortNames: []string{"deploy"}, Namespaced: true, HasStatus: true,
+		Categories: []string{"all"}, Subresources: []Subresource{scaleSubresource},
 		newObject: func() Object { return &appsv1.Deployment{} }, newList: func() proto.Message { return &appsv1.DeploymentList{} }},
 	&Kind{Group: "coordination.k8s.io", Version: "v1", Kind: "Lease", Resource: "leases", Namespaced: true,
 		newObject: func() Object { return &coordinationv1.Lease{} }, newList: func() proto.Message { return &coordinationv1.LeaseList{} }},

@@ -44,8 +44,9 @@ func restHandlers() []registration {
 
 // newGateway serves the REST API on Kubernetes' paths by calling the gRPC handlers through
 // conn, with Kubernetes-shaped JSON both ways and Status bodies for every error.
-func newGateway(ctx context.Context, conn grpc.ClientConnInterface) (*runtime.ServeMux, error) {
+func newGateway(ctx context.Context, conn grpc.ClientConnInterface, rewrite runtime.ForwardResponseRewriter) (*runtime.ServeMux, error) {
 	mux := runtime.NewServeMux(
+		runtime.WithForwardResponseRewriter(rewrite),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &codec.GatewayMarshaler{}),
 		runtime.WithErrorHandler(writeStatusError),
 		runtime.WithRoutingErrorHandler(routingError),

@@ -39,6 +39,7 @@ type request struct {
 	fieldManager    string
 	del             registry.DeleteOptions // the query parameters of a delete
 	deleteBody      *metav1.DeleteOptions
+	allowBookmarks  bool
 }
 
 func parseRequest(k *scheme.Kind, m proto.Message) request {
@@ -67,6 +68,8 @@ func parseRequest(k *scheme.Kind, m proto.Message) request {
 			req.list.Continue = v.String()
 		case fd.Name() == "resource_version_match":
 			req.list.ResourceVersionMatch = v.String()
+		case fd.Name() == "allow_watch_bookmarks":
+			req.allowBookmarks = v.Bool()
 		case fd.Name() == "send_initial_events":
 			b := v.Bool()
 			req.list.SendInitialEvents = &b
@@ -231,6 +234,7 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 	if err := s.authorize(ctx, k, verb, sub, req.namespace, req.name); err != nil {
 		return nil, err
 	}
+	req.fieldManager = fieldManager(ctx, req.fieldManager, "")
 	switch method {
 	case "Create", "Update", "UpdateStatus", "Bind":
 		optionsKind := registry.CreateOptionsKind

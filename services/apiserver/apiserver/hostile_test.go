@@ -846,7 +846,7 @@ func TestRESTStatusCodesLikeKubernetes(t *testing.T) {
 		checkStatus(t, fmt.Sprintf("%s %s with body %q", rq.method, rq.target, rq.body), mustSend(t, c, env.HTTPURL, rq), http.StatusBadRequest)
 	}
 	for _, ct := range []string{"text/plain", "application/yaml", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-		"application/xml", "application/json-patch+json", "application/vnd.kubernetes.protobuf", "json", ";;;", "application/json/x"} {
+		"application/xml", "application/json-patch+json", "json", ";;;", "application/json/x"} {
 		for _, rq := range []rawRequest{
 			{method: "POST", target: podsPath, contentType: ct, body: []byte(podJSON("typed", nil))},
 			{method: "PUT", target: podsPath + "/web", contentType: ct, body: []byte(podJSON("web", map[string]string{"a": "b"}))},

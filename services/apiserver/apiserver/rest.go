@@ -15,6 +15,8 @@ import (
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/codec"
+	"github.com/skiff-project/skiff/pkg/codec/kubeproto"
+	"github.com/skiff-project/skiff/pkg/patch"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 )
 
@@ -36,7 +38,8 @@ import (
 //     default, Strict), and the unknown or duplicate fields it reports under Warn come back
 //     as `Warning: 299 - "unknown field \"spec.foo\""` headers.
 
-// acceptedMediaTypes are the request body formats the REST API reads. YAML is not among them:
+// acceptedMediaTypes are the request body formats the REST API reads, besides Kubernetes'
+// protobuf (which the front transcodes to JSON) and the patch types. YAML is not among them:
 // a YAML parser is a memory risk on hostile input, and clients (kubectl, the CLI) send JSON.
 var acceptedMediaTypes = []string{"application/json"}
 
@@ -86,7 +89,7 @@ func (f restFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.URL.RawQuery, r.Form = query.Encode(), nil
-	if op != opCreate && op != opUpdate && op != opBind && op != opDelete {
+	if op != opCreate && op != opUpdate && op != opBind && op != opDelete && op != opPatch {
 		f.next.ServeHTTP(w, r)
 		return
 	}
@@ -186,7 +189,8 @@ const (
 	opUpdate // and updateStatus
 	opDelete
 	opBind
-	opLog // GET pods/NAME/log, served by the kubelet proxy (kubelet_proxy.go)
+	opLog   // GET pods/NAME/log, served by the kubelet proxy (kubelet_proxy.go)
+	opPatch // every patch type, server-side apply included
 )
 
 func (r apiRoute) operation(method string) operation {
@@ -197,12 +201,14 @@ func (r apiRoute) operation(method string) operation {
 		return opCreate
 	case r.name == "":
 		return opOther
-	case r.subresource == "" && method == http.MethodGet:
+	case (r.subresource == "" || r.subresource == "status" || r.subresource == "scale") && method == http.MethodGet:
 		return opGet
 	case r.subresource == "" && method == http.MethodDelete:
 		return opDelete
-	case (r.subresource == "" || r.subresource == "status") && method == http.MethodPut:
+	case (r.subresource == "" || r.subresource == "status" || r.subresource == "scale") && method == http.MethodPut:
 		return opUpdate
+	case (r.subresource == "" || r.subresource == "status" || r.subresource == "scale") && method == http.MethodPatch:
+		return opPatch
 	case r.subresource == "binding" && method == http.MethodPost:
 		return opBind
 	case r.subresource == "log" && r.resource == "pods" && method == http.MethodGet:
@@ -216,13 +222,15 @@ func (op operation) parameters() []string {
 	switch op {
 	case opList:
 		return []string{"labelSelector", "fieldSelector", "limit", "continue", "resourceVersion",
-			"resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks", "sendInitialEvents"}
+			"resourceVersionMatch", "timeoutSeconds", "watch", "allowWatchBookmarks", "sendInitialEvents", "includeObject"}
 	case opGet:
 		// watch on an object path is passed on so that the watch handler refuses it rather
 		// than the client getting an object where it expects a stream.
-		return []string{"resourceVersion", "watch"}
+		return []string{"resourceVersion", "watch", "includeObject"}
 	case opCreate, opUpdate:
 		return []string{"dryRun", "fieldManager"}
+	case opPatch:
+		return []string{"dryRun", "fieldManager", "force"}
 	case opDelete:
 		return []string{"dryRun", "gracePeriodSeconds", "propagationPolicy", "orphanDependents"}
 	case opBind:
@@ -235,7 +243,7 @@ func (op operation) parameters() []string {
 
 // decodesWithValidation reports whether op's body is decoded under fieldValidation.
 func (op operation) decodesWithValidation() bool {
-	return op == opCreate || op == opUpdate || op == opBind
+	return op == opCreate || op == opUpdate || op == opBind || op == opPatch
 }
 
 // cleanQuery keeps the parameters op takes, the first value of each (every value of the list
@@ -292,8 +300,11 @@ func fieldValidation(op operation, value string) (codec.FieldValidation, *apierr
 		return v, nil
 	}
 	optionsKind := registry.CreateOptionsKind
-	if op == opUpdate {
+	switch op {
+	case opUpdate:
 		optionsKind = registry.UpdateOptionsKind
+	case opPatch:
+		optionsKind = registry.PatchOptionsKind
 	}
 	return "", apierrors.NewInvalid("meta.k8s.io", optionsKind, "", []*metav1.StatusCause{{Reason: "FieldValueNotSupported",
 		Field: "fieldValidation", Message: fmt.Sprintf(`Unsupported value: %q: supported values: "Ignore", "Strict", "Warn"`, value)}})
@@ -302,7 +313,13 @@ func fieldValidation(op operation, value string) (codec.FieldValidation, *apierr
 // checkParameter checks one value and returns it in the form the gateway parses.
 func checkParameter(key, value string) (string, *apierrors.StatusError) {
 	switch key {
-	case "watch", "allowWatchBookmarks", "sendInitialEvents", "orphanDependents", "follow", "previous":
+	case "includeObject":
+		switch value {
+		case "None", "Metadata", "Object":
+			return value, nil
+		}
+		return "", unsupportedParameter(key, value, "None", "Metadata", "Object")
+	case "watch", "allowWatchBookmarks", "sendInitialEvents", "orphanDependents", "force", "follow", "previous":
 		switch strings.ToLower(value) {
 		case "true", "1":
 			return "true", nil
@@ -364,7 +381,20 @@ func readBody(r *http.Request, op operation) ([]byte, *apierrors.StatusError) {
 	if empty && op == opDelete {
 		return nil, nil
 	}
-	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == kubeproto.MediaType && op != opPatch {
+		// kubectl's typed clients send Kubernetes' protobuf; the rest of the server reads JSON.
+		js, err := kubeproto.ToJSON(buf.Bytes())
+		if err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the protobuf request body does not decode: %v", err))
+		}
+		r.Header.Set("Content-Type", "application/json")
+		return js, nil
+	}
+	if op == opPatch {
+		if err := checkPatchType(r.Header.Get("Content-Type")); err != nil {
+			return nil, err
+		}
+	} else if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
 		return nil, err
 	}
 	if empty {
@@ -384,6 +414,19 @@ func checkMediaType(contentType string) *apierrors.StatusError {
 		return nil
 	}
 	return apierrors.NewUnsupportedMediaType(contentType, acceptedMediaTypes...)
+}
+
+// checkPatchType accepts the patch media types (415 otherwise).
+func checkPatchType(contentType string) *apierrors.StatusError {
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	if err == nil {
+		for _, t := range patch.Types {
+			if mediaType == string(t) {
+				return nil
+			}
+		}
+	}
+	return apierrors.FromError(registry.UnsupportedPatchType(contentType))
 }
 
 // requestBody is a buffered request body with its decoding options; the gateway's codec

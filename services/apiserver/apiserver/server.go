@@ -26,6 +26,7 @@ import (
 
 	"github.com/skiff-project/skiff/internal/limits"
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/admission"
@@ -64,6 +65,8 @@ type Config struct {
 	// ServiceClusterIPRange is the CIDR Services' cluster IPs come from (default
 	// ipalloc.DefaultRange, 10.96.0.0/12). Every apiserver on one etcd must use the same.
 	ServiceClusterIPRange string
+	// BookmarkInterval is how often watches that allow bookmarks get one (0: 30 s).
+	BookmarkInterval time.Duration
 
 	Authorizer authz.Authorizer // nil: allow all
 	// Admission plugins run after the built-in ones (DefaultTolerationSeconds).
@@ -97,13 +100,14 @@ func (cfg *Config) admissionChain() *admission.Chain {
 
 // Server is a running apiserver's state.
 type Server struct {
-	cfg        Config
-	log        *slog.Logger
-	etcd       *clientv3.Client
-	ownsEtcd   bool
-	registry   *registry.Registry
-	authorizer authz.Authorizer
-	metrics    *metrics
+	cfg              Config
+	log              *slog.Logger
+	bookmarkInterval time.Duration
+	etcd             *clientv3.Client
+	ownsEtcd         bool
+	registry         *registry.Registry
+	authorizer       authz.Authorizer
+	metrics          *metrics
 
 	nats      *nats.Conn
 	js        jetstream.JetStream
@@ -129,7 +133,7 @@ type Server struct {
 // New connects to etcd, makes sure the built-in namespaces exist and opens the listeners. Call
 // Serve to answer requests.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(),
+	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(), bookmarkInterval: cfg.BookmarkInterval,
 		inproc: map[string]func(context.Context, proto.Message) (proto.Message, error){}}
 	s.stopping, s.stopStreams = context.WithCancel(context.Background())
 	if s.log == nil {
@@ -284,13 +288,18 @@ func (s *Server) listen(ctx context.Context) error {
 	}
 	s.kubelets = newKubeletProxy(s)
 	corev1.RegisterKubeletAPIServer(s.grpcServer, s.kubelets)
+	metav1.RegisterObjectAPIServer(s.grpcServer, objectAPI{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcServer, s.health)
 	reflection.Register(s.grpcServer)
 
 	// The REST gateway calls the same handlers in process, so both paths share one
 	// implementation.
-	gw, err := newGateway(ctx, &inprocConn{handlers: s.inproc})
+	gw, err := newGateway(ctx, &inprocConn{handlers: s.inproc}, s.tableRewriter)
+	if err != nil {
+		return err
+	}
+	docs, err := openapi.Build(s.registry.Scheme())
 	if err != nil {
 		return err
 	}
@@ -299,14 +308,17 @@ func (s *Server) listen(ctx context.Context) error {
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /openapi/v2", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openapi.V2)
-	})
+	s.registerDiscovery(mux)
+	registerOpenAPI(mux, docs)
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.kubelets.serveLogs)
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = withTable(r)
 		if isWatch(r) {
 			s.serveWatch(w, r)
+			return
+		}
+		if route, ok := s.extraOperation(r); ok {
+			s.serveExtra(w, r, route)
 			return
 		}
 		gw.ServeHTTP(w, r)

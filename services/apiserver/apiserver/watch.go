@@ -2,11 +2,13 @@ package apiserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/codec"
@@ -23,11 +26,17 @@ import (
 
 // watchRequest is a parsed watch.
 type watchRequest struct {
-	kind            *scheme.Kind
-	namespace       string
-	labelSelector   string
-	fieldSelector   string
-	resourceVersion string
+	kind                 *scheme.Kind
+	namespace            string
+	labelSelector        string
+	fieldSelector        string
+	resourceVersion      string
+	resourceVersionMatch string
+	// allowBookmarks asks for BOOKMARK events: periodically, and after the initial events.
+	allowBookmarks bool
+	// sendInitialEvents (client-go's watch-list): true sends the state as ADDED events, then a
+	// BOOKMARK annotated k8s.io/initial-events-end; false sends none, whatever the version.
+	sendInitialEvents *bool
 }
 
 // openedWatch is a watch positioned on the bus, with what it sends first.
@@ -35,6 +44,43 @@ type openedWatch struct {
 	reader  *bus.Reader
 	initial []scheme.Object // the current state, sent as ADDED events first
 	filter  *registry.Filter
+	kind    *scheme.Kind
+	// after is the revision the watch starts after: the resourceVersion of its first bookmark.
+	after int64
+	// bookmarks and initialEventsEnd say which BOOKMARK events to send.
+	bookmarks        bool
+	initialEventsEnd bool
+}
+
+// Bookmark types and annotations, as Kubernetes names them.
+const (
+	bookmarkEvent              = "BOOKMARK"
+	initialEventsEndAnnotation = "k8s.io/initial-events-end"
+)
+
+// checkWatchOptions refuses what Kubernetes' ValidateListOptions refuses for a watch:
+// sendInitialEvents needs allowWatchBookmarks and resourceVersionMatch=NotOlderThan, and
+// resourceVersionMatch is only for sendInitialEvents.
+func checkWatchOptions(w watchRequest) error {
+	var causes []*metav1.StatusCause
+	forbid := func(field, msg string) {
+		causes = append(causes, &metav1.StatusCause{Reason: "FieldValueForbidden", Field: field, Message: "Forbidden: " + msg})
+	}
+	if w.sendInitialEvents != nil {
+		if !w.allowBookmarks {
+			forbid("allowWatchBookmarks", "allowWatchBookmarks must be set to true when sendInitialEvents is set")
+		}
+		if w.resourceVersionMatch != registry.MatchNotOlderThan {
+			causes = append(causes, &metav1.StatusCause{Reason: "FieldValueNotSupported", Field: "resourceVersionMatch",
+				Message: fmt.Sprintf("Unsupported value: %q: supported values: %q", w.resourceVersionMatch, registry.MatchNotOlderThan)})
+		}
+	} else if w.resourceVersionMatch != "" {
+		forbid("resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
+	}
+	if len(causes) > 0 {
+		return apierrors.NewInvalid("meta.k8s.io", "ListOptions", "", causes)
+	}
+	return nil
 }
 
 // tooLargeWait is how long a watch from a resourceVersion etcd has not reached yet waits for
@@ -56,18 +102,36 @@ func (s *Server) openWatch(ctx context.Context, w watchRequest) (*openedWatch, e
 	if err != nil {
 		return nil, err
 	}
-	ow := &openedWatch{filter: filter}
+	if err := checkWatchOptions(w); err != nil {
+		return nil, err
+	}
+	ow := &openedWatch{filter: filter, kind: w.kind, bookmarks: w.allowBookmarks}
 	var after int64
-	switch w.resourceVersion {
-	case "", "0":
-		list, err := s.registry.List(ctx, w.kind, w.namespace, registry.ListOptions{
-			LabelSelector: w.labelSelector, FieldSelector: w.fieldSelector})
+	// Kubernetes' rules: without sendInitialEvents, "" and "0" start with the current state
+	// and N starts after N; sendInitialEvents=true starts with the state at least as new as
+	// N (any state for "" and "0"), and false never sends one.
+	initial := w.resourceVersion == "" || w.resourceVersion == "0"
+	if w.sendInitialEvents != nil {
+		initial = *w.sendInitialEvents
+		ow.initialEventsEnd = initial
+	}
+	switch {
+	case initial:
+		opts := registry.ListOptions{LabelSelector: w.labelSelector, FieldSelector: w.fieldSelector}
+		if w.resourceVersion != "" && w.resourceVersion != "0" {
+			opts.ResourceVersion, opts.ResourceVersionMatch = w.resourceVersion, registry.MatchNotOlderThan
+		}
+		list, err := s.registry.List(ctx, w.kind, w.namespace, opts)
 		if err != nil {
 			return nil, err
 		}
 		items, lm := scheme.ListItems(list)
 		ow.initial = items
 		after, _ = strconv.ParseInt(lm.GetResourceVersion(), 10, 64)
+	case w.resourceVersion == "" || w.resourceVersion == "0":
+		if after, err = s.registry.CurrentRevision(ctx); err != nil {
+			return nil, err
+		}
 	default:
 		after, err = strconv.ParseInt(w.resourceVersion, 10, 64)
 		if err != nil || after < 0 {
@@ -78,6 +142,7 @@ func (s *Server) openWatch(ctx context.Context, w watchRequest) (*openedWatch, e
 			return nil, err
 		}
 	}
+	ow.after = after
 	ow.reader, err = s.busReader.Open(ctx, []string{bus.KindFilter(w.kind, w.namespace)}, after)
 	if errors.Is(err, bus.ErrTooOld) {
 		return nil, apierrors.NewGone(fmt.Sprintf("too old resource version: %d (the event bus no longer holds "+
@@ -123,23 +188,75 @@ type clientGoneError struct{ err error }
 func (e *clientGoneError) Error() string { return "send watch event: " + e.err.Error() }
 func (e *clientGoneError) Unwrap() error { return e.err }
 
-// runWatch sends the initial objects, then every change the watch's selectors see, until ctx
+// bookmarkInterval is how often a watch that allows bookmarks gets one: often enough that a
+// client resuming after a dropped connection rarely has to relist (Kubernetes sends them
+// about once a minute).
+const bookmarkInterval = 30 * time.Second
+
+// runWatch sends the initial objects (and, when asked, the bookmark that ends them), then
+// every change the watch's selectors see, with periodic bookmarks when allowed, until ctx
 // ends (nil) or the watch fails.
 func (s *Server) runWatch(ctx context.Context, ow *openedWatch, send func(typ string, obj scheme.Object) error) error {
 	defer ow.reader.Close()
+	var mu sync.Mutex // one event at a time: the bookmark ticker and the reader both send
+	lastSeen := ow.after
+	bookmark := func(end bool) error {
+		obj := ow.kind.New()
+		md := scheme.Meta(obj)
+		md.ResourceVersion = strconv.FormatInt(lastSeen, 10)
+		if end {
+			md.Annotations = map[string]string{initialEventsEndAnnotation: "true"}
+		}
+		return send(bookmarkEvent, obj)
+	}
 	for _, obj := range ow.initial {
 		if err := send(string(bus.Added), obj); err != nil {
 			return &clientGoneError{err}
 		}
 	}
-	return ow.reader.Run(ctx, func(ev bus.Event) error {
-		typ, obj, err := s.watchEvent(ctx, ow.filter, ev)
-		if err != nil || obj == nil {
-			return err
-		}
-		if err := send(typ, obj); err != nil {
+	if ow.initialEventsEnd {
+		if err := bookmark(true); err != nil {
 			return &clientGoneError{err}
 		}
+	}
+	if ow.bookmarks {
+		interval := s.bookmarkInterval
+		if interval <= 0 {
+			interval = bookmarkInterval
+		}
+		tickCtx, stopTicks := context.WithCancel(ctx)
+		defer stopTicks()
+		ticks := time.NewTicker(interval)
+		defer ticks.Stop()
+		go func() {
+			for {
+				select {
+				case <-tickCtx.Done():
+					return
+				case <-ticks.C:
+					mu.Lock()
+					err := bookmark(false)
+					mu.Unlock()
+					if err != nil {
+						return // the reader's next send notices the client is gone
+					}
+				}
+			}
+		}()
+	}
+	return ow.reader.Run(ctx, func(ev bus.Event) error {
+		typ, obj, err := s.watchEvent(ctx, ow.filter, ev)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if obj != nil {
+			if err := send(typ, obj); err != nil {
+				return &clientGoneError{err}
+			}
+		}
+		lastSeen = max(lastSeen, ev.Revision)
 		return nil
 	})
 }
@@ -249,7 +366,9 @@ func (s *Server) watchStreamDesc(k *scheme.Kind, md protoreflect.MethodDescripto
 			defer cancel()
 			start := time.Now()
 			ow, err := s.openWatch(ctx, watchRequest{kind: k, namespace: r.namespace,
-				labelSelector: r.list.LabelSelector, fieldSelector: r.list.FieldSelector, resourceVersion: rv})
+				labelSelector: r.list.LabelSelector, fieldSelector: r.list.FieldSelector, resourceVersion: rv,
+				resourceVersionMatch: r.list.ResourceVersionMatch, allowBookmarks: r.allowBookmarks,
+				sendInitialEvents: r.list.SendInitialEvents})
 			s.metrics.observe(k.Resource, "watch", "", statusCode(err), time.Since(start))
 			if err != nil {
 				return apierrors.FromError(err)
@@ -345,9 +464,19 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	start := time.Now()
-	ow, err := s.openWatch(ctx, watchRequest{kind: k, namespace: ns,
+	wr := watchRequest{kind: k, namespace: ns,
 		labelSelector: q.Get("labelSelector"), fieldSelector: q.Get("fieldSelector"),
-		resourceVersion: q.Get("resourceVersion")})
+		resourceVersion: q.Get("resourceVersion"), resourceVersionMatch: q.Get("resourceVersionMatch"),
+		allowBookmarks: q.Get("allowWatchBookmarks") == "true"}
+	if v := q.Get("sendInitialEvents"); v != "" {
+		b := v == "true"
+		wr.sendInitialEvents = &b
+	}
+	tr := tableRequestFrom(r.Context())
+	if tr != nil {
+		wr.allowBookmarks = false // a Table watch (kubectl get -w) has no use for them
+	}
+	ow, err := s.openWatch(ctx, wr)
 	s.metrics.observe(k.Resource, "watch", "", statusCode(err), time.Since(start))
 	if err != nil {
 		writeStatus(w, apierrors.FromError(err))
@@ -361,7 +490,16 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		flusher.Flush()
 	}
 	send := func(typ string, obj proto.Message) error {
-		body, err := codec.Marshal(obj)
+		var body []byte
+		var err error
+		if tr != nil && typ != "ERROR" {
+			var t *table
+			if t, err = s.toTable(obj, tr); err == nil {
+				body, err = json.Marshal(t)
+			}
+		} else {
+			body, err = codec.Marshal(obj)
+		}
 		if err != nil {
 			return err
 		}

@@ -21,8 +21,12 @@ type WriteOptions struct {
 	// DryRun runs defaulting, admission, validation and every storage check, stores nothing
 	// and answers with the object as it would have been stored.
 	DryRun bool
-	// FieldManager is accepted as Kubernetes clients send it; Skiff keeps no managed fields.
+	// FieldManager names the writer in metadata.managedFields ("unknown" when empty).
 	FieldManager string
+
+	// managedFieldsSet means the caller (server-side apply) has already set the object's
+	// managed fields, so the write must not track them again.
+	managedFieldsSet bool
 }
 
 // Kinds of request options, as Kubernetes names them in errors about them.

@@ -137,6 +137,12 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	if err := r.admission.Validate(ctx, attrs); err != nil {
 		return nil, err
 	}
+	if !opts.managedFieldsSet {
+		md.ManagedFields = nil
+	}
+	if err := r.trackFields(k, nil, obj, "", opts); err != nil {
+		return nil, err
+	}
 
 	w := storage.Write{Key: r.Key(k, md.Namespace, md.Name), Object: obj,
 		Conditions: r.createConditions(k, md.Namespace), DryRun: opts.DryRun}
@@ -277,6 +283,9 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns, name string, 
 			return invalid(k, name, errs)
 		}
 		if err := r.admission.Validate(ctx, attrs); err != nil {
+			return err
+		}
+		if err := r.trackFields(k, cur, next, sub, opts); err != nil {
 			return err
 		}
 		// An object being deleted goes when its last finalizer does.

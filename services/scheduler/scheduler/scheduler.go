@@ -241,13 +241,20 @@ func (s *Scheduler) submit(ctx context.Context, job func(context.Context)) {
 	}
 }
 
+// bindTimeout bounds one binding request.
+const bindTimeout = 30 * time.Second
+
 // bind writes the binding. A pod bound or deleted meanwhile is dropped cleanly; other
 // failures undo the assumption and retry after a back-off.
 func (s *Scheduler) bind(ctx context.Context, qp *queuedPod, node string) {
 	pi := qp.info
 	ns, name := informer.SplitKey(pi.Key)
 	start := time.Now()
-	err := s.cfg.Client.Bind(ctx, ns, name, node)
+	// A binding is not abandoned half-way when the scheduler stops: one the apiserver made
+	// but the scheduler never heard of would have no Scheduled event.
+	bindCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bindTimeout)
+	err := s.cfg.Client.Bind(bindCtx, ns, name, node)
+	cancel()
 	s.m.binding.Observe(time.Since(start).Seconds())
 	switch {
 	case err == nil:

@@ -32,7 +32,7 @@ type CreateLeaseRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -284,7 +284,7 @@ type UpdateLeaseRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -31,7 +31,7 @@ type CreateNamespaceRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -259,7 +259,7 @@ type UpdateNamespaceRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -482,7 +482,7 @@ type CreateNodeRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -710,7 +710,7 @@ type UpdateNodeRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -934,7 +934,7 @@ type CreatePodRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1186,7 +1186,7 @@ type UpdatePodRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1494,7 +1494,7 @@ type CreateServiceRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1746,7 +1746,7 @@ type UpdateServiceRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1985,7 +1985,7 @@ type CreateEndpointsRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2237,7 +2237,7 @@ type UpdateEndpointsRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2476,7 +2476,7 @@ type CreateEventRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,3,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,4,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2728,7 +2728,7 @@ type UpdateEventRequest struct {
 	// dryRun=All: run defaulting, admission and validation and answer with the object as it
 	// would be stored, storing nothing. Any other value is refused (400).
 	DryRun []string `protobuf:"bytes,4,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	// Accepted as Kubernetes clients send it; Skiff keeps no managed fields yet.
+	// Names the writer in metadata.managedFields (default: from the client's user agent).
 	FieldManager  string `protobuf:"bytes,5,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -12,6 +12,7 @@ package metav1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -40,8 +41,10 @@ type ObjectMeta struct {
 	Annotations                map[string]string `protobuf:"bytes,11,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	OwnerReferences            []*OwnerReference `protobuf:"bytes,12,rep,name=owner_references,json=ownerReferences,proto3" json:"owner_references,omitempty"`
 	Finalizers                 []string          `protobuf:"bytes,13,rep,name=finalizers,proto3" json:"finalizers,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// Which field manager owns which fields (server-side apply), as Kubernetes records it.
+	ManagedFields []*ManagedFieldsEntry `protobuf:"bytes,14,rep,name=managed_fields,json=managedFields,proto3" json:"managed_fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ObjectMeta) Reset() {
@@ -165,6 +168,155 @@ func (x *ObjectMeta) GetFinalizers() []string {
 	return nil
 }
 
+func (x *ObjectMeta) GetManagedFields() []*ManagedFieldsEntry {
+	if x != nil {
+		return x.ManagedFields
+	}
+	return nil
+}
+
+// ManagedFieldsEntry is the set of fields one manager owns through one kind of operation.
+type ManagedFieldsEntry struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Manager string                 `protobuf:"bytes,1,opt,name=manager,proto3" json:"manager,omitempty"`
+	// Apply or Update.
+	Operation  string `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	ApiVersion string `protobuf:"bytes,3,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	Time       string `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// Always FieldsV1.
+	FieldsType string    `protobuf:"bytes,5,opt,name=fields_type,json=fieldsType,proto3" json:"fields_type,omitempty"`
+	FieldsV1   *FieldsV1 `protobuf:"bytes,6,opt,name=fields_v1,json=fieldsV1,proto3" json:"fields_v1,omitempty"`
+	// "" for the main resource, "status", "scale".
+	Subresource   string `protobuf:"bytes,7,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ManagedFieldsEntry) Reset() {
+	*x = ManagedFieldsEntry{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ManagedFieldsEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ManagedFieldsEntry) ProtoMessage() {}
+
+func (x *ManagedFieldsEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ManagedFieldsEntry.ProtoReflect.Descriptor instead.
+func (*ManagedFieldsEntry) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ManagedFieldsEntry) GetManager() string {
+	if x != nil {
+		return x.Manager
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetTime() string {
+	if x != nil {
+		return x.Time
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetFieldsType() string {
+	if x != nil {
+		return x.FieldsType
+	}
+	return ""
+}
+
+func (x *ManagedFieldsEntry) GetFieldsV1() *FieldsV1 {
+	if x != nil {
+		return x.FieldsV1
+	}
+	return nil
+}
+
+func (x *ManagedFieldsEntry) GetSubresource() string {
+	if x != nil {
+		return x.Subresource
+	}
+	return ""
+}
+
+// FieldsV1 is a set of fields in Kubernetes' FieldsV1 JSON form ({"f:spec":{"f:replicas":{}}}),
+// kept as that JSON; the JSON codec writes and reads it as a raw object.
+type FieldsV1 struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Raw           []byte                 `protobuf:"bytes,1,opt,name=raw,proto3" json:"raw,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldsV1) Reset() {
+	*x = FieldsV1{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldsV1) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldsV1) ProtoMessage() {}
+
+func (x *FieldsV1) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldsV1.ProtoReflect.Descriptor instead.
+func (*FieldsV1) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FieldsV1) GetRaw() []byte {
+	if x != nil {
+		return x.Raw
+	}
+	return nil
+}
+
 type OwnerReference struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	ApiVersion         string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
@@ -179,7 +331,7 @@ type OwnerReference struct {
 
 func (x *OwnerReference) Reset() {
 	*x = OwnerReference{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +343,7 @@ func (x *OwnerReference) String() string {
 func (*OwnerReference) ProtoMessage() {}
 
 func (x *OwnerReference) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[1]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +356,7 @@ func (x *OwnerReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OwnerReference.ProtoReflect.Descriptor instead.
 func (*OwnerReference) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{1}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *OwnerReference) GetApiVersion() string {
@@ -261,7 +413,7 @@ type ListMeta struct {
 
 func (x *ListMeta) Reset() {
 	*x = ListMeta{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +425,7 @@ func (x *ListMeta) String() string {
 func (*ListMeta) ProtoMessage() {}
 
 func (x *ListMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[2]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +438,7 @@ func (x *ListMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMeta.ProtoReflect.Descriptor instead.
 func (*ListMeta) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{2}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListMeta) GetResourceVersion() string {
@@ -320,7 +472,7 @@ type LabelSelector struct {
 
 func (x *LabelSelector) Reset() {
 	*x = LabelSelector{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +484,7 @@ func (x *LabelSelector) String() string {
 func (*LabelSelector) ProtoMessage() {}
 
 func (x *LabelSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[3]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +497,7 @@ func (x *LabelSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
 func (*LabelSelector) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{3}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LabelSelector) GetMatchLabels() map[string]string {
@@ -374,7 +526,7 @@ type LabelSelectorRequirement struct {
 
 func (x *LabelSelectorRequirement) Reset() {
 	*x = LabelSelectorRequirement{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +538,7 @@ func (x *LabelSelectorRequirement) String() string {
 func (*LabelSelectorRequirement) ProtoMessage() {}
 
 func (x *LabelSelectorRequirement) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[4]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +551,7 @@ func (x *LabelSelectorRequirement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LabelSelectorRequirement.ProtoReflect.Descriptor instead.
 func (*LabelSelectorRequirement) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{4}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LabelSelectorRequirement) GetKey() string {
@@ -437,7 +589,7 @@ type IntOrString struct {
 
 func (x *IntOrString) Reset() {
 	*x = IntOrString{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +601,7 @@ func (x *IntOrString) String() string {
 func (*IntOrString) ProtoMessage() {}
 
 func (x *IntOrString) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[5]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +614,7 @@ func (x *IntOrString) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntOrString.ProtoReflect.Descriptor instead.
 func (*IntOrString) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *IntOrString) GetValue() isIntOrString_Value {
@@ -521,7 +673,7 @@ type ObjectReference struct {
 
 func (x *ObjectReference) Reset() {
 	*x = ObjectReference{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +685,7 @@ func (x *ObjectReference) String() string {
 func (*ObjectReference) ProtoMessage() {}
 
 func (x *ObjectReference) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[6]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +698,7 @@ func (x *ObjectReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectReference.ProtoReflect.Descriptor instead.
 func (*ObjectReference) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{6}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ObjectReference) GetApiVersion() string {
@@ -617,7 +769,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +781,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[7]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +794,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{7}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Status) GetApiVersion() string {
@@ -715,7 +867,7 @@ type StatusDetails struct {
 
 func (x *StatusDetails) Reset() {
 	*x = StatusDetails{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +879,7 @@ func (x *StatusDetails) String() string {
 func (*StatusDetails) ProtoMessage() {}
 
 func (x *StatusDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[8]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +892,7 @@ func (x *StatusDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusDetails.ProtoReflect.Descriptor instead.
 func (*StatusDetails) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{8}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusDetails) GetName() string {
@@ -798,7 +950,7 @@ type StatusCause struct {
 
 func (x *StatusCause) Reset() {
 	*x = StatusCause{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +962,7 @@ func (x *StatusCause) String() string {
 func (*StatusCause) ProtoMessage() {}
 
 func (x *StatusCause) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[9]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +975,7 @@ func (x *StatusCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusCause.ProtoReflect.Descriptor instead.
 func (*StatusCause) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{9}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusCause) GetReason() string {
@@ -856,7 +1008,7 @@ type GetOptions struct {
 
 func (x *GetOptions) Reset() {
 	*x = GetOptions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1020,7 @@ func (x *GetOptions) String() string {
 func (*GetOptions) ProtoMessage() {}
 
 func (x *GetOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[10]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1033,7 @@ func (x *GetOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOptions.ProtoReflect.Descriptor instead.
 func (*GetOptions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{10}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetOptions) GetResourceVersion() string {
@@ -905,7 +1057,7 @@ type ListOptions struct {
 
 func (x *ListOptions) Reset() {
 	*x = ListOptions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1069,7 @@ func (x *ListOptions) String() string {
 func (*ListOptions) ProtoMessage() {}
 
 func (x *ListOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[11]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1082,7 @@ func (x *ListOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOptions.ProtoReflect.Descriptor instead.
 func (*ListOptions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{11}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListOptions) GetLabelSelector() string {
@@ -997,7 +1149,7 @@ type DeleteOptions struct {
 
 func (x *DeleteOptions) Reset() {
 	*x = DeleteOptions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1161,7 @@ func (x *DeleteOptions) String() string {
 func (*DeleteOptions) ProtoMessage() {}
 
 func (x *DeleteOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[12]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1174,7 @@ func (x *DeleteOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOptions.ProtoReflect.Descriptor instead.
 func (*DeleteOptions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{12}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteOptions) GetApiVersion() string {
@@ -1084,7 +1236,7 @@ type Preconditions struct {
 
 func (x *Preconditions) Reset() {
 	*x = Preconditions{}
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1248,7 @@ func (x *Preconditions) String() string {
 func (*Preconditions) ProtoMessage() {}
 
 func (x *Preconditions) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_meta_v1_meta_proto_msgTypes[13]
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1261,7 @@ func (x *Preconditions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Preconditions.ProtoReflect.Descriptor instead.
 func (*Preconditions) Descriptor() ([]byte, []int) {
-	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{13}
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Preconditions) GetUid() string {
@@ -1126,11 +1278,206 @@ func (x *Preconditions) GetResourceVersion() string {
 	return ""
 }
 
+// PatchRequest patches one object of any kind, or its status or scale subresource. Over REST
+// it is the PATCH method on the object's path, with the type as the Content-Type.
+type PatchRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The REST resource name, e.g. "deployments".
+	Resource  string `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Namespace string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// "", "status" or "scale".
+	Subresource string `protobuf:"bytes,6,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	// application/json-patch+json, application/merge-patch+json,
+	// application/strategic-merge-patch+json or application/apply-patch+yaml (server-side apply).
+	PatchType string   `protobuf:"bytes,7,opt,name=patch_type,json=patchType,proto3" json:"patch_type,omitempty"`
+	Data      []byte   `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	DryRun    []string `protobuf:"bytes,9,rep,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Required for server-side apply.
+	FieldManager string `protobuf:"bytes,10,opt,name=field_manager,json=fieldManager,proto3" json:"field_manager,omitempty"`
+	// Server-side apply takes over the fields other managers own.
+	Force bool `protobuf:"varint,11,opt,name=force,proto3" json:"force,omitempty"`
+	// Ignore, Warn (default) or Strict.
+	FieldValidation string `protobuf:"bytes,12,opt,name=field_validation,json=fieldValidation,proto3" json:"field_validation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PatchRequest) Reset() {
+	*x = PatchRequest{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchRequest) ProtoMessage() {}
+
+func (x *PatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchRequest.ProtoReflect.Descriptor instead.
+func (*PatchRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PatchRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetSubresource() string {
+	if x != nil {
+		return x.Subresource
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetPatchType() string {
+	if x != nil {
+		return x.PatchType
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *PatchRequest) GetDryRun() []string {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+func (x *PatchRequest) GetFieldManager() string {
+	if x != nil {
+		return x.FieldManager
+	}
+	return ""
+}
+
+func (x *PatchRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *PatchRequest) GetFieldValidation() string {
+	if x != nil {
+		return x.FieldValidation
+	}
+	return ""
+}
+
+// PatchResponse is the patched object (of the kind's message type) and the warnings about
+// fields that were ignored.
+type PatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        *anypb.Any             `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Warnings      []string               `protobuf:"bytes,2,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchResponse) Reset() {
+	*x = PatchResponse{}
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchResponse) ProtoMessage() {}
+
+func (x *PatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_meta_v1_meta_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchResponse.ProtoReflect.Descriptor instead.
+func (*PatchResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_meta_v1_meta_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PatchResponse) GetObject() *anypb.Any {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *PatchResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_skiff_meta_v1_meta_proto protoreflect.FileDescriptor
 
 const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x18skiff/meta/v1/meta.proto\x12\rskiff.meta.v1\"\xfa\x05\n" +
+	"\x18skiff/meta/v1/meta.proto\x12\rskiff.meta.v1\x1a\x19google/protobuf/any.proto\"\xc4\x06\n" +
 	"\n" +
 	"ObjectMeta\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
@@ -1150,14 +1497,27 @@ const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\x10owner_references\x18\f \x03(\v2\x1d.skiff.meta.v1.OwnerReferenceR\x0fownerReferences\x12\x1e\n" +
 	"\n" +
 	"finalizers\x18\r \x03(\tR\n" +
-	"finalizers\x1a9\n" +
+	"finalizers\x12H\n" +
+	"\x0emanaged_fields\x18\x0e \x03(\v2!.skiff.meta.v1.ManagedFieldsEntryR\rmanagedFields\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B \n" +
-	"\x1e_deletion_grace_period_seconds\"\xef\x01\n" +
+	"\x1e_deletion_grace_period_seconds\"\xfa\x01\n" +
+	"\x12ManagedFieldsEntry\x12\x18\n" +
+	"\amanager\x18\x01 \x01(\tR\amanager\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x1f\n" +
+	"\vapi_version\x18\x03 \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04time\x18\x04 \x01(\tR\x04time\x12\x1f\n" +
+	"\vfields_type\x18\x05 \x01(\tR\n" +
+	"fieldsType\x124\n" +
+	"\tfields_v1\x18\x06 \x01(\v2\x17.skiff.meta.v1.FieldsV1R\bfieldsV1\x12 \n" +
+	"\vsubresource\x18\a \x01(\tR\vsubresource\"\x1c\n" +
+	"\bFieldsV1\x12\x10\n" +
+	"\x03raw\x18\x01 \x01(\fR\x03raw\"\xef\x01\n" +
 	"\x0eOwnerReference\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
@@ -1243,7 +1603,27 @@ const file_skiff_meta_v1_meta_proto_rawDesc = "" +
 	"\x12_orphan_dependents\"L\n" +
 	"\rPreconditions\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersionB8Z6github.com/skiff-project/skiff/pkg/apis/meta/v1;metav1b\x06proto3"
+	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersion\"\xe0\x02\n" +
+	"\fPatchRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\x12\x1c\n" +
+	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12 \n" +
+	"\vsubresource\x18\x06 \x01(\tR\vsubresource\x12\x1d\n" +
+	"\n" +
+	"patch_type\x18\a \x01(\tR\tpatchType\x12\x12\n" +
+	"\x04data\x18\b \x01(\fR\x04data\x12\x17\n" +
+	"\adry_run\x18\t \x03(\tR\x06dryRun\x12#\n" +
+	"\rfield_manager\x18\n" +
+	" \x01(\tR\ffieldManager\x12\x14\n" +
+	"\x05force\x18\v \x01(\bR\x05force\x12)\n" +
+	"\x10field_validation\x18\f \x01(\tR\x0ffieldValidation\"Y\n" +
+	"\rPatchResponse\x12,\n" +
+	"\x06object\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x06object\x12\x1a\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings2O\n" +
+	"\tObjectAPI\x12B\n" +
+	"\x05Patch\x12\x1b.skiff.meta.v1.PatchRequest\x1a\x1c.skiff.meta.v1.PatchResponseB8Z6github.com/skiff-project/skiff/pkg/apis/meta/v1;metav1b\x06proto3"
 
 var (
 	file_skiff_meta_v1_meta_proto_rawDescOnce sync.Once
@@ -1257,41 +1637,51 @@ func file_skiff_meta_v1_meta_proto_rawDescGZIP() []byte {
 	return file_skiff_meta_v1_meta_proto_rawDescData
 }
 
-var file_skiff_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_skiff_meta_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_skiff_meta_v1_meta_proto_goTypes = []any{
 	(*ObjectMeta)(nil),               // 0: skiff.meta.v1.ObjectMeta
-	(*OwnerReference)(nil),           // 1: skiff.meta.v1.OwnerReference
-	(*ListMeta)(nil),                 // 2: skiff.meta.v1.ListMeta
-	(*LabelSelector)(nil),            // 3: skiff.meta.v1.LabelSelector
-	(*LabelSelectorRequirement)(nil), // 4: skiff.meta.v1.LabelSelectorRequirement
-	(*IntOrString)(nil),              // 5: skiff.meta.v1.IntOrString
-	(*ObjectReference)(nil),          // 6: skiff.meta.v1.ObjectReference
-	(*Status)(nil),                   // 7: skiff.meta.v1.Status
-	(*StatusDetails)(nil),            // 8: skiff.meta.v1.StatusDetails
-	(*StatusCause)(nil),              // 9: skiff.meta.v1.StatusCause
-	(*GetOptions)(nil),               // 10: skiff.meta.v1.GetOptions
-	(*ListOptions)(nil),              // 11: skiff.meta.v1.ListOptions
-	(*DeleteOptions)(nil),            // 12: skiff.meta.v1.DeleteOptions
-	(*Preconditions)(nil),            // 13: skiff.meta.v1.Preconditions
-	nil,                              // 14: skiff.meta.v1.ObjectMeta.LabelsEntry
-	nil,                              // 15: skiff.meta.v1.ObjectMeta.AnnotationsEntry
-	nil,                              // 16: skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	(*ManagedFieldsEntry)(nil),       // 1: skiff.meta.v1.ManagedFieldsEntry
+	(*FieldsV1)(nil),                 // 2: skiff.meta.v1.FieldsV1
+	(*OwnerReference)(nil),           // 3: skiff.meta.v1.OwnerReference
+	(*ListMeta)(nil),                 // 4: skiff.meta.v1.ListMeta
+	(*LabelSelector)(nil),            // 5: skiff.meta.v1.LabelSelector
+	(*LabelSelectorRequirement)(nil), // 6: skiff.meta.v1.LabelSelectorRequirement
+	(*IntOrString)(nil),              // 7: skiff.meta.v1.IntOrString
+	(*ObjectReference)(nil),          // 8: skiff.meta.v1.ObjectReference
+	(*Status)(nil),                   // 9: skiff.meta.v1.Status
+	(*StatusDetails)(nil),            // 10: skiff.meta.v1.StatusDetails
+	(*StatusCause)(nil),              // 11: skiff.meta.v1.StatusCause
+	(*GetOptions)(nil),               // 12: skiff.meta.v1.GetOptions
+	(*ListOptions)(nil),              // 13: skiff.meta.v1.ListOptions
+	(*DeleteOptions)(nil),            // 14: skiff.meta.v1.DeleteOptions
+	(*Preconditions)(nil),            // 15: skiff.meta.v1.Preconditions
+	(*PatchRequest)(nil),             // 16: skiff.meta.v1.PatchRequest
+	(*PatchResponse)(nil),            // 17: skiff.meta.v1.PatchResponse
+	nil,                              // 18: skiff.meta.v1.ObjectMeta.LabelsEntry
+	nil,                              // 19: skiff.meta.v1.ObjectMeta.AnnotationsEntry
+	nil,                              // 20: skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	(*anypb.Any)(nil),                // 21: google.protobuf.Any
 }
 var file_skiff_meta_v1_meta_proto_depIdxs = []int32{
-	14, // 0: skiff.meta.v1.ObjectMeta.labels:type_name -> skiff.meta.v1.ObjectMeta.LabelsEntry
-	15, // 1: skiff.meta.v1.ObjectMeta.annotations:type_name -> skiff.meta.v1.ObjectMeta.AnnotationsEntry
-	1,  // 2: skiff.meta.v1.ObjectMeta.owner_references:type_name -> skiff.meta.v1.OwnerReference
-	16, // 3: skiff.meta.v1.LabelSelector.match_labels:type_name -> skiff.meta.v1.LabelSelector.MatchLabelsEntry
-	4,  // 4: skiff.meta.v1.LabelSelector.match_expressions:type_name -> skiff.meta.v1.LabelSelectorRequirement
-	2,  // 5: skiff.meta.v1.Status.metadata:type_name -> skiff.meta.v1.ListMeta
-	8,  // 6: skiff.meta.v1.Status.details:type_name -> skiff.meta.v1.StatusDetails
-	9,  // 7: skiff.meta.v1.StatusDetails.causes:type_name -> skiff.meta.v1.StatusCause
-	13, // 8: skiff.meta.v1.DeleteOptions.preconditions:type_name -> skiff.meta.v1.Preconditions
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	18, // 0: skiff.meta.v1.ObjectMeta.labels:type_name -> skiff.meta.v1.ObjectMeta.LabelsEntry
+	19, // 1: skiff.meta.v1.ObjectMeta.annotations:type_name -> skiff.meta.v1.ObjectMeta.AnnotationsEntry
+	3,  // 2: skiff.meta.v1.ObjectMeta.owner_references:type_name -> skiff.meta.v1.OwnerReference
+	1,  // 3: skiff.meta.v1.ObjectMeta.managed_fields:type_name -> skiff.meta.v1.ManagedFieldsEntry
+	2,  // 4: skiff.meta.v1.ManagedFieldsEntry.fields_v1:type_name -> skiff.meta.v1.FieldsV1
+	20, // 5: skiff.meta.v1.LabelSelector.match_labels:type_name -> skiff.meta.v1.LabelSelector.MatchLabelsEntry
+	6,  // 6: skiff.meta.v1.LabelSelector.match_expressions:type_name -> skiff.meta.v1.LabelSelectorRequirement
+	4,  // 7: skiff.meta.v1.Status.metadata:type_name -> skiff.meta.v1.ListMeta
+	10, // 8: skiff.meta.v1.Status.details:type_name -> skiff.meta.v1.StatusDetails
+	11, // 9: skiff.meta.v1.StatusDetails.causes:type_name -> skiff.meta.v1.StatusCause
+	15, // 10: skiff.meta.v1.DeleteOptions.preconditions:type_name -> skiff.meta.v1.Preconditions
+	21, // 11: skiff.meta.v1.PatchResponse.object:type_name -> google.protobuf.Any
+	16, // 12: skiff.meta.v1.ObjectAPI.Patch:input_type -> skiff.meta.v1.PatchRequest
+	17, // 13: skiff.meta.v1.ObjectAPI.Patch:output_type -> skiff.meta.v1.PatchResponse
+	13, // [13:14] is the sub-list for method output_type
+	12, // [12:13] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_skiff_meta_v1_meta_proto_init() }
@@ -1300,22 +1690,22 @@ func file_skiff_meta_v1_meta_proto_init() {
 		return
 	}
 	file_skiff_meta_v1_meta_proto_msgTypes[0].OneofWrappers = []any{}
-	file_skiff_meta_v1_meta_proto_msgTypes[1].OneofWrappers = []any{}
-	file_skiff_meta_v1_meta_proto_msgTypes[2].OneofWrappers = []any{}
-	file_skiff_meta_v1_meta_proto_msgTypes[5].OneofWrappers = []any{
+	file_skiff_meta_v1_meta_proto_msgTypes[3].OneofWrappers = []any{}
+	file_skiff_meta_v1_meta_proto_msgTypes[4].OneofWrappers = []any{}
+	file_skiff_meta_v1_meta_proto_msgTypes[7].OneofWrappers = []any{
 		(*IntOrString_IntVal)(nil),
 		(*IntOrString_StrVal)(nil),
 	}
-	file_skiff_meta_v1_meta_proto_msgTypes[12].OneofWrappers = []any{}
+	file_skiff_meta_v1_meta_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_meta_v1_meta_proto_rawDesc), len(file_skiff_meta_v1_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_skiff_meta_v1_meta_proto_goTypes,
 		DependencyIndexes: file_skiff_meta_v1_meta_proto_depIdxs,
