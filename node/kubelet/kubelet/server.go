@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -112,6 +113,13 @@ func (k *Kubelet) findContainer(ctx context.Context, ns, name, uid, container st
 	for _, c := range mine.containers {
 		if c.Name != container {
 			continue
+		}
+		// A container created but not started yet (the next run, after a back-off) has
+		// written nothing: the current log is that of the last run, as Kubernetes shows it.
+		if c.StartedAt.IsZero() && c.FinishedAt.IsZero() {
+			if _, err := os.Stat(c.LogPath); err != nil {
+				continue
+			}
 		}
 		if cur == nil {
 			cur = c
