@@ -58,6 +58,8 @@ fuzz:
 	go test ./services/apiserver/apiserver -run='^$$' -fuzz=FuzzRESTFront -fuzztime=10s
 
 vet:
+	@go mod tidy -diff >/dev/null || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
+	@cd test/clientgo && go mod tidy -diff >/dev/null || (echo "test/clientgo's go.mod/go.sum are not tidy: cd test/clientgo && go mod tidy"; exit 1)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	go vet ./...
 
