@@ -277,8 +277,12 @@ func (s *Server) listen(ctx context.Context) error {
 		return fmt.Errorf("listen HTTP on %s: %w", s.cfg.HTTPAddr, err)
 	}
 
+	wc, err := newWireCodec()
+	if err != nil {
+		return err
+	}
 	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(limits.MaxRequestBodyBytes), grpc.MaxSendMsgSize(maxMessageBytes),
-		grpc.InitialWindowSize(flowWindowBytes), grpc.InitialConnWindowSize(flowWindowBytes))
+		grpc.InitialWindowSize(flowWindowBytes), grpc.InitialConnWindowSize(flowWindowBytes), grpc.ForceServerCodecV2(wc))
 	for _, k := range s.registry.Scheme().Kinds() {
 		desc, err := s.serviceDesc(k)
 		if err != nil {
@@ -321,7 +325,7 @@ func (s *Server) listen(ctx context.Context) error {
 			s.serveExtra(w, r, route)
 			return
 		}
-		gw.ServeHTTP(w, r)
+		gw.ServeHTTP(w, withJSONList(r))
 	}))
 	// The REST front checks paths, bodies and parameters before the mux, which would redirect
 	// unclean paths, sees them.
