@@ -188,7 +188,9 @@ func listJSON(list proto.Message, items [][]byte, size int) ([]byte, error) {
 
 type listShapeError struct{ name protoreflect.FullName }
 
-func (e listShapeError) Error() string { return string(e.name) + ": items is not the list's last field" }
+func (e listShapeError) Error() string {
+	return string(e.name) + ": items is not the list's last field"
+}
 
 func errListShape(list proto.Message) error {
 	return listShapeError{list.ProtoReflect().Descriptor().FullName()}
