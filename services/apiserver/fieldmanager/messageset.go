@@ -28,7 +28,7 @@ func MessageSet(m protoreflect.Message) (s Set, ok bool) {
 type setBuilder struct{ ok bool }
 
 func (b *setBuilder) message(m protoreflect.Message) Set {
-	s := make(Set, 8)
+	s := Set{}
 	// Range visits the populated fields: exactly those the codec writes.
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		s["f:"+fd.JSONName()] = b.field(fd, v)
