@@ -162,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.admissionChain(),
 		ServiceIPRange: serviceIPs})
+	s.metrics.watchObjectCache(s.registry)
 	if err := s.bootstrap(ctx); err != nil {
 		s.closeEtcd()
 		return nil, err

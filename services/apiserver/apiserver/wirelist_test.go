@@ -83,6 +83,16 @@ func TestListsLeaveEncoded(t *testing.T) {
 	if d := lookups() - before; d != n {
 		t.Fatalf("a REST list of %d pods made %d cache lookups: not answered encoded", n, d)
 	}
+	resp, err := http.Get(env.HTTPURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	hits, _ := reg.ObjectCacheStats()
+	if line := fmt.Sprintf("skiff_apiserver_list_cache_hits_total %d", hits); hits == 0 || !bytes.Contains(metrics, []byte(line)) {
+		t.Fatalf("/metrics lacks %q (a REST list after a gRPC one reuses its entries)", line)
+	}
 	before = lookups()
 	if body := get("application/json;as=Table;v=v1;g=meta.k8s.io"); !bytes.Contains(body, []byte(`"kind":"Table"`)) {
 		t.Fatalf("a Table list did not get a Table: %s", body)

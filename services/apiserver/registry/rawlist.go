@@ -2,13 +2,13 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/skiff-project/skiff/pkg/apierrors"
 	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
@@ -169,7 +169,8 @@ func listJSON(list proto.Message, items [][]byte, size int) ([]byte, error) {
 		return head, nil
 	}
 	if fields.Get(fields.Len()-1).Name() != "items" || len(head) < 2 || head[len(head)-1] != '}' {
-		return nil, apierrors.NewInternal(errListShape(list))
+		return nil, apierrors.NewInternal(fmt.Errorf("%s: items is not the list's last field",
+			list.ProtoReflect().Descriptor().FullName()))
 	}
 	out := make([]byte, 0, len(head)+size+16)
 	out = append(out, head[:len(head)-1]...)
@@ -184,16 +185,6 @@ func listJSON(list proto.Message, items [][]byte, size int) ([]byte, error) {
 		out = append(out, it...)
 	}
 	return append(out, "]}"...), nil
-}
-
-type listShapeError struct{ name protoreflect.FullName }
-
-func (e listShapeError) Error() string {
-	return string(e.name) + ": items is not the list's last field"
-}
-
-func errListShape(list proto.Message) error {
-	return listShapeError{list.ProtoReflect().Descriptor().FullName()}
 }
 
 // objectCache keeps each listed object's encodings (and its decoding, when a selector needed
