@@ -49,3 +49,22 @@ func BenchmarkCreateFields(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkObjectJSON compares an object's JSON value from the message with the round trip.
+func BenchmarkObjectJSON(b *testing.B) {
+	pod := benchPod()
+	b.Run("message", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_, _ = MessageJSON(pod.ProtoReflect())
+		}
+	})
+	b.Run("roundtrip", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			enc, _ := codec.Marshal(pod)
+			var m map[string]any
+			_ = json.Unmarshal(enc, &m)
+		}
+	})
+}

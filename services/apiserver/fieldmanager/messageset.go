@@ -1,6 +1,7 @@
 package fieldmanager
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"math"
@@ -206,4 +207,80 @@ func appendFieldsV1(dst []byte, s Set) []byte {
 		dst = appendFieldsV1(dst, s[k])
 	}
 	return append(dst, '}')
+}
+
+// MessageJSON is m's JSON form as pkg/codec writes it and encoding/json decodes it
+// (objects, []any, strings, float64 numbers, bools), built from the message without the
+// round trip through bytes. ok is false where only the round trip gives the same value (a
+// string that is not UTF-8, a float the codec refuses).
+func MessageJSON(m protoreflect.Message) (out map[string]any, ok bool) {
+	b := setBuilder{ok: true}
+	out = b.object(m)
+	return out, b.ok
+}
+
+func (b *setBuilder) object(m protoreflect.Message) map[string]any {
+	out := map[string]any{}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			l := v.List()
+			items := make([]any, l.Len())
+			for i := range items {
+				items[i] = b.value(fd, l.Get(i))
+			}
+			out[fd.JSONName()] = items
+		case fd.IsMap():
+			mv := map[string]any{}
+			vfd := fd.MapValue()
+			v.Map().Range(func(k protoreflect.MapKey, ev protoreflect.Value) bool {
+				key := k.String()
+				if !utf8.ValidString(key) {
+					b.ok = false
+				}
+				mv[key] = b.value(vfd, ev)
+				return b.ok
+			})
+			out[fd.JSONName()] = mv
+		default:
+			out[fd.JSONName()] = b.value(fd, v)
+		}
+		return b.ok
+	})
+	return out
+}
+
+// value is one singular value's JSON, decoded.
+func (b *setBuilder) value(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
+	if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+		return b.jsonValue(fd, v)
+	}
+	m := v.Message()
+	md := m.Descriptor()
+	switch md.FullName() {
+	case schema.IntOrStringMessage:
+		fields := md.Fields()
+		if s := fields.ByName("str_val"); s != nil && m.Has(s) {
+			if !utf8.ValidString(m.Get(s).String()) {
+				b.ok = false
+			}
+			return m.Get(s).String()
+		}
+		var n int64
+		if i := fields.ByName("int_val"); i != nil {
+			n = m.Get(i).Int()
+		}
+		return float64(n)
+	case schema.FieldsV1Message:
+		raw := bytes.TrimSpace(m.Get(md.Fields().ByName("raw")).Bytes())
+		if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+			return map[string]any{}
+		}
+		var out any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			b.ok = false
+		}
+		return out
+	}
+	return b.object(m)
 }

@@ -115,7 +115,8 @@ func jsonWalk(t *testing.T, obj scheme.Object) (map[string]any, Set) {
 	return m, ObjectSet(m, obj.ProtoReflect().Descriptor())
 }
 
-// TestMessageSetMatchesJSONWalk checks, on random objects of every kind, that a create's
+// TestMessageSetMatchesJSONWalk checks, on random objects of every kind, that MessageJSON is
+// the JSON round trip's value and that a create's
 // managed fields from the message (MessageSet, the fast UpdateSet path, appendFieldsV1) are
 // byte for byte those of the JSON walk (ObjectSet of the decoded JSON, the general Update,
 // json.Marshal).
@@ -127,6 +128,11 @@ func TestMessageSetMatchesJSONWalk(t *testing.T) {
 			obj := k.New()
 			fill(rng, obj.ProtoReflect(), 6)
 			m, want := jsonWalk(t, obj)
+			if js, ok := MessageJSON(obj.ProtoReflect()); !ok || !reflect.DeepEqual(js, m) {
+				gotEnc, _ := json.Marshal(js)
+				wantEnc, _ := json.Marshal(m)
+				t.Fatalf("%s: MessageJSON (ok %v) differs from the JSON round trip:\n got %s\nwant %s", k.Kind, ok, gotEnc, wantEnc)
+			}
 			got, ok := MessageSet(obj.ProtoReflect())
 			if !ok {
 				t.Fatalf("%s: MessageSet gave up on an object of valid strings", k.Kind)
@@ -166,6 +172,9 @@ func TestMessageSetGivesUpOnInvalidUTF8(t *testing.T) {
 	pod := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "p", Labels: map[string]string{"bad\xffkey": "v"}}}
 	if _, ok := MessageSet(pod.ProtoReflect()); ok {
 		t.Fatal("MessageSet accepted a map key that is not UTF-8")
+	}
+	if _, ok := MessageJSON(pod.ProtoReflect()); ok {
+		t.Fatal("MessageJSON accepted a map key that is not UTF-8")
 	}
 	pod.Metadata.Labels = map[string]string{"good": "v"}
 	if _, ok := MessageSet(pod.ProtoReflect()); !ok {

@@ -20,6 +20,11 @@ const defaultFieldManager = "unknown"
 // toJSONMap is an object's JSON form as encoding/json decodes it: what patches and the field
 // manager work on.
 func toJSONMap(obj scheme.Object) (map[string]any, error) {
+	// Built from the message when it can be: the same value as the round trip below, at a
+	// fraction of its cost.
+	if m, ok := fieldmanager.MessageJSON(obj.ProtoReflect()); ok {
+		return m, nil
+	}
 	b, err := codec.Marshal(obj)
 	if err != nil {
 		return nil, apierrors.NewInternal(fmt.Errorf("encode %s: %w", obj.GetKind(), err))
