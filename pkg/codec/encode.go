@@ -250,6 +250,10 @@ func (e *encoder) float(fd protoreflect.FieldDescriptor, f float64, bits int) er
 
 const hexDigits = "0123456789abcdef"
 
+// AppendString appends s as a JSON string exactly as encoding/json writes it (see
+// appendString): for writers of JSON that must match encoding/json byte for byte.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
 // appendString quotes s exactly as encoding/json does (with HTML escaping, which Kubernetes'
 // API server keeps on): invalid UTF-8 becomes U+FFFD and U+2028/U+2029 are escaped.
 func appendString(dst []byte, s string) []byte {

@@ -23,10 +23,16 @@ type GatewayMarshaler struct{}
 
 var _ runtime.Marshaler = GatewayMarshaler{}
 
+// RawJSON is an answer already encoded as JSON; GatewayMarshaler writes it as it is.
+type RawJSON []byte
+
 // Marshal encodes Skiff messages with this package. Messages from google.* packages (such as
 // the google.rpc.Status the gateway's default error handler writes) have canonical protojson
 // mappings for their well-known types, so they keep them; other values use encoding/json.
 func (GatewayMarshaler) Marshal(v any) ([]byte, error) {
+	if raw, ok := v.(RawJSON); ok {
+		return raw, nil
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return json.Marshal(v)

@@ -141,7 +141,103 @@ func BenchmarkAPIServer(b *testing.B) {
 		fmt.Printf("%-16s %12s %10s\n", r.name, r.per.Round(time.Microsecond), rel)
 	}
 
+	interleaved(b, env, firstPod)
 	paced(b, env, 500, 4*time.Second)
+}
+
+// interleaved measures each operation right after its raw etcd baseline, round after round,
+// and compares medians: on a shared machine a burst of load then hits both sides of a ratio
+// alike, where the sequential runs above can measure the two at different moments. The goal
+// lines come from here. SKIFF_BENCH_ROUNDS sets the rounds (default 200; lists a third).
+func interleaved(b *testing.B, env *testenv.Env, pod string) {
+	ctx := context.Background()
+	rest := client.NewREST(env.HTTPURL, nil)
+	podKind, _ := scheme.Default().ForName("pods")
+	value, _ := storage.Encode(benchPod("interleaved-0"))
+	rounds := 200
+	if n, err := strconv.Atoi(os.Getenv("SKIFF_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	type op struct {
+		name, base string
+		run        func(i int) error
+		every      int // run in every every-th round
+	}
+	list := func(c client.Interface) func(int) error {
+		return func(int) error {
+			l, err := c.List(ctx, podKind, "list1000", client.ListOptions{})
+			if err == nil && len(l.Items) != 1000 {
+				err = fmt.Errorf("list returned %d pods", len(l.Items))
+			}
+			return err
+		}
+	}
+	ops := []op{
+		{"etcd-put", "", func(i int) error {
+			_, err := env.Etcd.Put(ctx, fmt.Sprintf("/bench/interleaved/%d", i), string(value))
+			return err
+		}, 1},
+		{"grpc-create", "etcd-put", func(i int) error {
+			_, err := env.Client.Create(ctx, benchPod(fmt.Sprintf("ig-%d", i)))
+			return err
+		}, 1},
+		{"rest-create", "etcd-put", func(i int) error {
+			_, err := rest.Create(ctx, benchPod(fmt.Sprintf("ir-%d", i)))
+			return err
+		}, 1},
+		{"etcd-get", "", func(int) error { _, err := env.Etcd.Get(ctx, "/bench/raw/p-1"); return err }, 1},
+		{"grpc-get", "etcd-get", func(int) error { _, err := env.Client.Get(ctx, podKind, "default", pod); return err }, 1},
+		{"rest-get", "etcd-get", func(int) error { _, err := rest.Get(ctx, podKind, "default", pod); return err }, 1},
+		{"etcd-range-1000", "", func(int) error {
+			r, err := env.Etcd.Get(ctx, "/bench/list/", clientv3.WithPrefix())
+			if err == nil && len(r.Kvs) != 1000 {
+				err = fmt.Errorf("raw range returned %d keys", len(r.Kvs))
+			}
+			return err
+		}, 3},
+		{"grpc-list-1000", "etcd-range-1000", list(env.Client), 3},
+		{"rest-list-1000", "etcd-range-1000", list(rest), 3},
+	}
+	lat := make([][]time.Duration, len(ops))
+	for i := 0; i < rounds; i++ {
+		for j, o := range ops {
+			if i%o.every != 0 {
+				continue
+			}
+			start := time.Now()
+			if err := o.run(i); err != nil {
+				b.Fatalf("%s: %v", o.name, err)
+			}
+			lat[j] = append(lat[j], time.Since(start))
+		}
+	}
+	p50 := map[string]time.Duration{}
+	fmt.Printf("\ninterleaved, %d rounds (each operation right after its baseline):\n", rounds)
+	fmt.Printf("%-16s %10s %10s %10s\n", "operation", "p50", "p99", "p50 vs etcd")
+	for j, o := range ops {
+		l := lat[j]
+		sort.Slice(l, func(a, c int) bool { return l[a] < l[c] })
+		p50[o.name] = l[len(l)/2]
+		rel := "baseline"
+		if o.base != "" {
+			rel = fmt.Sprintf("%.2fx", float64(p50[o.name])/float64(p50[o.base]))
+		}
+		fmt.Printf("%-16s %10s %10s %10s\n", o.name, l[len(l)/2].Round(time.Microsecond), l[len(l)*99/100].Round(time.Microsecond), rel)
+	}
+	goal := func(what string, a, base string, target float64) {
+		r := float64(p50[a]) / float64(p50[base])
+		verdict := "met"
+		if r > target {
+			verdict = "NOT met"
+		}
+		fmt.Printf("goal: %s within %gx %s: %.2fx %s\n", what, target, map[string]string{
+			"etcd-put": "raw Put", "etcd-range-1000": "raw range"}[base], r, verdict)
+		b.ReportMetric(r, a+"-x")
+	}
+	goal("create (gRPC)", "grpc-create", "etcd-put", 1.5)
+	goal("create (REST)", "rest-create", "etcd-put", 1.5)
+	goal("list(1000) (gRPC)", "grpc-list-1000", "etcd-range-1000", 3)
+	goal("list(1000) (REST)", "rest-list-1000", "etcd-range-1000", 3)
 }
 
 // paced issues creates at a fixed rate from a pool of workers and reports latency percentiles,

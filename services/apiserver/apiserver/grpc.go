@@ -272,7 +272,7 @@ func (s *Server) serve(ctx context.Context, k *scheme.Kind, method, verb, sub st
 			ctx, cancel = context.WithTimeout(ctx, time.Duration(*t)*time.Second)
 			defer cancel()
 		}
-		return s.registry.List(ctx, k, req.namespace, opts)
+		return s.serveList(ctx, k, req.namespace, opts)
 	case "Delete":
 		opts, err := req.deleteOptions()
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/skiff-project/skiff/services/apiserver/registry"
 )
 
 // metrics are the apiserver's Prometheus series, on a registry of the server's own.
@@ -36,4 +38,18 @@ func newMetrics() *metrics {
 func (m *metrics) observe(resource, verb, sub string, code int32, d time.Duration) {
 	m.requests.WithLabelValues(resource, verb, sub, strconv.Itoa(int(code))).Inc()
 	m.latency.WithLabelValues(resource, verb, sub).Observe(d.Seconds())
+}
+
+// watchObjectCache exports the registry's object cache counters (registry.ListEncoded): a
+// list of unchanged objects should be all hits.
+func (m *metrics) watchObjectCache(r *registry.Registry) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_list_cache_hits_total",
+			Help: "Listed objects whose encoding came from the object cache.",
+		}, func() float64 { h, _ := r.ObjectCacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_list_cache_misses_total",
+			Help: "Listed objects encoded (or decoded) anew: a new version, or evicted.",
+		}, func() float64 { _, m := r.ObjectCacheStats(); return float64(m) }))
 }

@@ -162,6 +162,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.registry = registry.New(storage.New(s.etcd), scheme.Default(), registry.Options{Admission: cfg.admissionChain(),
 		ServiceIPRange: serviceIPs})
+	s.metrics.watchObjectCache(s.registry)
 	if err := s.bootstrap(ctx); err != nil {
 		s.closeEtcd()
 		return nil, err
@@ -277,8 +278,12 @@ func (s *Server) listen(ctx context.Context) error {
 		return fmt.Errorf("listen HTTP on %s: %w", s.cfg.HTTPAddr, err)
 	}
 
+	wc, err := newWireCodec()
+	if err != nil {
+		return err
+	}
 	s.grpcServer = grpc.NewServer(grpc.MaxRecvMsgSize(limits.MaxRequestBodyBytes), grpc.MaxSendMsgSize(maxMessageBytes),
-		grpc.InitialWindowSize(flowWindowBytes), grpc.InitialConnWindowSize(flowWindowBytes))
+		grpc.InitialWindowSize(flowWindowBytes), grpc.InitialConnWindowSize(flowWindowBytes), grpc.ForceServerCodecV2(wc))
 	for _, k := range s.registry.Scheme().Kinds() {
 		desc, err := s.serviceDesc(k)
 		if err != nil {
@@ -321,7 +326,7 @@ func (s *Server) listen(ctx context.Context) error {
 			s.serveExtra(w, r, route)
 			return
 		}
-		gw.ServeHTTP(w, r)
+		gw.ServeHTTP(w, withJSONList(r))
 	}))
 	// The REST front checks paths, bodies and parameters before the mux, which would redirect
 	// unclean paths, sees them.

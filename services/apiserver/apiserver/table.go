@@ -172,6 +172,9 @@ func partialObjectMetadata(obj scheme.Object, apiVersion string) ([]byte, error)
 
 // tableRewriter turns the gateway's answers to Table requests into Tables.
 func (s *Server) tableRewriter(ctx context.Context, resp proto.Message) (any, error) {
+	if raw, ok := listRewriter(ctx, resp); ok {
+		return raw, nil
+	}
 	tr := tableRequestFrom(ctx)
 	if tr == nil {
 		return resp, nil

@@ -24,7 +24,33 @@ type Request struct {
 // other manager owns any more; fields the write removed leave every entry. An unchanged object
 // keeps its entries as they are (changed is false).
 func Update(old, new map[string]any, entries []Entry, req Request) (out []Entry, changed bool) {
-	newSet := Scope(ObjectSet(new, req.Type), req.Subresource)
+	return UpdateSet(old, new, ObjectSet(new, req.Type), entries, req)
+}
+
+// UpdateSet is Update given the new object's field set (ObjectSet of new, or MessageSet of the
+// message it came from). For a create new is not read and may be nil.
+func UpdateSet(old, new map[string]any, set Set, entries []Entry, req Request) (out []Entry, changed bool) {
+	newSet := Scope(set, req.Subresource)
+	if old == nil && !anyInScope(entries, req.Subresource) {
+		// A create that nobody else owns anything of: the writer's new entry owns the whole
+		// set, which is what adding each of its leaves to an empty set rebuilds.
+		if newSet.Empty() {
+			return entries, false
+		}
+		out = make([]Entry, 0, len(entries)+1)
+		for _, e := range entries {
+			e.Fields = cloneSet(e.Fields)
+			out = append(out, e)
+		}
+		out = append(out, Entry{Manager: req.Manager, Operation: OperationUpdate, APIVersion: req.APIVersion,
+			Subresource: req.Subresource, Time: req.Time, Fields: newSet})
+		return dropEmpty(out), true
+	}
+	return update(old, new, newSet, entries, req)
+}
+
+// update is the general path of UpdateSet, for newSet already scoped.
+func update(old, new map[string]any, newSet Set, entries []Entry, req Request) (out []Entry, changed bool) {
 	var written []Path
 	if old == nil {
 		written = newSet.Leaves() // a create writes everything it sets
@@ -77,6 +103,15 @@ func Update(old, new map[string]any, entries []Entry, req Request) (out []Entry,
 		out[mine].Time = req.Time
 	}
 	return dropEmpty(out), true
+}
+
+func anyInScope(entries []Entry, sub string) bool {
+	for _, e := range entries {
+		if sameScope(e.Subresource, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // Conflict is a field another manager owns with a different value than an apply asks for.

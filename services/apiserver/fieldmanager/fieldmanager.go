@@ -55,8 +55,7 @@ func ParseFieldsV1(raw []byte) (Set, error) {
 
 // MarshalFieldsV1 writes a set as FieldsV1 JSON (keys sorted, as Kubernetes writes them).
 func (s Set) MarshalFieldsV1() []byte {
-	b, _ := json.Marshal(s)
-	return b
+	return appendFieldsV1(make([]byte, 0, 512), s)
 }
 
 // Empty reports whether the set has no member.

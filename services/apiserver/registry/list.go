@@ -30,6 +30,31 @@ type continueToken struct {
 // message. Every page of a paginated list is read at the revision of the first page, so the
 // pages together are one consistent snapshot; a token older than etcd's compaction gets 410.
 func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts ListOptions) (proto.Message, error) {
+	var items []scheme.Object
+	lm, err := r.list(ctx, k, ns, opts, func(kv storage.KeyValue, filter *Filter) (bool, error) {
+		obj := k.New()
+		if err := storage.Decode(kv.Value, kv.ModRevision, obj); err != nil {
+			return false, apierrors.NewInternal(err)
+		}
+		scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
+		if !filter.Matches(obj) {
+			return false, nil
+		}
+		items = append(items, obj)
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	list := k.NewList()
+	scheme.SetListItems(list, k, items, lm)
+	return list, nil
+}
+
+// list reads the objects of a list (see List) and hands each to visit, which reports whether
+// it passed the filter (and counts toward the limit). It returns the list's metadata.
+func (r *Registry) list(ctx context.Context, k *scheme.Kind, ns string, opts ListOptions,
+	visit func(kv storage.KeyValue, filter *Filter) (bool, error)) (*metav1.ListMeta, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -61,7 +86,7 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 		}
 	}
 
-	var items []scheme.Object
+	var matched int64
 	next := ""
 	for {
 		page, err := r.store.Range(ctx, start, end, rev, opts.Limit, ro)
@@ -74,23 +99,22 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 		}
 		rev = page.Revision
 		for i, kv := range page.KVs {
-			obj := k.New()
-			if err := storage.Decode(kv.Value, kv.ModRevision, obj); err != nil {
-				return nil, apierrors.NewInternal(err)
+			ok, err := visit(kv, filter)
+			if err != nil {
+				return nil, err
 			}
-			scheme.SetTypeMeta(obj, k.APIVersion(), k.Kind)
-			if !filter.Matches(obj) {
+			if !ok {
 				continue
 			}
-			items = append(items, obj)
-			if opts.Limit > 0 && int64(len(items)) == opts.Limit {
+			matched++
+			if opts.Limit > 0 && matched == opts.Limit {
 				if i < len(page.KVs)-1 || page.More {
 					next = kv.Key + "\x00"
 				}
 				break
 			}
 		}
-		if next != "" || !page.More || len(page.KVs) == 0 || (opts.Limit > 0 && int64(len(items)) == opts.Limit) {
+		if next != "" || !page.More || len(page.KVs) == 0 || (opts.Limit > 0 && matched == opts.Limit) {
 			break
 		}
 		start = page.KVs[len(page.KVs)-1].Key + "\x00"
@@ -100,9 +124,7 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 	if next != "" {
 		lm.Continue = encodeContinue(continueToken{Revision: rev, Start: next})
 	}
-	list := k.NewList()
-	scheme.SetListItems(list, k, items, lm)
-	return list, nil
+	return lm, nil
 }
 
 // listError explains a failed range read of a list read at revision rev.

@@ -39,6 +39,9 @@ type Options struct {
 	Logger    *slog.Logger     // nil: slog.Default()
 	// ServiceIPRange is where Services' cluster IPs come from; nil: ipalloc.DefaultRange.
 	ServiceIPRange *ipalloc.Range
+	// ObjectCacheBytes bounds the cache of listed objects' encodings (ListEncoded);
+	// 0: DefaultObjectCacheBytes, negative: no cache.
+	ObjectCacheBytes int
 }
 
 // Registry implements the API verbs for every kind of a scheme.
@@ -51,6 +54,8 @@ type Registry struct {
 	log       *slog.Logger
 	// serviceIPs allocates Services' cluster IPs (see service.go).
 	serviceIPs *ipalloc.Allocator
+	// cache keeps listed objects' encodings by mod revision (rawlist.go); nil when off.
+	cache *objectCache
 }
 
 // New returns a registry storing into store.
@@ -73,6 +78,12 @@ func New(store *storage.Store, s *scheme.Scheme, opts Options) *Registry {
 		}
 	}
 	r.serviceIPs = ipalloc.New(rng, store, r.prefix)
+	switch {
+	case opts.ObjectCacheBytes == 0:
+		r.cache = newObjectCache(DefaultObjectCacheBytes)
+	case opts.ObjectCacheBytes > 0:
+		r.cache = newObjectCache(opts.ObjectCacheBytes)
+	}
 	return r
 }
 
@@ -314,6 +325,9 @@ func (r *Registry) commit(ctx context.Context, k *scheme.Kind, cur, next scheme.
 		res, err := r.store.Write(ctx, w)
 		switch {
 		case err == nil:
+			if !dryRun {
+				r.cache.forget(w.Key)
+			}
 			if ns := nmd.GetNamespace(); res.Probed[r.terminatingKey(ns)] && !dryRun {
 				r.finalizeNamespace(ctx, ns)
 			}
