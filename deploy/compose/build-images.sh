@@ -13,20 +13,27 @@ cd "$(dirname "$0")/../.."
 out=${SKIFF_COMPOSE_BUILD:-bin/compose}
 tag=${SKIFF_COMPOSE_TAG:-dev}
 mkdir -p "$out/control" "$out/node" "$out/node-image"
+image() { # tag, context: docker build, quiet unless it fails
+	local log
+	if ! log=$(docker build -q -t "$1" "$2" 2>&1); then
+		echo "$log" >&2
+		exit 1
+	fi
+	echo "compose: built $1"
+}
 
 echo "compose: building static binaries into $out"
-CGO_ENABLED=0 go build -trimpath -o "$out/control/" \
+CGO_ENABLED=0 go build -o "$out/control/" \
 	./services/apiserver ./services/scheduler ./services/rs-controller ./services/endpoints ./services/dns \
 	./test/e2e/cmd/etcd github.com/nats-io/nats-server/v2
-CGO_ENABLED=0 go build -trimpath -o "$out/node/" ./node/kubelet ./node/proxy-ebpf ./cmd/skiff
+CGO_ENABLED=0 go build -o "$out/node/" ./node/kubelet ./node/proxy-ebpf ./cmd/skiff
 
 cat >"$out/control/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 COPY apiserver scheduler rs-controller endpoints dns etcd nats-server /usr/local/bin/
 ENV PATH=/usr/local/bin
 DOCKERFILE
-docker build -q -t "skiff-control:$tag" "$out/control" >/dev/null
-echo "compose: built skiff-control:$tag"
+image "skiff-control:$tag" "$out/control"
 
 # The node's root: each program with the shared libraries it loads, at the same paths.
 root="$out/node-image/root"
@@ -68,5 +75,4 @@ COPY root/ /
 ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT ["/usr/local/bin/node-entrypoint"]
 DOCKERFILE
-docker build -q -t "skiff-node:$tag" "$out/node-image" >/dev/null
-echo "compose: built skiff-node:$tag"
+image "skiff-node:$tag" "$out/node-image"
