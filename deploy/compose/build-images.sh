@@ -40,28 +40,27 @@ root="$out/node-image/root"
 rm -rf "$root"
 mkdir -p "$root"/{bin,usr/local/bin,etc,tmp,run,var/lib,sys,proc,dev}
 chmod 1777 "$root/tmp"
-need() { # copy files (following links) to the same path under the root, with their libraries
-	local f lib
+need() { # copy files (following links) to the same paths under the root, with their libraries
+	local f
 	for f in "$@"; do
 		[ -e "$f" ] || { echo "compose: $f is missing (hack/install-node-deps.sh installs the node's Debian packages)" >&2; exit 1; }
-		mkdir -p "$root$(dirname "$f")"
-		cp -L "$f" "$root$f"
-		for lib in $(ldd "$f" 2>/dev/null | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
-			[ -e "$root$lib" ] && continue
-			mkdir -p "$root$(dirname "$lib")"
-			cp -L "$lib" "$root$lib"
-		done
 	done
+	{
+		printf '%s\n' "$@"
+		ldd "$@" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $3} !/=>/ && $1 ~ /^\// && $1 !~ /:$/ {print $1}'
+	} | sort -u | xargs cp -L --parents -t "$root"
 }
-need /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bin/ctr /usr/bin/curl /usr/sbin/ip
-need /usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/portmap
-# iptables (nf_tables) for the masquerade of pod traffic leaving the node's pod network
-need /usr/sbin/xtables-nft-multi $(ls /usr/lib/x86_64-linux-gnu/xtables/*.so)
+# Few processes: on a loaded machine each fork counts.
+need /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bin/ctr /usr/bin/curl /usr/sbin/ip \
+	/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/loopback /usr/lib/cni/portmap \
+	/usr/sbin/xtables-nft-multi
+# iptables (nf_tables) masquerades pod traffic that leaves the pod network (to DNS, say); its
+# extensions need only libxtables and libc, which xtables-nft-multi brings
+cp -r /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
 ln -sf xtables-nft-multi "$root/usr/sbin/iptables"
 cp /bin/busybox "$root/bin/busybox"
-for a in $("$root/bin/busybox" --list); do
-	[ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"
-done
+# busybox's applets as links (one perl, not a process per link)
+(cd "$root/bin" && ./busybox --list | perl -nle 'symlink("busybox", $_) or die "$_: $!" unless $_ eq "busybox"')
 cp "$out/node/kubelet" "$out/node/proxy-ebpf" "$out/node/skiff" "$root/usr/local/bin/"
 cp deploy/compose/node-entrypoint.sh "$root/usr/local/bin/node-entrypoint"
 chmod 755 "$root/usr/local/bin/node-entrypoint"
