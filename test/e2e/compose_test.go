@@ -258,7 +258,7 @@ func waitDemo(ctx context.Context, t *testing.T, cl client.Interface, kind *sche
 			var states []string
 			for _, obj := range list.Items {
 				p := obj.(*corev1.Pod)
-				if p.GetMetadata().GetDeletionTimestamp() != nil {
+				if p.GetMetadata().GetDeletionTimestamp() != "" {
 					continue
 				}
 				live = append(live, p)
@@ -309,7 +309,7 @@ func waitEndpoints(ctx context.Context, t *testing.T, cl client.Interface, kind 
 func (d *compose) curlVIP(ctx context.Context, t *testing.T, node, vip string, n int, want map[string]bool) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
-	script := fmt.Sprintf("for i in $(seq %d); do curl -sS -m 3 http://%s/; echo; done", n, vip)
+	script := fmt.Sprintf("for i in $(seq %d); do curl -sS -m 3 http://%s/; done", n, vip)
 	var out string
 	var err error
 	// The proxy takes Endpoints changes a moment after the Endpoints object; try again
@@ -321,6 +321,9 @@ func (d *compose) curlVIP(ctx context.Context, t *testing.T, node, vip string, n
 		bad := err != nil
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 			name := strings.TrimSpace(line)
+			if name == "" {
+				continue
+			}
 			counts[name]++
 			if !want[name] {
 				bad = true
