@@ -228,7 +228,8 @@ func TestCompose(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("%s's cache differs from a fresh list:\n%s", name, diff)
+				t.Errorf("%s's cache differs from a fresh list (%d relists):\n%s%s", name, inf.Relists(), diff,
+					freshInformerVerdict(ctx, cl, js, kinds[name], want))
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -339,3 +340,25 @@ func (d *compose) curlVIP(ctx context.Context, t *testing.T, node, vip string, n
 	}
 }
 
+
+// freshInformerVerdict tells where a change went missing: a new informer reads the bus from the
+// start; if it matches the list, the stream holds every change and the long-running reader
+// lost its place; if not, the change never reached the stream.
+func freshInformerVerdict(ctx context.Context, cl client.Interface, js jetstream.JetStream, k *scheme.Kind, want func() map[string]int64) string {
+	f := informer.NewFactory(cl, js, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	inf := f.For(k)
+	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer func() { cancel(); f.Shutdown() }()
+	f.Start(fctx)
+	if !f.WaitForCacheSync(fctx) {
+		return "\ta fresh informer did not sync in 20 s"
+	}
+	cached := map[string]int64{}
+	for _, obj := range inf.Store().List() {
+		cached[informer.KeyOf(obj)] = rv(obj)
+	}
+	if d := diffVersions(want(), cached); d != "" {
+		return "\ta fresh informer (list, then the bus) differs too:\n" + d
+	}
+	return "\ta fresh informer matches the list: the long-running reader lost its place on the bus"
+}
