@@ -18,6 +18,7 @@ import (
 
 	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/controller"
 	"github.com/skiff-project/skiff/pkg/informer"
@@ -229,7 +230,7 @@ func TestCompose(t *testing.T) {
 			}
 			if time.Now().After(deadline) {
 				t.Errorf("%s's cache differs from a fresh list (%d relists):\n%s%s", name, inf.Relists(), diff,
-					freshInformerVerdict(ctx, cl, js, kinds[name], want))
+					busVerdict(ctx, js, kinds[name], cached, want()))
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -341,24 +342,35 @@ func (d *compose) curlVIP(ctx context.Context, t *testing.T, node, vip string, n
 }
 
 
-// freshInformerVerdict tells where a change went missing: a new informer reads the bus from the
-// start; if it matches the list, the stream holds every change and the long-running reader
-// lost its place; if not, the change never reached the stream.
-func freshInformerVerdict(ctx context.Context, cl client.Interface, js jetstream.JetStream, k *scheme.Kind, want func() map[string]int64) string {
-	f := informer.NewFactory(cl, js, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	inf := f.For(k)
-	fctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer func() { cancel(); f.Shutdown() }()
-	f.Start(fctx)
-	if !f.WaitForCacheSync(fctx) {
-		return "\ta fresh informer did not sync in 20 s"
+// busVerdict tells where a change went missing: a new reader of the bus from the cache's
+// oldest revision either finds the missing versions (the stream holds them: the long-running
+// reader lost its place) or does not (they never reached the stream).
+func busVerdict(ctx context.Context, js jetstream.JetStream, k *scheme.Kind, cached, want map[string]int64) string {
+	after := int64(-1)
+	for key, v := range cached {
+		if w, ok := want[key]; ok && w != v && (after < 0 || v < after) {
+			after = v
+		}
 	}
-	cached := map[string]int64{}
-	for _, obj := range inf.Store().List() {
-		cached[informer.KeyOf(obj)] = rv(obj)
+	if after < 0 {
+		return ""
 	}
-	if d := diffVersions(want(), cached); d != "" {
-		return "\ta fresh informer (list, then the bus) differs too:\n" + d
+	found := map[string]int64{}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	_ = bus.NewSubscription(js, scheme.Default()).Run(rctx, []string{bus.KindFilter(k, "")}, after, func(ev bus.Event) error {
+		found[informer.KeyOf(ev.Object)] = ev.Revision
+		return nil
+	})
+	var out string
+	for key, v := range want {
+		if c, ok := cached[key]; ok && c != v {
+			if found[key] >= v {
+				out += fmt.Sprintf("\t%s@%d is on the bus: the long-running reader lost its place\n", key, v)
+			} else {
+				out += fmt.Sprintf("\t%s@%d is not on the bus after %d (newest read: %d)\n", key, v, c, found[key])
+			}
+		}
 	}
-	return "\ta fresh informer matches the list: the long-running reader lost its place on the bus"
+	return out
 }
