@@ -187,6 +187,25 @@ func TestCompose(t *testing.T) {
 		}
 	}
 
+	// A pod (on node2) reaches the Service by its DNS name: the pod's cgroup is under its
+	// node's, where the proxy is attached, and the DNS server answers it across containers.
+	manifest := filepath.Join(t.TempDir(), "client.yaml")
+	if err := os.WriteFile(manifest, []byte(composeClientPod), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.skiff("apply", "-f", manifest)
+	waitPod(ctx, t, cl, kinds["pods"], "compose-client")
+	byName := map[string]int{}
+	for range 6 {
+		out := strings.TrimSpace(d.skiff("exec", "compose-client", "--", "wget", "-qO-", "-T", "3", "http://demo.default.svc.cluster.local/"))
+		if !podNames(pods)[out] {
+			t.Fatalf("a pod asked demo.default.svc.cluster.local and got %q, want a demo pod's name", out)
+		}
+		byName[out]++
+	}
+	t.Logf("from a pod on node2, by DNS name: %v", byName)
+	d.skiff("delete", "pod", "compose-client", "--grace-period", "0")
+
 	// node2 is lost: its pods are evicted and replaced on node1.
 	lost := time.Now()
 	d.must("stop", "node2")
@@ -373,4 +392,32 @@ func busVerdict(ctx context.Context, js jetstream.JetStream, k *scheme.Kind, cac
 		}
 	}
 	return out
+}
+
+// composeClientPod asks the demo Service from node2.
+const composeClientPod = `apiVersion: v1
+kind: Pod
+metadata: {name: compose-client}
+spec:
+  nodeName: node2
+  containers:
+    - name: client
+      image: skiff-busybox:v1
+      command: [sleep, "3600"]
+`
+
+// waitPod waits until the pod in default is Running.
+func waitPod(ctx context.Context, t *testing.T, cl client.Interface, kind *scheme.Kind, name string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		obj, err := cl.Get(ctx, kind, "default", name)
+		if err == nil && obj.(*corev1.Pod).GetStatus().GetPhase() == "Running" {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("pod %s not Running after a minute (%v)", name, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
