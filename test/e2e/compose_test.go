@@ -360,7 +360,6 @@ func (d *compose) curlVIP(ctx context.Context, t *testing.T, node, vip string, n
 	}
 }
 
-
 // busVerdict tells where a change went missing: a new reader of the bus from the cache's
 // oldest revision either finds the missing versions (the stream holds them: the long-running
 // reader lost its place) or does not (they never reached the stream).
