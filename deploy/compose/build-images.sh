@@ -56,7 +56,8 @@ need /usr/bin/containerd /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bi
 	/usr/sbin/xtables-nft-multi
 # iptables (nf_tables) masquerades pod traffic that leaves the pod network (to DNS, say); its
 # extensions need only libxtables and libc, which xtables-nft-multi brings
-cp -r /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
+mkdir -p "$root/usr/lib/x86_64-linux-gnu"
+cp -r /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/xtables"
 ln -sf xtables-nft-multi "$root/usr/sbin/iptables"
 cp /bin/busybox "$root/bin/busybox"
 # busybox's applets as links (one perl, not a process per link)
