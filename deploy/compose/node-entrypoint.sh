@@ -22,8 +22,10 @@ for r in $(echo "${SKIFF_POD_ROUTES:-}" | tr ',' ' '); do
 	ip route replace "${r%%=*}" via "${r#*=}"
 done
 if [ -n "${SKIFF_CLUSTER_CIDR:-}" ]; then
-	iptables -t nat -A POSTROUTING -s "$SKIFF_CLUSTER_CIDR" ! -d "$SKIFF_CLUSTER_CIDR" -j MASQUERADE ||
-		echo "node: no masquerade (iptables failed): pods cannot reach containers outside the pod network" >&2
+	iptables -t nat -A POSTROUTING -s "$SKIFF_CLUSTER_CIDR" ! -d "$SKIFF_CLUSTER_CIDR" -j MASQUERADE || {
+		echo "node: cannot masquerade pod traffic (iptables failed): pods could not reach DNS" >&2
+		exit 1
+	}
 fi
 
 # Pods' cgroups live below ours; on stop they are removed, or they would outlive the container.
