@@ -142,7 +142,9 @@ func TestCompose(t *testing.T) {
 	}
 
 	// Informers of the test's own, on the bus through every failure below.
-	nc, err := nats.Connect(composeNATS, nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
+	// Connected to nats1 (no randomizing), the member killed below: these readers must
+	// carry on through another member.
+	nc, err := nats.Connect(composeNATS, nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
