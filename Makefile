@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up images test test-short test-unit test-node test-clientgo fuzz-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers vet fmt clean
+.PHONY: all build up images test test-short test-unit test-node test-clientgo fuzz-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers compose-up compose-down test-compose vet fmt clean
 
 all: build
 
@@ -126,6 +126,21 @@ bench-kubelet:
 ## 1,000 bound and ready, a rolling update, and readiness -> Endpoints latency (goal lines)
 bench-controllers:
 	go test ./services/rs-controller/manager/ -run='^$$' -bench=Controllers -benchtime=1x -timeout 20m
+
+## compose-up: the multi-node deployment in Docker (deploy/compose): builds the images (no
+## registry, no base image), starts etcd x3, NATS x3, 2 apiservers, the controllers, DNS and the
+## nodes node1 and node2, and returns once both nodes are Ready (docs/deploy.md)
+compose-up: images
+	deploy/compose/up.sh
+
+## compose-down: stops the compose deployment and removes its containers, network and volumes
+compose-down:
+	docker-compose -p skiff -f deploy/compose/docker-compose.yml down -v --remove-orphans
+
+## test-compose: the end-to-end test against the compose deployment (Docker and docker-compose;
+## fails rather than skips without them); it brings the deployment up and removes it after
+test-compose: images
+	SKIFF_COMPOSE_TESTS=require go test -count=1 -timeout 15m -run '^TestCompose$$' -v ./test/e2e/
 
 clean:
 	rm -rf bin .skiff

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/skiff-project/skiff/internal/component"
 	"github.com/skiff-project/skiff/node/kubelet/kubelet"
@@ -25,6 +26,8 @@ func main() {
 		address, nodeLabels         string
 		port                        int
 		cgroupParent, cniPluginDirs string
+		preload                     string
+		leaseSeconds                int
 	)
 	host, _ := os.Hostname()
 	component.Main("kubelet", "127.0.0.1:10248", func(fs *flag.FlagSet) {
@@ -44,8 +47,21 @@ func main() {
 		fs.StringVar(&cgroupParent, "cgroup-parent", "/skiff", "the cgroup containers go under")
 		fs.StringVar(&cniPluginDirs, "cni-bin-dir", "/usr/lib/cni,/opt/cni/bin", "where the CNI plugins are")
 		fs.IntVar(&cfg.Workers, "pod-workers", 0, "pods synced at once (0: twice the CPUs, at least 4)")
+		fs.StringVar(&preload, "preload-images", "", "image tarballs imported before the node registers: comma-separated files or glob patterns (bin/images/*.tar)")
+		fs.IntVar(&leaseSeconds, "node-lease-duration-seconds", 40, "the node Lease's duration; the kubelet renews it every quarter of that, as Kubernetes' does")
+		fs.DurationVar(&cfg.NodeStatusInterval, "node-status-update-frequency", 10*time.Second, "how often node status is computed and written when it changed")
 	}, func(ctx context.Context, env *component.Env) error {
 		cfg.ServerAddr = fmt.Sprintf("%s:%d", address, port)
+		if leaseSeconds <= 0 {
+			return fmt.Errorf("--node-lease-duration-seconds %d: want a positive number", leaseSeconds)
+		}
+		cfg.LeaseDuration = time.Duration(leaseSeconds) * time.Second
+		cfg.HeartbeatInterval = cfg.LeaseDuration / 4
+		files, err := kubelet.ExpandPreload(preload)
+		if err != nil {
+			return err
+		}
+		cfg.PreloadImages = files
 		if clusterDNS != "" {
 			cfg.ClusterDNS = strings.Split(clusterDNS, ",")
 		}

@@ -2,7 +2,11 @@ package kubelet
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/skiff-project/skiff/node/kubelet/runtime"
@@ -80,4 +84,46 @@ func (k *Kubelet) GarbageCollectImages(ctx context.Context) ([]string, error) {
 		toFree -= img.Size
 	}
 	return removed, nil
+}
+
+// preloadImages imports Config.PreloadImages into the runtime. A tarball that cannot be read
+// stops the kubelet: a node that registers without the images it was told to hold would take
+// pods it cannot start.
+func (k *Kubelet) preloadImages(ctx context.Context) error {
+	for _, path := range k.cfg.PreloadImages {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("preload images: %w", err)
+		}
+		imgs, err := k.rt.ImportImages(ctx, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("preload images from %s: %w", path, err)
+		}
+		for _, img := range imgs {
+			k.log.Info("image preloaded", "file", path, "image", img.Name)
+		}
+	}
+	return nil
+}
+
+// ExpandPreload turns a comma-separated list of files and glob patterns into the tarballs it
+// names. A pattern that matches nothing is an error: a node told to hold images must not
+// come up without them.
+func ExpandPreload(list string) ([]string, error) {
+	var files []string
+	for _, pat := range strings.Split(list, ",") {
+		if pat = strings.TrimSpace(pat); pat == "" {
+			continue
+		}
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			return nil, fmt.Errorf("--preload-images %q: %w", pat, err)
+		}
+		if len(m) == 0 {
+			return nil, fmt.Errorf("--preload-images %q: no such file", pat)
+		}
+		files = append(files, m...)
+	}
+	return files, nil
 }

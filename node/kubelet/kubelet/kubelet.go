@@ -103,6 +103,10 @@ type Config struct {
 	ImageGCHighThresholdPercent int
 	ImageGCLowThresholdPercent  int
 	ImageGCInterval             time.Duration
+	// PreloadImages are image tarballs (docker save, or an OCI layout with image names) imported
+	// into the runtime before the node registers, so a node without a registry is Ready with
+	// its images (the compose deployment's nodes load `make images` this way).
+	PreloadImages []string
 	// OnSynced is called once the caches are synced and the node registered.
 	OnSynced func()
 }
@@ -270,6 +274,9 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 
+	if err := k.preloadImages(ctx); err != nil {
+		return err
+	}
 	if err := k.listen(); err != nil {
 		return err
 	}
