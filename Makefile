@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up images test test-short test-unit test-node test-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers vet fmt clean
+.PHONY: all build up node-deps images bench-up test test-short test-unit test-node test-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers vet fmt clean
 
 all: build
 
@@ -12,14 +12,25 @@ build:
 	@mkdir -p bin
 	go build -o bin/ ./...
 
-## up: build and run the whole cluster in one process (embedded etcd and NATS, and a local node
-## where the host has containerd, runc and the CNI plugins)
-up: build images
-	./bin/skiff up
+## up: build and run the whole cluster in one process (embedded etcd and NATS, the proxy, DNS
+## and a local node that has bin/images preloaded). As root it first installs what the node
+## needs from Debian's packages (hack/install-node-deps.sh) and mounts bpffs; UP_FLAGS adds
+## flags to `skiff up` (e.g. UP_FLAGS=--data-dir=/tmp/x)
+up: build node-deps images
+	./bin/skiff up $(UP_FLAGS)
+
+## node-deps: as root, install containerd, runc, the CNI plugins and busybox-static if missing
+## and mount bpffs; otherwise say that skiff up will run the control plane alone
+node-deps:
+	@if [ "$$(id -u)" = 0 ]; then ./hack/install-node-deps.sh && ./hack/mount-bpffs.sh; \
+	else echo "make up: not root: no local node or service proxy (run as root for pods)"; fi
 
 ## images: the image tarballs, made with no registry and no base image: bin/images/demo.tar
-## (skiff-demo:v1) and bin/images/busybox.tar (skiff-busybox:v1, from Debian's busybox-static)
-images:
+## (skiff-demo:v1) and bin/images/busybox.tar (skiff-busybox:v1, from Debian's busybox-static);
+## remade only when their sources change
+IMAGE_SRCS := $(shell find deploy/images hack/build-images internal/imagebuild -name '*.go' 2>/dev/null)
+images: bin/images/demo.tar
+bin/images/demo.tar: $(IMAGE_SRCS)
 	go run ./hack/build-images -out bin/images
 
 ## test: what CI runs: vet, every test against real etcd/NATS (kubectl's included), short fuzzing
