@@ -160,7 +160,7 @@ func startUp(t *testing.T) *skiffUp {
 	u.cmd = exec.Command(bin, "up", "--data-dir", u.dataDir, "--http-addr", "127.0.0.1:"+port(), "--grpc-addr", u.grpcAddr,
 		"--etcd-addr", "127.0.0.1:"+port(), "--nats-addr", "127.0.0.1:"+port(), "--dns-addr", "0.0.0.0:"+port(),
 		"--node-name", u.node, "--pod-cidr", nodetest.PodCIDR(t), "--service-cluster-ip-range", svcRange,
-		"--images", images, "--log-level", "debug")
+		"--images", images)
 	u.cmd.Stdout, u.cmd.Stderr = u.out, logf
 	// If the test binary dies, so does skiff up (its pods are then left to the next cleanup).
 	u.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -463,8 +463,9 @@ func TestUpDemoWorkflow(t *testing.T) {
 		}
 		return nil
 	})
+	// (Debian's busybox-static wget crashes with -T, hence timeout.)
 	for _, name := range []string{"demo.default.svc.cluster.local", "demo"} {
-		out, err := u.skiff("exec", "dns-client", "--", "wget", "-q", "-T", "5", "-O", "-", "http://"+name+"/")
+		out, err := u.skiff("exec", "dns-client", "--", "timeout", "10", "wget", "-q", "-O", "-", "http://"+name+"/")
 		if err != nil || !pods[strings.TrimSpace(out)] {
 			t.Errorf("wget http://%s/ in a pod: %q, %v; want a demo pod's name", name, out, err)
 		}
@@ -482,7 +483,17 @@ func TestUpDemoWorkflow(t *testing.T) {
 	pr := &prober{answers: map[string]int{}}
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	probing := make(chan struct{})
-	go func() { defer close(probing); pr.run(probeCtx, url) }()
+	go func() {
+		// Four clients at once, so that a moment in which the service has a backend that no
+		// longer serves is not missed.
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() { defer wg.Done(); pr.run(probeCtx, url) }()
+		}
+		wg.Wait()
+		close(probing)
+	}()
 	time.Sleep(300 * time.Millisecond)
 	old := map[string]bool{}
 	for _, p := range u.demoPods() {
