@@ -121,6 +121,12 @@ bench-services:
 	go test ./node/proxy-ebpf/proxy/ -run='^$$' -bench='ProgramMaps|ConnectLatency|EndpointsToMap' -benchtime=1x -count=1 -timeout 20m
 	go test ./services/dns/dns/ -run='^$$' -bench=Queries -benchtime=1x -count=1 -timeout 5m
 
+## bench-up (root): `make up` in a built tree to the demo's first answer through its cluster IP,
+## and the idle RSS of skiff up with the demo running (goal lines; baselines: skiff up without
+## make, and a bare control plane)
+bench-up:
+	SKIFF_NODE_TESTS=require go test ./test/e2e/ -run='^$$' -bench=UpToFirstAnswer -benchtime=1x -count=1 -timeout 15m
+
 ## bench-kubelet: pod startup latency (Kubernetes' SLI) on one real node, 30 pods, beside raw
 ## containerd create+start of the same image; idle kubelet RSS and CPU with 30 pods
 bench-kubelet:
