@@ -80,6 +80,16 @@ func bridgedTrafficFiltered() bool {
 	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
+// firewallUsable reports whether the firewall plugin is in dir and the iptables command it
+// runs is installed.
+func firewallUsable(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "firewall")); err != nil {
+		return false
+	}
+	_, err := exec.LookPath("iptables")
+	return err == nil
+}
+
 // New prepares the node's network configuration (nothing is created until the first pod).
 func New(cfg Config) (*Network, error) {
 	_, ipnet, err := net.ParseCIDR(cfg.PodCIDR)
@@ -111,17 +121,13 @@ func New(cfg Config) (*Network, error) {
 		bridgeConf["mtu"] = cfg.MTU
 	}
 	plugins := []any{bridgeConf}
-	if bridgedTrafficFiltered() {
+	if bridgedTrafficFiltered() && firewallUsable(dir) {
 		// br_netfilter sends bridged packets through iptables' FORWARD chain, and Docker (which
 		// loads it) sets that chain's policy to DROP: pods on the bridge could not reach each
 		// other, nor a Service whose backend is another pod. The firewall plugin accepts each
-		// pod's traffic in FORWARD (its own CNI-FORWARD chain) and removes the rules with the pod.
-		if _, err := os.Stat(filepath.Join(dir, "firewall")); err != nil {
-			return nil, fmt.Errorf("bridged traffic goes through iptables here (net.bridge.bridge-nf-call-iptables=1) and the CNI firewall plugin that lets pods reach each other is missing from %s", dir)
-		}
-		if _, err := exec.LookPath("iptables"); err != nil {
-			return nil, fmt.Errorf("bridged traffic goes through iptables here (net.bridge.bridge-nf-call-iptables=1): the CNI firewall plugin needs the iptables command (Debian: apt-get install iptables)")
-		}
+		// pod's traffic in FORWARD (its own CNI-FORWARD chain) and removes the rules with the
+		// pod. Without the plugin or iptables, pods get no such rules (node images without
+		// iptables keep working where nothing filters).
 		plugins = append(plugins, map[string]any{"type": "firewall"})
 	}
 	conflist, err := json.Marshal(map[string]any{
