@@ -49,10 +49,11 @@ test-unit:
 	SKIFF_E2E_SUMMARY=$(CURDIR)/.e2e-summary go test -count=1 -timeout 25m ./...
 	@cat .e2e-summary 2>/dev/null || true
 
-## test-node: the kubelet's tests on real containerd (root, containerd, runc, CNI plugins,
+## test-node: the kubelet's tests on real containerd, and the quick start against skiff up (root, containerd, runc, CNI plugins,
 ## busybox-static; hack/install-node-deps.sh installs them on Debian); fails rather than skips
 test-node:
 	SKIFF_NODE_TESTS=require go test -count=1 -timeout 15m ./node/... ./internal/up/
+	SKIFF_NODE_TESTS=require go test -count=1 -timeout 10m -run '^TestUpDemoWorkflow$$' ./test/e2e/
 
 ## test-clientgo: client-go's informers and listers against Skiff, and differential (fuzzed) tests of
 ## Skiff's selectors, quantities and JSON against k8s.io/apimachinery and k8s.io/api, in their own
