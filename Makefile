@@ -49,8 +49,9 @@ test-unit:
 	SKIFF_E2E_SUMMARY=$(CURDIR)/.e2e-summary go test -count=1 -timeout 25m ./...
 	@cat .e2e-summary 2>/dev/null || true
 
-## test-node: the kubelet's tests on real containerd, and the quick start against skiff up (root, containerd, runc, CNI plugins,
-## busybox-static; hack/install-node-deps.sh installs them on Debian); fails rather than skips
+## test-node: the kubelet's tests on real containerd and the quick start against skiff up
+## (TestUpDemoWorkflow) (root, containerd, runc, CNI plugins, busybox-static, iptables;
+## hack/install-node-deps.sh installs them on Debian); fails rather than skips
 test-node:
 	SKIFF_NODE_TESTS=require go test -count=1 -timeout 15m ./node/... ./internal/up/
 	SKIFF_NODE_TESTS=require go test -count=1 -timeout 10m -run '^TestUpDemoWorkflow$$' ./test/e2e/
