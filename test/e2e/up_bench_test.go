@@ -19,7 +19,7 @@ import (
 )
 
 // BenchmarkUpToFirstAnswer is the user's figure for the quick start: from `make up` in a built
-// tree (bin/ and bin/images up to date, so make's build steps find nothing to do) to the first
+// tree (bin/skiff and bin/images up to date, so make's build steps find nothing to do) to the first
 // answer of the demo Service through its cluster IP, with `skiff apply -f
 // deploy/examples/demo.yaml` run as soon as the banner says what to run; then the idle RSS of
 // the `skiff up` process with the demo's 3 pods running (the whole control plane: etcd, NATS,
@@ -35,10 +35,10 @@ func BenchmarkUpToFirstAnswer(b *testing.B) {
 		b.Fatal(err)
 	}
 	// A built tree.
-	prep := exec.Command("make", "build", "images")
+	prep := exec.Command("make", "bin/skiff", "images")
 	prep.Dir = root
 	if out, err := prep.CombinedOutput(); err != nil {
-		b.Fatalf("make build images: %v\n%s", err, out)
+		b.Fatalf("make bin/skiff images: %v\n%s", err, out)
 	}
 	for range b.N {
 		viaMake := runUpOnce(b, root, true, true)
