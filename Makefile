@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up images test test-short test-unit test-node test-clientgo fuzz-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers compose-up compose-down test-compose vet fmt clean
+.PHONY: all build up node-deps images bench-up test test-short test-unit test-node test-clientgo fuzz-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers compose-up compose-down test-compose vet fmt clean
 
 all: build
 
@@ -12,14 +12,33 @@ build:
 	@mkdir -p bin
 	go build -o bin/ ./...
 
-## up: build and run the whole cluster in one process (embedded etcd and NATS, and a local node
-## where the host has containerd, runc and the CNI plugins)
-up: build images
-	./bin/skiff up
+## up: build bin/skiff and run the whole cluster in one process (embedded etcd and NATS, the proxy, DNS
+## and a local node that has bin/images preloaded). As root it first installs what the node
+## needs from Debian's packages (hack/install-node-deps.sh) and mounts bpffs; UP_FLAGS adds
+## flags to `skiff up` (e.g. UP_FLAGS=--data-dir=/tmp/x)
+up: bin/skiff node-deps images
+	./bin/skiff up $(UP_FLAGS)
+
+# bin/skiff is rebuilt only when a Go file, go.mod or go.sum changed: a no-op `go build` still
+# hashes the whole dependency graph (4-8 s on a busy 2-core machine), which `make up` from a
+# built tree should not pay. (touch: go build leaves an up-to-date binary's time alone.)
+GO_SRCS := $(shell find . \( -path ./bin -o -path ./.skiff -o -path ./.git \) -prune -o -name '*.go' -print)
+bin/skiff: $(GO_SRCS) go.mod go.sum
+	@mkdir -p bin
+	go build -o bin/ ./cmd/skiff && touch bin/skiff
+
+## node-deps: as root, install containerd, runc, the CNI plugins and busybox-static if missing
+## and mount bpffs; otherwise say that skiff up will run the control plane alone
+node-deps:
+	@if [ "$$(id -u)" = 0 ]; then ./hack/install-node-deps.sh && ./hack/mount-bpffs.sh; \
+	else echo "make up: not root: no local node or service proxy (run as root for pods)"; fi
 
 ## images: the image tarballs, made with no registry and no base image: bin/images/demo.tar
-## (skiff-demo:v1) and bin/images/busybox.tar (skiff-busybox:v1, from Debian's busybox-static)
-images:
+## (skiff-demo:v1) and bin/images/busybox.tar (skiff-busybox:v1, from Debian's busybox-static);
+## remade only when their sources change
+IMAGE_SRCS := $(shell find deploy/images hack/build-images internal/imagebuild -name '*.go' 2>/dev/null)
+images: bin/images/demo.tar
+bin/images/demo.tar: $(IMAGE_SRCS)
 	go run ./hack/build-images -out bin/images
 
 ## test: what CI runs: vet, every test against real etcd/NATS (kubectl's included), short fuzzing
@@ -38,10 +57,12 @@ test-unit:
 	SKIFF_E2E_SUMMARY=$(CURDIR)/.e2e-summary go test -count=1 -timeout 25m ./...
 	@cat .e2e-summary 2>/dev/null || true
 
-## test-node: the kubelet's tests on real containerd (root, containerd, runc, CNI plugins,
-## busybox-static; hack/install-node-deps.sh installs them on Debian); fails rather than skips
+## test-node: the kubelet's tests on real containerd and the quick start against skiff up
+## (TestUpDemoWorkflow) (root, containerd, runc, CNI plugins, busybox-static, iptables;
+## hack/install-node-deps.sh installs them on Debian); fails rather than skips
 test-node:
 	SKIFF_NODE_TESTS=require go test -count=1 -timeout 15m ./node/... ./internal/up/
+	SKIFF_NODE_TESTS=require go test -count=1 -timeout 10m -run '^TestUpDemoWorkflow$$' ./test/e2e/
 
 ## test-clientgo: client-go's informers and listers against Skiff, and differential (fuzzed) tests of
 ## Skiff's selectors, quantities and JSON against k8s.io/apimachinery and k8s.io/api, in their own
@@ -115,6 +136,12 @@ bench-publisher:
 bench-services:
 	go test ./node/proxy-ebpf/proxy/ -run='^$$' -bench='ProgramMaps|ConnectLatency|EndpointsToMap' -benchtime=1x -count=1 -timeout 20m
 	go test ./services/dns/dns/ -run='^$$' -bench=Queries -benchtime=1x -count=1 -timeout 5m
+
+## bench-up (root): `make up` in a built tree to the demo's first answer through its cluster IP,
+## and the idle RSS of skiff up with the demo running (goal lines; baselines: skiff up without
+## make, and a bare control plane)
+bench-up:
+	SKIFF_NODE_TESTS=require go test ./test/e2e/ -run='^$$' -bench=UpToFirstAnswer -benchtime=1x -count=1 -timeout 15m
 
 ## bench-kubelet: pod startup latency (Kubernetes' SLI) on one real node, 30 pods, beside raw
 ## containerd create+start of the same image; idle kubelet RSS and CPU with 30 pods

@@ -2,7 +2,7 @@
 # Installs, from Debian's packages, what a Skiff node and its tests need: containerd and runc
 # (the container runtime; no service is started: the kubelet and the tests start their own
 # containerd), the CNI plugins (bridge, host-local, loopback), busybox-static (the test image's
-# only binary) and iproute2. Run as root; it does nothing for packages already installed.
+# only binary), iproute2 and iptables. Run as root; it does nothing for packages already installed.
 set -euo pipefail
 need=()
 command -v containerd >/dev/null || need+=(containerd)
@@ -10,6 +10,9 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need+=(busybox-static)
 command -v ip >/dev/null || need+=(iproute2)
+# Where br_netfilter filters bridged traffic (Docker loads it), the CNI firewall plugin lets
+# pods reach each other through iptables.
+command -v iptables >/dev/null || need+=(iptables)
 if [ ${#need[@]} -eq 0 ]; then
   echo "node dependencies present: $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}')"
   exit 0

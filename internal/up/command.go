@@ -41,6 +41,7 @@ func NewCommand() *cobra.Command {
 			// too (before anything uses gRPC).
 			grpclog.SetLoggerV2(grpcLogger{o.Logger.With("component", "grpc")})
 			o.Out = cmd.OutOrStdout()
+			o.CLI = os.Args[0]
 			o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds = &notReady, &unreachable
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -64,7 +65,8 @@ func NewCommand() *cobra.Command {
 	f.BoolVar(&o.LocalNode, "local-node", true, "run a node too: a containerd of its own under --data-dir and a kubelet (needs root, containerd, runc and the CNI plugins)")
 	f.StringVar(&o.NodeName, "node-name", "", "the local node's name (default: the host name)")
 	f.StringVar(&o.PodCIDR, "pod-cidr", "10.244.0.0/24", "the local node's pod address range")
-	f.StringVar(&o.ClusterDNS, "cluster-dns", "", "nameserver IP(s) for ClusterFirst pods, comma-separated (the kube-dns Service's ClusterIP)")
+	f.StringVar(&o.ClusterDNS, "cluster-dns", "", "nameserver IP(s) for ClusterFirst pods, comma-separated (default: the kube-dns Service's cluster IP, when the DNS and the proxy run here)")
+	f.StringVar(&o.ImagesDir, "images", "bin/images", "directory of image tarballs (*.tar, what make images writes) the local node imports at start (\"\": none)")
 	f.StringVar(&o.Controllers.Controllers, "controllers", o.Controllers.Controllers,
 		"controllers to run in process: '*' for all, 'name' to add one, '-name' to remove one (replicaset, deployment, garbagecollector, namespace, nodelifecycle)")
 	f.DurationVar(&o.Controllers.NodeMonitorGracePeriod, "node-monitor-grace-period", o.Controllers.NodeMonitorGracePeriod,

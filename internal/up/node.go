@@ -25,6 +25,10 @@ type localNode struct {
 	daemon  *ctrd.Daemon
 	rt      *ctrd.Runtime
 	log     *slog.Logger
+	// images are the names of the images preloaded from Options.ImagesDir; imagesNote says
+	// why none were, if so.
+	images     []string
+	imagesNote string
 }
 
 // localNodeMissing says what the host lacks for a local node ("" when nothing).
@@ -68,7 +72,45 @@ func startLocalNode(ctx context.Context, o Options, log *slog.Logger) (*localNod
 		_ = n.daemon.Stop()
 		return nil, err
 	}
+	if err := n.preload(ctx, o.ImagesDir); err != nil {
+		n.stop()
+		return nil, err
+	}
 	return n, nil
+}
+
+// preload imports every image tarball (*.tar) in dir into the node's containerd before the
+// kubelet starts, so that pods of those images start with no registry and no `skiff image
+// load`. A missing dir is no error (the banner says so): the node runs, without them.
+func (n *localNode) preload(ctx context.Context, dir string) error {
+	if dir == "" {
+		n.imagesNote = "no image directory (--images)"
+		return nil
+	}
+	tars, err := filepath.Glob(filepath.Join(dir, "*.tar"))
+	if err != nil {
+		return fmt.Errorf("--images %s: %w", dir, err)
+	}
+	if len(tars) == 0 {
+		n.imagesNote = "none in " + dir + " (make images builds them)"
+		return nil
+	}
+	for _, tar := range tars {
+		f, err := os.Open(tar)
+		if err != nil {
+			return fmt.Errorf("preload images: %w", err)
+		}
+		imgs, err := n.rt.ImportImages(ctx, f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("preload images from %s: %w", tar, err)
+		}
+		for _, img := range imgs {
+			n.images = append(n.images, strings.TrimPrefix(img.Name, "docker.io/library/"))
+		}
+	}
+	n.log.Info("images preloaded", "dir", dir, "images", n.images)
+	return nil
 }
 
 // addressIn names an interface with an address inside n ("" if none).
@@ -87,15 +129,20 @@ func addressIn(n *net.IPNet) string {
 
 // kubelet makes the node's kubelet on the shared Env, with its own event recorder (events
 // come from "kubelet" on the node, as in Kubernetes), which rec must run.
-func (n *localNode) kubelet(o Options, env *component.Env) (k *kubelet.Kubelet, rec *record.Recorder, err error) {
+//
+// clusterDNS is the pods' nameserver when --cluster-dns is not given (kube-dns's cluster IP
+// when this process runs the DNS and the proxy; "" leaves pods with the host's resolver).
+func (n *localNode) kubelet(o Options, env *component.Env, clusterDNS string) (k *kubelet.Kubelet, rec *record.Recorder, err error) {
 	var dns []string
 	if o.ClusterDNS != "" {
 		dns = strings.Split(o.ClusterDNS, ",")
+	} else if clusterDNS != "" {
+		dns = []string{clusterDNS}
 	}
 	dir, _ := filepath.Abs(o.DataDir)
 	rec = record.New(env.Client, "kubelet", n.name, n.log)
 	k, err = kubelet.New(kubelet.Config{NodeName: n.name, NodeIP: "127.0.0.1", PodCIDR: n.podCIDR, Runtime: n.rt,
-		RootDir: filepath.Join(dir, "kubelet"), ServerAddr: "127.0.0.1:0", ClusterDNS: dns,
+		RootDir: filepath.Join(dir, "kubelet"), ServerAddr: "127.0.0.1:0", ClusterDNS: dns, ClusterDomain: o.ClusterDomain,
 		Client: env.Client, Informers: env.Informers, Recorder: rec, Logger: n.log, Metrics: env.Metrics})
 	return k, rec, err
 }

@@ -4,10 +4,11 @@ package up
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"path/filepath"
 
 	"github.com/skiff-project/skiff/internal/component"
@@ -21,7 +22,10 @@ import (
 // and when the machine allows: the proxy needs root, cgroup2 and BPF; it balances every
 // process of the machine (it attaches at the cgroup2 root), and pods and host processes reach
 // the DNS through it at kube-dns's cluster IP. What cannot run is said on out, with why.
-func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[string]func(context.Context) error) {
+//
+// clusterDNS is the address pods should use as their nameserver ("" when the DNS or the proxy
+// that makes kube-dns's cluster IP answer does not run).
+func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[string]func(context.Context) error, clusterDNS string) {
 	say := func(format string, args ...any) {
 		if out != nil {
 			fmt.Fprintf(out, format+"\n", args...)
@@ -35,11 +39,11 @@ func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[s
 	rng, err := serviceip.ParseRange(cidr)
 	if err != nil {
 		say("  proxy: off: %v", err)
-		return runs
+		return runs, ""
 	}
 	proxyOn := false
 	if o.Proxy {
-		if p, err := newLocalProxy(rng, env); err != nil {
+		if p, err := newLocalProxy(rng, o.DataDir, env); err != nil {
 			say("  proxy: off: %v", err)
 			env.Log.Warn("service proxy not running", "reason", err.Error())
 		} else {
@@ -52,28 +56,30 @@ func serviceComponents(o Options, env *component.Env, out io.Writer) (runs map[s
 		adv, err := dns.DefaultAdvertiseAddr()
 		if err != nil {
 			say("  DNS:   off: %v", err)
-			return runs
+			return runs, ""
 		}
 		srv, err := dns.New(dns.Config{Informers: env.Informers, Domain: o.ClusterDomain, Addr: o.DNSAddr, Logger: env.Log,
 			Metrics: env.Metrics, Register: &dns.RegistrationConfig{Client: env.Client, ClusterIP: rng.DNSIP(),
 				Endpoint: netip.AddrPortFrom(adv, 0), Identity: env.Identity}})
 		if err != nil {
 			say("  DNS:   off: %v", err)
-			return runs
+			return runs, ""
 		}
 		runs["dns"] = srv.Run
 		if proxyOn {
 			say("  DNS:   %s at kube-system/kube-dns %s:53 (serving on %s, %s)", dns.DefaultDomainOr(o.ClusterDomain), rng.DNSIP(), o.DNSAddr, adv)
+			clusterDNS = rng.DNSIP().String()
 		} else {
 			say("  DNS:   %s on %s (no proxy: %s:53 does not answer)", dns.DefaultDomainOr(o.ClusterDomain), o.DNSAddr, rng.DNSIP())
 		}
 	}
-	return runs
+	return runs, clusterDNS
 }
 
 // newLocalProxy loads the proxy for this machine: attached at the cgroup2 root, its maps
-// pinned under /sys/fs/bpf/skiff/HOST.
-func newLocalProxy(rng *serviceip.Range, env *component.Env) (*proxy.Proxy, error) {
+// pinned in a directory of this data dir's own (another `skiff up` on the machine, or a
+// test's, pins elsewhere), detached and unpinned when it stops.
+func newLocalProxy(rng *serviceip.Range, dataDir string, env *component.Env) (*proxy.Proxy, error) {
 	if err := kernel.CanLoadBPF(); err != nil {
 		return nil, err
 	}
@@ -81,12 +87,21 @@ func newLocalProxy(rng *serviceip.Range, env *component.Env) (*proxy.Proxy, erro
 	if err != nil {
 		return nil, err
 	}
-	host, err := os.Hostname()
-	if err != nil {
-		return nil, err
-	}
 	return proxy.New(proxy.Config{
-		Datapath:  proxy.DatapathConfig{PinDir: filepath.Join(kernel.BPFFS, "skiff", host), CgroupPath: root, ServiceRange: rng.Prefix()},
+		Datapath:  proxy.DatapathConfig{PinDir: ProxyPinDir(dataDir), CgroupPath: root, ServiceRange: rng.Prefix()},
 		Informers: env.Informers, Logger: env.Log.With("component", "proxy"), Metrics: env.Metrics,
+		UninstallOnStop: true,
 	})
+}
+
+// ProxyPinDir is where `skiff up` on dataDir pins its proxy's maps and links:
+// /sys/fs/bpf/skiff/up-HASH, HASH naming the data dir's absolute path. A run that crashed
+// leaves them there; the next run on the same data dir takes them over.
+func ProxyPinDir(dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(kernel.BPFFS, "skiff", "up-"+hex.EncodeToString(sum[:6]))
 }

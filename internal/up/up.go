@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,10 +46,16 @@ type Options struct {
 	// LocalNode runs a node in this process too: a containerd started under DataDir and a
 	// kubelet on it (when the host has containerd, runc and the CNI plugins).
 	LocalNode bool
-	// NodeName (default: the host name), PodCIDR and ClusterDNS (comma-separated) configure it.
+	// NodeName (default: the host name), PodCIDR and ClusterDNS (comma-separated; default
+	// kube-dns's cluster IP when the DNS and the proxy run here) configure it.
 	NodeName   string
 	PodCIDR    string
 	ClusterDNS string
+	// ImagesDir holds image tarballs (*.tar, what `make images` writes to bin/images) that
+	// the local node imports at start ("": none).
+	ImagesDir string
+	// CLI is how the banner's next steps call the skiff CLI ("": skiff).
+	CLI string
 	// Controllers configure the controllers run in process (rs-controller's set, and the
 	// endpoints controller).
 	Controllers manager.Options
@@ -103,8 +111,12 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("local node: %w", err)
 		} else {
 			defer node.stop()
-			nodeLine = fmt.Sprintf("  Node:  %s (containerd %s, pod CIDR %s; load images with: skiff image load bin/images/demo.tar)",
-				node.name, node.daemon.Address, node.podCIDR)
+			nodeLine = fmt.Sprintf("  Node:  %s (containerd %s, pod CIDR %s)", node.name, node.daemon.Address, node.podCIDR)
+			if len(node.images) > 0 {
+				nodeLine += fmt.Sprintf("\n  Images: %s preloaded from %s", strings.Join(node.images, ", "), o.ImagesDir)
+			} else {
+				nodeLine += "\n  Images: " + node.imagesNote
+			}
 		}
 	}
 	if o.Out != nil {
@@ -113,7 +125,6 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Out, "  gRPC:  %s\n", srv.GRPCAddr())
 		fmt.Fprintf(o.Out, "  etcd:  %s   NATS: %s\n", etcd.Endpoint, nats.URL)
 		fmt.Fprintln(o.Out, nodeLine)
-		fmt.Fprintf(o.Out, "Try: skiff apply -f deploy/examples/web.yaml && skiff get deployments,services\n")
 	}
 	log.Info("skiff up", "startup", time.Since(start), "http", srv.HTTPAddr(), "grpc", srv.GRPCAddr(),
 		"etcd", etcd.Endpoint, "nats", nats.URL, "dataDir", o.DataDir)
@@ -164,7 +175,8 @@ func runComponents(ctx context.Context, o Options, node *localNode, server, nats
 			}
 		}()
 	}
-	for name, run := range serviceComponents(o, env, o.Out) {
+	runs, clusterDNS := serviceComponents(o, env, o.Out)
+	for name, run := range runs {
 		start(name, run)
 	}
 	start("scheduler", sched.Run)
@@ -172,7 +184,7 @@ func runComponents(ctx context.Context, o Options, node *localNode, server, nats
 	start("controllers", func(ctx context.Context) error { return manager.Run(ctx, env, o.Controllers) })
 	start("endpoints", endpointsController.Run)
 	if node != nil {
-		k, events, err := node.kubelet(o, env)
+		k, events, err := node.kubelet(o, env, clusterDNS)
 		if err != nil {
 			cancel()
 			wg.Wait()
@@ -180,6 +192,9 @@ func runComponents(ctx context.Context, o Options, node *localNode, server, nats
 		}
 		start("kubelet", k.Run)
 		start("kubelet events", func(ctx context.Context) error { events.Run(ctx); return nil })
+	}
+	if o.Out != nil {
+		printNextSteps(o.Out, o, node, runs["proxy"] != nil)
 	}
 	<-ctx.Done()
 	wg.Wait()
@@ -190,4 +205,38 @@ func runComponents(ctx context.Context, o Options, node *localNode, server, nats
 	default:
 		return nil
 	}
+}
+
+// printNextSteps ends the banner with the exact commands to run next: the demo where pods can
+// run and be reached through their Service, the control plane's own examples otherwise.
+func printNextSteps(out io.Writer, o Options, node *localNode, proxy bool) {
+	cli := o.CLI
+	if cli == "" {
+		cli = "skiff"
+	}
+	server := ""
+	if o.GRPCAddr != "127.0.0.1:9090" {
+		server = " --server " + o.GRPCAddr
+	}
+	demoImage := node != nil && slices.Contains(node.images, "skiff-demo:v1")
+	switch {
+	case node != nil && proxy && demoImage:
+		fmt.Fprintf(out, "Run the demo in another terminal (its image is already on the node: no image load needed):\n")
+		fmt.Fprintf(out, "  %s%s apply -f deploy/examples/demo.yaml\n", cli, server)
+		fmt.Fprintf(out, "  %s%s get pods -o wide\n", cli, server)
+		fmt.Fprintf(out, "  IP=$(%s%s get service demo | awk 'NR==2{print $3}')   # the Service's CLUSTER-IP\n", cli, server)
+		fmt.Fprintf(out, "  for i in 1 2 3 4 5 6; do curl -s $IP; done             # each pod in turn\n")
+	case node != nil:
+		why := "the demo image is not loaded (make images, then restart)"
+		if !proxy {
+			why = "no service proxy (see the proxy line above): curl a pod's IP instead of the Service's"
+		}
+		fmt.Fprintf(out, "Run the demo in another terminal (%s):\n", why)
+		fmt.Fprintf(out, "  %s%s apply -f deploy/examples/demo.yaml\n", cli, server)
+		fmt.Fprintf(out, "  %s%s get pods -o wide\n", cli, server)
+	default:
+		fmt.Fprintf(out, "No node runs pods here; the control plane alone takes objects, e.g.:\n")
+		fmt.Fprintf(out, "  %s%s apply -f deploy/examples/web.yaml && %s%s get deployments,services\n", cli, server, cli, server)
+	}
+	fmt.Fprintf(out, "Stop with Ctrl-C: the pods stop and the proxy detaches; the data stays in %s.\n", o.DataDir)
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	gocni "github.com/containerd/go-cni"
 )
@@ -72,6 +73,23 @@ func FindPlugins(dirs []string) (string, error) {
 	return "", fmt.Errorf("CNI plugins bridge, host-local and loopback not found in %v (Debian: apt-get install containernetworking-plugins)", dirs)
 }
 
+// bridgedTrafficFiltered reports whether iptables filters traffic between ports of a bridge
+// (br_netfilter loaded with net.bridge.bridge-nf-call-iptables=1).
+func bridgedTrafficFiltered() bool {
+	b, err := os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// firewallUsable reports whether the firewall plugin is in dir and the iptables command it
+// runs is installed.
+func firewallUsable(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "firewall")); err != nil {
+		return false
+	}
+	_, err := exec.LookPath("iptables")
+	return err == nil
+}
+
 // New prepares the node's network configuration (nothing is created until the first pod).
 func New(cfg Config) (*Network, error) {
 	_, ipnet, err := net.ParseCIDR(cfg.PodCIDR)
@@ -102,9 +120,19 @@ func New(cfg Config) (*Network, error) {
 	if cfg.MTU > 0 {
 		bridgeConf["mtu"] = cfg.MTU
 	}
+	plugins := []any{bridgeConf}
+	if bridgedTrafficFiltered() && firewallUsable(dir) {
+		// br_netfilter sends bridged packets through iptables' FORWARD chain, and Docker (which
+		// loads it) sets that chain's policy to DROP: pods on the bridge could not reach each
+		// other, nor a Service whose backend is another pod. The firewall plugin accepts each
+		// pod's traffic in FORWARD (its own CNI-FORWARD chain) and removes the rules with the
+		// pod. Without the plugin or iptables, pods get no such rules (node images without
+		// iptables keep working where nothing filters).
+		plugins = append(plugins, map[string]any{"type": "firewall"})
+	}
 	conflist, err := json.Marshal(map[string]any{
 		"cniVersion": "0.4.0", "name": "skiff-" + cfg.NodeName,
-		"plugins": []any{bridgeConf},
+		"plugins": plugins,
 	})
 	if err != nil {
 		return nil, err

@@ -31,6 +31,10 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// OnSynced is called once the maps hold every Service known at start.
 	OnSynced func()
+	// UninstallOnStop detaches the programs and removes the pinned maps when Run returns,
+	// instead of leaving them for the next run: for a proxy whose node stops with it (skiff
+	// up), where nothing is left to balance and a later run may use another pin directory.
+	UninstallOnStop bool
 }
 
 // Proxy keeps the datapath's maps equal to the cluster's Services and Endpoints.
@@ -104,9 +108,16 @@ func New(cfg Config) (*Proxy, error) {
 func (p *Proxy) Datapath() *Datapath { return p.dp }
 
 // Run syncs the maps with every Service, then follows changes until ctx ends. It leaves the
-// programs attached and the maps pinned: a restarted proxy takes over without a gap.
+// programs attached and the maps pinned (a restarted proxy takes over without a gap), unless
+// Config.UninstallOnStop.
 func (p *Proxy) Run(ctx context.Context) error {
-	defer p.dp.Close()
+	defer func() {
+		if !p.cfg.UninstallOnStop {
+			p.dp.Close()
+		} else if err := p.dp.Uninstall(); err != nil {
+			p.log.Warn("uninstall the BPF programs", "error", err)
+		}
+	}()
 	p.cfg.Informers.Start(ctx)
 	if !informer.WaitForCacheSync(ctx, p.services, p.endpoints) {
 		return nil
