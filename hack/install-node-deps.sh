@@ -13,6 +13,7 @@ command -v ip >/dev/null || need+=(iproute2)
 # Where br_netfilter filters bridged traffic (Docker loads it), the CNI firewall plugin lets
 # pods reach each other through iptables.
 command -v iptables >/dev/null || need+=(iptables)
+command -v curl >/dev/null || need+=(curl)  # the compose node image carries it for debugging
 if [ ${#need[@]} -eq 0 ]; then
   echo "node dependencies present: $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}')"
   exit 0
