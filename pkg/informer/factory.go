@@ -50,6 +50,9 @@ func NewFactory(c client.Interface, js jetstream.JetStream, log *slog.Logger) *F
 	return &Factory{client: c, js: js, live: live, log: log, informers: map[factoryKey]*Informer{}, started: map[factoryKey]bool{}}
 }
 
+// Live is the live feeds the factory's informers share (nil without a bus connection).
+func (f *Factory) Live() *bus.Live { return f.live }
+
 // Client is the client the factory's informers list with.
 func (f *Factory) Client() client.Interface { return f.client }
 
