@@ -264,6 +264,12 @@ type feed struct {
 	// Owned by run's goroutine.
 	pos     msgPos    // the last event appended (or the revision the feed started after)
 	created time.Time // the stream's creation time when the feed first read it
+	// reconnects is the connection's reconnect count last seen; checkDue says a check of the
+	// stream (check) is due since checkAfter: after a reconnect it runs before any live
+	// message is taken.
+	reconnects int64
+	checkDue   bool
+	checkAfter time.Time
 
 	mu    sync.Mutex
 	ring  []Event // grows up to size, then wraps
@@ -317,7 +323,7 @@ func (f *feed) follow0() error {
 	if err := f.repair(ctx, msgPos{}); err != nil {
 		return err
 	}
-	reconnects := f.l.nc.Stats().Reconnects
+	f.reconnects = int64(f.l.nc.Stats().Reconnects)
 	poll := time.NewTicker(reconnectPoll)
 	defer poll.Stop()
 	idle := f.l.idleCheck
@@ -336,17 +342,33 @@ func (f *feed) follow0() error {
 			}
 			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
 		case <-poll.C:
-			r := f.l.nc.Stats().Reconnects
-			if r == reconnects && time.Now().Before(nextCheck) {
+			f.noticeReconnect()
+			if !f.checkDue && time.Now().Before(nextCheck) {
 				continue
 			}
-			reconnects = r
-			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
-			if err := f.check(ctx); err != nil {
+			if err := f.runCheck(ctx); err != nil {
 				return err
 			}
+			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
 		}
 	}
+}
+
+// noticeReconnect makes a check due if the connection reconnected since last seen: a check
+// that cannot run yet (the stream not back) stays due, and its state must be read after the
+// reconnect.
+func (f *feed) noticeReconnect() {
+	if r := int64(f.l.nc.Stats().Reconnects); r != f.reconnects {
+		f.reconnects, f.checkDue, f.checkAfter = r, true, time.Now()
+	}
+}
+
+func (f *feed) runCheck(ctx context.Context) error {
+	done, err := f.check(ctx, f.checkAfter)
+	if done {
+		f.checkDue = false
+	}
+	return err
 }
 
 // take handles one live message.
@@ -355,16 +377,30 @@ func (f *feed) take(ctx context.Context, m *nats.Msg) error {
 		f.l.stats.dropped.Add(1)
 		return nil
 	}
+	// After a reconnect the stream may have been replaced (a memory stream after a NATS
+	// restart, refilled from etcd): nothing is taken live before that is checked.
+	f.noticeReconnect()
+	if f.checkDue {
+		if err := f.runCheck(ctx); err != nil {
+			return err
+		}
+	}
 	id, ok := parseID(m.Header)
 	if !ok {
 		return f.repair(ctx, msgPos{})
 	}
+	prev, linked := parseLink(m.Header, f.link)
 	if !f.pos.less(id) {
-		return nil // already had it (read from the stream, or a republish)
+		if !linked {
+			// Already had, yet the start of a publisher's term (or of a new stream, which
+			// a publisher refills from etcd): make sure the stream is the same.
+			return f.repair(ctx, msgPos{})
+		}
+		return nil // already had it (read from the stream)
 	}
 	// Linked: the family's message before this one is at or before our position, so nothing
 	// lies between.
-	prev, ok := parseLink(m.Header, f.link)
+	ok = linked
 	if !ok || f.pos.less(prev) {
 		return f.repair(ctx, id)
 	}
@@ -433,27 +469,32 @@ func (f *feed) repair(ctx context.Context, target msgPos) error {
 // check runs after a reconnect and when the feed has been idle for a while: live messages
 // may have been lost (NATS drops them for a subscriber that is away), and the stream may have
 // been replaced. It repairs if the stream holds a family message newer than the position.
-func (f *feed) check(ctx context.Context) error {
+// done is false when the stream could not be asked (NATS busy, or the stream not back yet
+// after a restart); the state it reads is no older than notBefore.
+func (f *feed) check(ctx context.Context, notBefore time.Time) (done bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
-	st, err := f.l.sub.readState(cctx, time.Now().Add(-stateMaxAge))
+	if fresh := time.Now().Add(-stateMaxAge); notBefore.Before(fresh) {
+		notBefore = fresh
+	}
+	st, err := f.l.sub.readState(cctx, notBefore)
 	if err != nil {
-		return nil // NATS busy or away: the next check tries again
+		return false, nil
 	}
 	if !f.created.IsZero() && !st.info.Created.Equal(f.created) {
-		return ErrTooOld
+		return true, ErrTooOld // the stream was replaced: what it held before is gone
 	}
 	m, err := st.stream.GetLastMsgForSubject(cctx, f.filters[0])
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return nil
+		return false, nil
 	}
 	if id, ok := parseID(m.Header); ok && f.pos.less(id) {
-		return f.repair(ctx, id)
+		return true, f.repair(ctx, id)
 	}
-	return nil
+	return true, nil
 }
 
 // append puts ev on the ring and wakes the readers.
