@@ -400,8 +400,7 @@ func (f *feed) take(ctx context.Context, m *nats.Msg) error {
 	}
 	// Linked: the family's message before this one is at or before our position, so nothing
 	// lies between.
-	ok = linked
-	if !ok || f.pos.less(prev) {
+	if !linked || f.pos.less(prev) {
 		return f.repair(ctx, id)
 	}
 	ev, err := f.l.sub.decode(m.Subject, m.Header, m.Data)
