@@ -69,7 +69,7 @@ const (
 	defaultLiveQueue = 4096
 	// repairWait is how long a repair waits for the stream to hold the message that showed
 	// the gap. A message the stream never takes (a deposed publisher's) must not stall the
-	// feed; the next message links to what the stream holds.
+	// feed: it goes on, and asks the stream for that message again every reconnectPoll.
 	repairWait = time.Second
 	// repairIdle ends a repair that has read everything the stream holds.
 	repairIdle = 50 * time.Millisecond
@@ -270,6 +270,11 @@ type feed struct {
 	reconnects int64
 	checkDue   bool
 	checkAfter time.Time
+	// awaited is a message seen live that a repair did not find in the stream yet (NATS
+	// stores and delivers concurrently; under load storing can lag): the feed asks the stream
+	// again every reconnectPoll until it has it, rather than waiting for the next message
+	// or the idle check.
+	awaited msgPos
 
 	mu    sync.Mutex
 	ring  []Event // grows up to size, then wraps
@@ -342,6 +347,11 @@ func (f *feed) follow0() error {
 			}
 			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
 		case <-poll.C:
+			if f.pos.less(f.awaited) {
+				if err := f.repair(ctx, f.awaited); err != nil {
+					return err
+				}
+			}
 			f.noticeReconnect()
 			if !f.checkDue && time.Now().Before(nextCheck) {
 				continue
@@ -440,6 +450,9 @@ func (f *feed) repair(ctx context.Context, target msgPos) error {
 	}
 	stop := context.AfterFunc(ctx, r.msgs.Stop)
 	defer stop()
+	if f.awaited.less(target) {
+		f.awaited = target
+	}
 	began := time.Now()
 	for {
 		wait := repairIdle

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/testenv"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
@@ -291,5 +292,79 @@ func TestLiveUnrepairableGapIsTooOld(t *testing.T) {
 	}
 	if got := r.got(); len(got) != 1 {
 		t.Errorf("reader got %s; want only the warm-up write (x and y come from a list)", revs(got))
+	}
+}
+
+// A live message the stream does not hold yet when the feed looks for it (storing lags
+// delivery under load, or a deposed publisher's message is refused until the leader
+// publishes the same change) is fetched once the stream has it, without waiting for another
+// message or the idle check.
+func TestLiveAwaitsMessageTheStreamTakesLate(t *testing.T) {
+	s := newRawStream(t)
+	live := bus.NewLive(s.js, scheme.Default(), bus.WithLiveIdleCheck(time.Hour),
+		bus.WithLiveDrop(func(m *nats.Msg) bool { return m.Header.Get("Test-Drop") != "" }))
+	msg := func(name string, rev int64, linked bool) *nats.Msg {
+		m := nats.NewMsg(bus.ObjectSubject(s.pods, "default", name))
+		data, err := proto.Marshal(pod(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Data = data
+		m.Header.Set(bus.HeaderType, string(bus.Added))
+		m.Header.Set(bus.HeaderKind, "v1/Pod")
+		m.Header.Set(bus.HeaderRevision, strconv.FormatInt(rev, 10))
+		m.Header.Set(bus.HeaderPrevRevision, strconv.FormatInt(rev-1, 10))
+		m.Header.Set(jetstream.MsgIDHeader, bus.MsgID(rev, 0, 0))
+		if linked {
+			m.Header.Set(bus.HeaderFamilyPrev, bus.MsgID(rev-1, 0, 0))
+		}
+		return m
+	}
+	ctx := context.Background()
+	if _, err := s.js.PublishMsg(ctx, msg("a", 10, false)); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan bus.Event, 10)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- live.Run(rctx, []string{bus.KindFilter(s.pods, "")}, 9, func(ev bus.Event) error { events <- ev; return nil })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	next := func(within time.Duration) (bus.Event, bool) {
+		select {
+		case ev := <-events:
+			return ev, true
+		case <-time.After(within):
+			return bus.Event{}, false
+		}
+	}
+	if ev, ok := next(10 * time.Second); !ok || ev.Revision != 10 {
+		t.Fatalf("first event %v (%v); want revision 10", ev.Revision, ok)
+	}
+	// b reaches the stream but not the feed; c reaches the feed, linked to b, but the stream
+	// refuses it (as it refuses a deposed publisher): the repair finds b and not c.
+	b := msg("b", 11, true)
+	b.Header.Set("Test-Drop", "1")
+	if _, err := s.js.PublishMsg(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	refused := msg("c", 12, true)
+	refused.Header.Set(jetstream.ExpectedLastMsgIDHeader, "not-the-last")
+	if _, err := s.js.PublishMsg(ctx, refused); err == nil {
+		t.Fatal("setup: the stream took a message with a wrong expected last id")
+	}
+	if ev, ok := next(10 * time.Second); !ok || ev.Revision != 11 {
+		t.Fatalf("event %d (%v); want revision 11 (b, repaired from the stream)", ev.Revision, ok)
+	}
+	time.Sleep(2 * time.Second) // the repair gave up waiting for c
+	// Now the stream takes c; its live copy is lost.
+	late := msg("c", 12, true)
+	late.Header.Set("Test-Drop", "1")
+	if _, err := s.js.PublishMsg(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(10 * time.Second); !ok || ev.Revision != 12 {
+		t.Fatalf("after the stream took c: event %d (%v); want revision 12 within 10s", ev.Revision, ok)
 	}
 }
