@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiff-project/skiff/internal/testenv"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
+	metav1 "github.com/skiff-project/skiff/pkg/apis/meta/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
@@ -262,23 +264,43 @@ func TestLiveUnrepairableGapIsTooOld(t *testing.T) {
 	start := e.write("warm")
 	r := e.reader(bus.KindFilter(e.pods, ""), start-1, nil)
 	r.waitFor(t, start)
-	x := e.write("x")
+	// Once a change has come live, the feed's first read of the stream is over: x can only
+	// come live (and is lost).
+	deadline := time.Now().Add(10 * time.Second)
+	for e.live.Stats().Decodes == 0 {
+		r.waitFor(t, e.write("warm"))
+		if time.Now().After(deadline) {
+			t.Fatal("no change came live in 10s")
+		}
+	}
+	warm := len(r.got())
+	e.write("x")
+	// A change of another family after x keeps the stream from being empty after the purge
+	// (an empty stream's coverage is the publisher's watermark, written up to 1 s late).
+	ns, err := e.env.Client.Create(context.Background(), &corev1.Namespace{Metadata: &metav1.ObjectMeta{Name: "keep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keepRev := ns.GetMetadata().GetResourceVersion()
 	stream, err := e.js.Stream(context.Background(), bus.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
+	var keepSeq uint64
 	for {
-		m, err := stream.GetLastMsgForSubject(context.Background(), bus.KindFilter(e.pods, ""))
-		if err == nil && m.Header.Get(bus.HeaderRevision) == strconv.FormatInt(x, 10) {
+		m, err := stream.GetLastMsgForSubject(context.Background(), bus.AllSubjects())
+		if err == nil && m.Header.Get(bus.HeaderRevision) == keepRev {
+			keepSeq = m.Sequence
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("x not published in 10s")
+			t.Fatal("namespace not published in 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := stream.Purge(context.Background()); err != nil {
+	// Retention drops everything before it, x included.
+	if err := stream.Purge(context.Background(), jetstream.WithPurgeSequence(keepSeq)); err != nil {
 		t.Fatal(err)
 	}
 	e.write("y")
@@ -290,8 +312,8 @@ func TestLiveUnrepairableGapIsTooOld(t *testing.T) {
 	if !errors.Is(r.err, bus.ErrTooOld) {
 		t.Errorf("reader ended with %v; want ErrTooOld", r.err)
 	}
-	if got := r.got(); len(got) != 1 {
-		t.Errorf("reader got %s; want only the warm-up write (x and y come from a list)", revs(got))
+	if got := r.got(); len(got) != warm {
+		t.Errorf("reader got %s; want only the warm-up writes (x and y come from a list)", revs(got))
 	}
 }
 
