@@ -325,10 +325,17 @@ func (f *feed) follow0() error {
 	}
 	f.l.stats.subscriptions.Add(1)
 	defer func() { _ = sub.Unsubscribe() }()
+	// From the flush on, the server delivers everything published to the subscription.
+	f.reconnects = int64(f.l.nc.Stats().Reconnects)
+	if err := f.l.nc.FlushTimeout(attemptTimeout); err != nil {
+		return fmt.Errorf("subscribe %s: %w", f.filters[0], err)
+	}
 	if err := f.repair(ctx, msgPos{}); err != nil {
 		return err
 	}
-	f.reconnects = int64(f.l.nc.Stats().Reconnects)
+	// A message published before the subscription took effect may reach the stream only after
+	// the repair read it to the end: look once more at the next poll.
+	f.checkDue, f.checkAfter = true, time.Now()
 	poll := time.NewTicker(reconnectPoll)
 	defer poll.Stop()
 	idle := f.l.idleCheck
