@@ -43,6 +43,9 @@ type Live struct {
 	// the newest revision before which a marker said changes were lost.
 	gapSub     *nats.Subscription
 	lostBefore atomic.Int64
+	// created is the creation time of the stream the Live's feeds read (zero before the
+	// first read): a feed that starts after another ended still notices a replaced stream.
+	created time.Time
 
 	stats liveCounters
 }
@@ -450,10 +453,8 @@ func (f *feed) repair(ctx context.Context, target msgPos) error {
 		return err
 	}
 	defer r.Close()
-	if f.created.IsZero() {
-		f.created = r.created
-	} else if !r.created.Equal(f.created) {
-		return ErrTooOld // the stream was replaced: what it held before is gone
+	if err := f.sameStream(r.created); err != nil {
+		return err
 	}
 	stop := context.AfterFunc(ctx, r.msgs.Stop)
 	defer stop()
@@ -500,8 +501,8 @@ func (f *feed) check(ctx context.Context, notBefore time.Time) (done bool, err e
 	if err != nil {
 		return false, nil
 	}
-	if !f.created.IsZero() && !st.info.Created.Equal(f.created) {
-		return true, ErrTooOld // the stream was replaced: what it held before is gone
+	if err := f.sameStream(st.info.Created); err != nil {
+		return true, err
 	}
 	m, err := st.stream.GetLastMsgForSubject(cctx, f.filters[0])
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -514,6 +515,27 @@ func (f *feed) check(ctx context.Context, notBefore time.Time) (done bool, err e
 		return true, f.repair(ctx, id)
 	}
 	return true, nil
+}
+
+// sameStream returns ErrTooOld if the stream (created then) is not the one the feed, or
+// before it the Live, read: it was replaced, and what it held before is gone. The Live then
+// expects the new one, which its readers' relists start on.
+func (f *feed) sameStream(created time.Time) error {
+	l := f.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f.created.IsZero() {
+		f.created = l.created
+	}
+	if f.created.IsZero() {
+		f.created, l.created = created, created
+		return nil
+	}
+	if !created.Equal(f.created) {
+		l.created = created
+		return ErrTooOld
+	}
+	return nil
 }
 
 // append puts ev on the ring and wakes the readers.
