@@ -113,9 +113,11 @@ tools:
 bench:
 	go test ./test/bench/ -run='^$$' -bench=. -benchtime=1000x -count=1 -timeout 20m
 
-## bench-bus: event-bus fan-out (1/100/1000 informers vs direct etcd watches, etcd CPU) and
+## bench-bus: the live feed alone (100 readers: shared bus.Live vs one JetStream consumer each),
+## event-bus fan-out (1/100/1000 informers vs direct etcd watches, etcd CPU) and
 ## node-scoped fan-out (1,000 kubelets, 10,000 bindings)
 bench-bus:
+	go test ./pkg/bus/ -run='^$$' -bench=LiveFanout -benchtime=1x -timeout 10m
 	go test ./test/e2e/ -run='^$$' -bench=Fanout -benchtime=1x -timeout 30m
 
 ## bench-scheduler: scheduling throughput end to end (apiserver + etcd fsync + bus) at 100, 1,000

@@ -42,9 +42,19 @@ const (
 	// HeaderOversize marks a change the bus could not carry (its payload, in bytes, was above
 	// the server's max payload): the message has no data, and HeaderNamespace and HeaderName
 	// name the object, which readers fetch from the API.
-	HeaderOversize  = "Skiff-Oversize"
-	HeaderNamespace = "Skiff-Namespace"
-	HeaderName      = "Skiff-Name"
+	HeaderOversize = "Skiff-Oversize"
+	// HeaderFamilyPrev links a message to the previous one of its family, by Nats-Msg-Id: on
+	// skiff.obj subjects the previous change of the same kind (any namespace), on skiff.node
+	// subjects the previous message of the same node. A live reader (Live) that has not
+	// read that message knows it missed something. Absent when the publisher does not know
+	// the previous one (its first message of the family in a term, or the first after a
+	// compaction gap): the reader then asks the stream.
+	HeaderFamilyPrev = "Skiff-Family-Prev"
+	// HeaderNamespacePrev is HeaderFamilyPrev within the kind and namespace, on the
+	// skiff.obj subjects of namespaced kinds.
+	HeaderNamespacePrev = "Skiff-Namespace-Prev"
+	HeaderNamespace     = "Skiff-Namespace"
+	HeaderName          = "Skiff-Name"
 )
 
 // GapSubject carries compaction gap markers: HeaderType Gap, HeaderRevision C (etcd's

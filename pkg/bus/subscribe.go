@@ -32,7 +32,10 @@ type Event struct {
 	// namespace and resourceVersion; its owner fetches the object from the API.
 	Oversize bool
 	Revision int64
-	Sequence uint64 // the stream sequence, for diagnostics
+	Sequence uint64 // the stream sequence, for diagnostics (0 for an event read live)
+	// pos is the message's place in its family (its Nats-Msg-Id), which orders the events of
+	// one revision.
+	pos msgPos
 }
 
 // Subscription opens readers of the stream. One Subscription serves any number of readers
@@ -297,54 +300,81 @@ func (r *Reader) Run(ctx context.Context, handle func(Event) error) error {
 	defer stop()
 	idle := r.sub.idleCheck
 	for {
-		m, err := r.msgs.Next(jetstream.NextMaxWait(idle + rand.N(idle/2+1)))
+		res, err := r.next(ctx, idle+rand.N(idle/2+1))
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, nats.ErrTimeout) {
-			if err := r.recheck(ctx); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("next event: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("message on %s: %w", m.Subject(), err)
-		}
-		if md.Consumer != r.consumerName {
-			// The ordered consumer recreated itself (after a gap, a lost consumer or a NATS
-			// restart) from the sequence after the last one delivered.
-			r.consumerName = md.Consumer
-			r.checkFrom, r.resetAt = r.lastSeq+1, time.Now()
-		}
-		if r.checkFrom != 0 {
-			if err := r.recheck(ctx); err != nil {
-				return err
-			}
-		}
-		r.lastSeq = md.Sequence.Stream
-		if isGapMarker(m.Subject(), m.Headers()) {
-			if err := r.crossGap(m.Headers()); err != nil {
-				return err
-			}
-			continue
-		}
-		ev, err := r.sub.decode(m)
 		if err != nil {
 			return err
 		}
-		ev.Sequence = md.Sequence.Stream
-		r.lastRev = ev.Revision
-		if ev.Revision <= r.after {
+		if res.timeout {
+			if err := r.recheck(ctx); err != nil {
+				return err
+			}
 			continue
 		}
-		if err := handle(ev); err != nil {
+		if !res.has {
+			continue
+		}
+		if err := handle(res.ev); err != nil {
 			return err
 		}
 	}
+}
+
+// readResult is one step of a Reader: an event (has), a message it read but does not hand
+// out (a gap marker, a change not newer than its start), or nothing within the wait.
+type readResult struct {
+	ev      Event
+	has     bool
+	timeout bool
+	pending uint64 // messages left for the consumer after this one, as of its delivery
+}
+
+// next reads one message, waiting up to wait. The caller checks ctx before the error: a
+// done ctx stops the consumer, which surfaces as an error.
+func (r *Reader) next(ctx context.Context, wait time.Duration) (readResult, error) {
+	m, err := r.msgs.Next(jetstream.NextMaxWait(wait))
+	if ctx.Err() != nil {
+		return readResult{}, ctx.Err()
+	}
+	if errors.Is(err, nats.ErrTimeout) {
+		return readResult{timeout: true}, nil
+	}
+	if err != nil {
+		return readResult{}, fmt.Errorf("next event: %w", err)
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return readResult{}, fmt.Errorf("message on %s: %w", m.Subject(), err)
+	}
+	if md.Consumer != r.consumerName {
+		// The ordered consumer recreated itself (after a gap, a lost consumer or a NATS
+		// restart) from the sequence after the last one delivered.
+		r.consumerName = md.Consumer
+		r.checkFrom, r.resetAt = r.lastSeq+1, time.Now()
+	}
+	if r.checkFrom != 0 {
+		if err := r.recheck(ctx); err != nil {
+			return readResult{}, err
+		}
+	}
+	r.lastSeq = md.Sequence.Stream
+	res := readResult{pending: md.NumPending}
+	if isGapMarker(m.Subject(), m.Headers()) {
+		return res, r.crossGap(m.Headers())
+	}
+	ev, err := r.sub.decode(m.Subject(), m.Headers(), m.Data())
+	if err != nil {
+		return readResult{}, err
+	}
+	ev.Sequence = md.Sequence.Stream
+	r.lastRev = ev.Revision
+	if ev.Revision <= r.after {
+		return res, nil
+	}
+	res.ev, res.has = ev, true
+	return res, nil
 }
 
 // crossGap returns ErrTooOld if the compaction gap marked by h lost changes the reader needs:
@@ -379,23 +409,23 @@ func parseGap(seq uint64, h nats.Header) (gapMarker, bool) {
 // lost reports whether the gap lost any change (a marker whose predecessor is C-1 lost none).
 func (g gapMarker) lost() bool { return g.prev < g.rev-1 }
 
-func (s *Subscription) decode(m jetstream.Msg) (Event, error) {
-	h := m.Headers()
+// decode turns a message into an Event; the message's id (Nats-Msg-Id) gives the event's
+// position (a message without one is placed at its revision).
+func (s *Subscription) decode(subject string, h nats.Header, data []byte) (Event, error) {
 	rev, err := strconv.ParseInt(h.Get(HeaderRevision), 10, 64)
 	if err != nil {
-		return Event{}, fmt.Errorf("message on %s has no revision", m.Subject())
+		return Event{}, fmt.Errorf("message on %s has no revision", subject)
 	}
 	kindHeader := h.Get(HeaderKind)
 	i := strings.LastIndex(kindHeader, "/")
 	if i < 0 {
-		return Event{}, fmt.Errorf("message on %s has no kind", m.Subject())
+		return Event{}, fmt.Errorf("message on %s has no kind", subject)
 	}
 	k, err := s.scheme.Lookup(kindHeader[:i], kindHeader[i+1:])
 	if err != nil {
 		return Event{}, err
 	}
-	ev := Event{Type: EventType(h.Get(HeaderType)), Kind: k, Revision: rev}
-	data := m.Data()
+	ev := Event{Type: EventType(h.Get(HeaderType)), Kind: k, Revision: rev, pos: msgPosition(h, rev)}
 	if h.Get(HeaderOversize) != "" {
 		ev.Oversize = true
 		ev.Object = k.New()
@@ -409,7 +439,7 @@ func (s *Subscription) decode(m jetstream.Msg) (Event, error) {
 	if off := h.Get(HeaderPrevOffset); off != "" {
 		n, err := strconv.Atoi(off)
 		if err != nil || n < 0 || n > len(data) {
-			return Event{}, fmt.Errorf("message on %s at revision %d: bad %s %q for %d bytes", m.Subject(), rev,
+			return Event{}, fmt.Errorf("message on %s at revision %d: bad %s %q for %d bytes", subject, rev,
 				HeaderPrevOffset, off, len(data))
 		}
 		cur = data[:n]

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/pkg/client"
 )
 
@@ -23,6 +24,7 @@ import (
 type Factory struct {
 	client client.Interface
 	js     jetstream.JetStream
+	live   *bus.Live // shared by the factory's informers
 	log    *slog.Logger
 
 	mu        sync.Mutex
@@ -41,8 +43,15 @@ func NewFactory(c client.Interface, js jetstream.JetStream, log *slog.Logger) *F
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Factory{client: c, js: js, log: log, informers: map[factoryKey]*Informer{}, started: map[factoryKey]bool{}}
+	var live *bus.Live
+	if js != nil && c != nil {
+		live = bus.NewLive(js, c.Scheme())
+	}
+	return &Factory{client: c, js: js, live: live, log: log, informers: map[factoryKey]*Informer{}, started: map[factoryKey]bool{}}
 }
+
+// Live is the live feeds the factory's informers share (nil without a bus connection).
+func (f *Factory) Live() *bus.Live { return f.live }
 
 // Client is the client the factory's informers list with.
 func (f *Factory) Client() client.Interface { return f.client }
@@ -66,7 +75,7 @@ func (f *Factory) get(k *scheme.Kind, namespace, node string) *Informer {
 	if inf, ok := f.informers[key]; ok {
 		return inf
 	}
-	inf := New(Config{Client: f.client, JetStream: f.js, Kind: k, Namespace: namespace, NodeName: node, Logger: f.log})
+	inf := New(Config{Client: f.client, JetStream: f.js, Live: f.live, Kind: k, Namespace: namespace, NodeName: node, Logger: f.log})
 	f.informers[key] = inf
 	return inf
 }

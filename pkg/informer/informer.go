@@ -53,6 +53,11 @@ type Config struct {
 	Client client.Interface
 	// JetStream reads the event bus.
 	JetStream jetstream.JetStream
+	// Live, if set, is the process's shared live feeds (bus.Live over JetStream's
+	// connection): every informer given the same Live and following the same kind and
+	// namespace (or node) shares one NATS subscription and one decode of each change. nil
+	// gives the informer feeds of its own. Factory shares one among its informers.
+	Live *bus.Live
 	// Kind is the kind to cache.
 	Kind *scheme.Kind
 	// Namespace restricts the cache to one namespace; "" caches all of them.
@@ -84,7 +89,7 @@ type Informer struct {
 	filters  []string
 	listOpts client.ListOptions
 	store    *Store
-	// subscribe reads the bus (bus.Subscription.Run); a field so internal tests can inject
+	// subscribe reads the bus (bus.Live.Run); a field so internal tests can inject
 	// failures.
 	subscribe func(ctx context.Context, filters []string, after int64, handle func(bus.Event) error) error
 
@@ -161,7 +166,11 @@ func New(cfg Config) *Informer {
 	} else {
 		i.filters = []string{bus.KindFilter(cfg.Kind, cfg.Namespace)}
 	}
-	i.subscribe = bus.NewSubscription(cfg.JetStream, cfg.Client.Scheme()).Run
+	live := cfg.Live
+	if live == nil {
+		live = bus.NewLive(cfg.JetStream, cfg.Client.Scheme())
+	}
+	i.subscribe = live.Run
 	return i
 }
 

@@ -22,6 +22,9 @@ type outgoing struct {
 	key       string // the object's etcd key, for logs
 	namespace string
 	name      string
+	// family and nsFamily are the filters of the families the message belongs to (bus.Live):
+	// its kind's or its node's, and its kind's in its namespace ("" if none).
+	family, nsFamily string
 }
 
 // messages turns one etcd change into its stream messages: the object's subject, and for pods
@@ -61,16 +64,22 @@ func (p *Publisher) messages(ev *clientv3.Event, index int) []outgoing {
 		withPrev = append(append(withPrev, ev.Kv.Value...), ev.PrevKv.Value...)
 		prevOffset = len(ev.Kv.Value)
 	}
-	o := outgoing{rev: rev, index: index, key: key, namespace: ns, name: name}
+	o := outgoing{rev: rev, index: index, key: key, namespace: ns, name: name, family: sel.family}
+	if kind.Namespaced {
+		o.nsFamily = bus.KindFilter(kind, ns)
+	}
 	out := []outgoing{o.with(bus.ObjectSubject(kind, ns, name), kind, typ, withPrev, prevOffset, 0)}
 	if !isPod {
 		return out
 	}
+	o.nsFamily = ""
 	oldNode, newNode := sel.nodeOf(&prevSel), sel.nodeOf(&curSel)
 	if oldNode != "" && oldNode != newNode {
+		o.family = bus.NodeFilter(oldNode)
 		out = append(out, o.with(bus.NodeSubject(oldNode, kind, ns, name), kind, bus.Deleted, ev.PrevKv.Value, noPrev, len(out)))
 	}
 	if newNode != "" {
+		o.family = bus.NodeFilter(newNode)
 		if oldNode != newNode { // the pod arrives on this node
 			out = append(out, o.with(bus.NodeSubject(newNode, kind, ns, name), kind, bus.Added, payload, noPrev, len(out)))
 		} else {

@@ -166,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Publisher, error) {
 		if selections[k], err = newSelection(k); err != nil {
 			return nil, fmt.Errorf("publisher: %w", err)
 		}
+		selections[k].family = bus.KindFilter(k, "")
 	}
 	stream, err := bus.EnsureStream(ctx, js, cfg.Stream)
 	if err != nil {
@@ -349,7 +350,7 @@ func (p *Publisher) publish(ctx context.Context) error {
 		return err
 	}
 	t := &termState{p: p, last: last, chain: chain{prevID: last.msgID, prevRev: last.rev, lastSeq: last.seq},
-		acked: last.rev, marked: last.rev}
+		acked: last.rev, marked: last.rev, families: map[string]string{}}
 	if last.index == -1 {
 		// The stream ends with a gap marker at the compaction revision C: what follows it
 		// names C-1 as its predecessor, and the stream holds everything before C.
@@ -406,6 +407,9 @@ type termState struct {
 	markedAt      time.Time
 	// progressAt is when etcd was last asked for a progress notification.
 	progressAt time.Time
+	// families maps each family (bus.Live) to the id of its last message on the stream, for
+	// the families whose last message this term knows.
+	families map[string]string
 }
 
 // round is what one turn of the loop published: the changes taken from the watch at once.
@@ -490,7 +494,9 @@ func (t *termState) take(resp clientv3.WatchResponse, watch clientv3.WatchChan) 
 		for _, ev := range resp.Events {
 			for _, o := range p.messages(ev, t.seq.next(ev.Kv.ModRevision)) {
 				if t.last.holds(o.rev, o.index, o.copyIndex) {
-					continue // the stream holds it already
+					// The stream holds it already; it is still its families' last so far.
+					t.recordFamilies(o, o.msg.Header.Get(jetstream.MsgIDHeader))
+					continue
 				}
 				f, err := t.publishOne(o, limit)
 				if err != nil {
@@ -627,6 +633,7 @@ func (t *termState) markWatermark() {
 func (t *termState) publishOne(o outgoing, limit int64) (jetstream.PubAckFuture, error) {
 	p := t.p
 	t.chain.link(o.msg)
+	t.linkFamilies(o)
 	if size := msgSize(o.msg); limit > 0 && size > limit {
 		o.msg = p.oversizeMarker(o, size, limit)
 	}
@@ -640,7 +647,30 @@ func (t *termState) publishOne(o outgoing, limit int64) (jetstream.PubAckFuture,
 		return nil, fmt.Errorf("publish %s: %w", o.msg.Header.Get(jetstream.MsgIDHeader), err)
 	}
 	t.chain.prevID, t.chain.prevRev = o.msg.Header.Get(jetstream.MsgIDHeader), o.rev
+	t.recordFamilies(o, t.chain.prevID)
 	return f, nil
+}
+
+// linkFamilies names, on o, the previous message of each of its families, where known.
+// The stream's chain keeps messages in publish order, so a family's previous message on the
+// stream is the one this term published (or skipped as held) last.
+func (t *termState) linkFamilies(o outgoing) {
+	if prev, ok := t.families[o.family]; ok {
+		o.msg.Header.Set(bus.HeaderFamilyPrev, prev)
+	}
+	if o.nsFamily != "" {
+		if prev, ok := t.families[o.nsFamily]; ok {
+			o.msg.Header.Set(bus.HeaderNamespacePrev, prev)
+		}
+	}
+}
+
+// recordFamilies makes id the last message of o's families.
+func (t *termState) recordFamilies(o outgoing, id string) {
+	t.families[o.family] = id
+	if o.nsFamily != "" {
+		t.families[o.nsFamily] = id
+	}
 }
 
 // sendGapMarker publishes the compaction gap marker for compaction revision c on the chain.
@@ -655,6 +685,9 @@ func (t *termState) sendGapMarker(c int64) error {
 		return fmt.Errorf("publish gap marker at %d: %w", c, err)
 	}
 	t.p.m.gaps.Inc()
+	// Changes in the gap may have belonged to any family: the next message of each is
+	// unlinked, so that live readers check the stream (and meet this marker there).
+	clear(t.families)
 	// What follows names c-1 as its predecessor; the stream holds everything before c.
 	t.chain.prevID, t.chain.prevRev = bus.MsgID(c, -1, 0), c-1
 	return t.send(&round{futures: []jetstream.PubAckFuture{f}, msgRev: c - 1, rev: c - 1, received: time.Now()})

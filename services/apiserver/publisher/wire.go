@@ -65,6 +65,8 @@ type selection struct {
 	// nodeName is the index of spec.nodeName among the scalars for pods (-1 for other kinds):
 	// pods bound to a node are also published on the node's subjects.
 	nodeName int
+	// family is the kind's family on the bus (bus.KindFilter over all namespaces).
+	family string
 }
 
 // wireTree is a field the selection reads, or a message on the way to one.
