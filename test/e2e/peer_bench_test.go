@@ -28,6 +28,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -91,7 +92,7 @@ func peerBins(b *testing.B) (kubeAPIServer, kubeReader string) {
 }
 
 // buildSkiffReader builds cmd/skiff-reader into the run's bin directory.
-func buildSkiffReader(b *testing.B) string {
+func buildSkiffReader(b testing.TB) string {
 	b.Helper()
 	out := filepath.Join(binDir, "skiff-reader")
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/skiff-reader")
@@ -455,20 +456,9 @@ func peerFanoutShapes() []peerFanoutShape {
 // peerFanout measures write -> informer delivery on both sides for each shape.
 func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffReader, kubeReader string) []fanoutRun {
 	b.Helper()
-	ctx := context.Background()
 	tmpls := map[string][]map[string]any{}
 	for _, s := range []*peerServer{skiff, kube} {
-		for i := range peerFanPods {
-			out, err := s.do(ctx, http.MethodPost, podsPath(peerFanoutNS, ""), peerPodJSON(b, peerFanoutNS, fmt.Sprintf("f-%02d", i)), http.StatusCreated)
-			if err != nil {
-				b.Fatal(err)
-			}
-			t, err := updateTemplate(out)
-			if err != nil {
-				b.Fatal(err)
-			}
-			tmpls[s.name] = append(tmpls[s.name], t)
-		}
+		tmpls[s.name] = createFanoutPods(b, s)
 	}
 	seconds := 3
 	if peerQuick() {
@@ -489,7 +479,12 @@ func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffRea
 			}
 			args = append(args, "-informers", strconv.Itoa(shape.informers), "-conns", strconv.Itoa(peerConns),
 				"-run", runID, "-max-writes", strconv.Itoa(writes))
-			r := peerFanoutRun(b, c, s, tmpls[s.name], bin, args, runID, shape, writes, skiff, kube)
+			procs := map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": skiff.pid(), "kube-apiserver": kube.pid()}
+			cp := []string{"etcd", "skiff-apiserver", "nats"}
+			if s == kube {
+				cp = []string{"etcd", "kube-apiserver"}
+			}
+			r := peerFanoutRun(b, s, tmpls[s.name], bin, args, runID, shape, writes, procs, cp)
 			fmt.Printf("  %-5s %4d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
 				r.side, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
 				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
@@ -502,12 +497,33 @@ func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffRea
 	return runs
 }
 
+// createFanoutPods creates the pods the fan-out updates on s, and returns their update templates.
+func createFanoutPods(tb testing.TB, s *peerServer) []map[string]any {
+	tb.Helper()
+	var tmpls []map[string]any
+	for i := range peerFanPods {
+		out, err := s.do(context.Background(), http.MethodPost, podsPath(peerFanoutNS, ""),
+			peerPodJSON(tb, peerFanoutNS, fmt.Sprintf("f-%02d", i)), http.StatusCreated)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		t, err := updateTemplate(out)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tmpls = append(tmpls, t)
+	}
+	return tmpls
+}
+
 // peerFanoutRun starts a reader process, warms it up, writes, and collects its result and the
 // processes' CPU.
-func peerFanoutRun(b *testing.B, c *benchCluster, s *peerServer, tmpl []map[string]any, bin string, args []string,
-	runID string, shape peerFanoutShape, writes int, skiff, kube *peerServer) (r fanoutRun) {
+// procs are the processes whose CPU and memory are read (the reader is added as "reader");
+// controlPlane names those whose CPU is the side's control plane.
+func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin string, args []string,
+	runID string, shape peerFanoutShape, writes int, procs map[string]int, controlPlane []string) (r fanoutRun) {
 	r = fanoutRun{side: s.name, informers: shape.informers, rate: shape.rate, writes: writes}
-	logPath := filepath.Join(b.TempDir(), "reader.log")
+	logPath := filepath.Join(tb.TempDir(), "reader.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		r.err = err
@@ -591,8 +607,8 @@ func peerFanoutRun(b *testing.B, c *benchCluster, s *peerServer, tmpl []map[stri
 	r.live = time.Since(began)
 	time.Sleep(200 * time.Millisecond) // the last warm-up writes drain
 
-	procs := map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": skiff.pid(),
-		"kube-apiserver": kube.pid(), "reader": cmd.Process.Pid}
+	procs = maps.Clone(procs)
+	procs["reader"] = cmd.Process.Pid
 	cpu0 := map[string]time.Duration{}
 	for k, pid := range procs {
 		cpu0[k] = benchProcCPU(pid)
@@ -628,10 +644,8 @@ func peerFanoutRun(b *testing.B, c *benchCluster, s *peerServer, tmpl []map[stri
 		r.err = fmt.Errorf("%d deliveries for %d expected: duplicates", r.res.Delivered, int64(acked)*int64(shape.informers))
 	}
 	r.elapsed = time.Unix(0, r.res.Last).Sub(t0)
-	if s == skiff {
-		r.controlPlane = r.cpu["etcd"] + r.cpu["skiff-apiserver"] + r.cpu["nats"]
-	} else {
-		r.controlPlane = r.cpu["etcd"] + r.cpu["kube-apiserver"]
+	for _, p := range controlPlane {
+		r.controlPlane += r.cpu[p]
 	}
 	if r.res.Delivered > 0 {
 		r.perEventMicro = float64(r.controlPlane.Microseconds()) / float64(r.res.Delivered)
