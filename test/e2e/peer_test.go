@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // TestPeerFanoutSkiffReader runs the peer benchmark's fan-out path (make bench-peer) small,
 // against a real cluster: Skiff's reader process with 3 informers must report each of 200
 // paced writes exactly once per informer, with latencies, and the CPU of the servers read.
 func TestPeerFanoutSkiffReader(t *testing.T) {
+	start := time.Now()
 	c := startCluster(t)
 	bin := buildSkiffReader(t)
+	t.Logf("cluster up and reader built in %s", time.Since(start))
 	s := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
 	if err := s.createNamespace(context.Background(), peerFanoutNS); err != nil {
 		t.Fatal(err)
@@ -23,6 +26,8 @@ func TestPeerFanoutSkiffReader(t *testing.T) {
 		"-conns", "2", "-run", "test", "-max-writes", "200"}, "test", peerFanoutShape{informers, 200}, writes,
 		map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": c.apiserver.Pid()},
 		[]string{"etcd", "skiff-apiserver", "nats"})
+	t.Logf("live after %s; %d writes at %.0f/s; delivered %d, p50 %dµs p99 %dµs", r.live, r.acked, r.writeRate,
+		r.res.Delivered, r.res.P50/1000, r.res.P99/1000)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
