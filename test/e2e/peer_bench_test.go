@@ -9,12 +9,15 @@ package e2e
 //   - fan-out: write -> informer handler latency and deliveries/s for N pod informers at R
 //     writes/s; Skiff's informers (pkg/informer over the bus) in one reader process
 //     (cmd/skiff-reader), client-go's informers in one reader process (kube-reader), so both
-//     sides have the same shape; CPU and memory of etcd, each apiserver and NATS from /proc.
+//     sides have the same shape; CPU and memory of etcd, each apiserver and NATS from /proc;
+//   - scheduler: pods/s binding basic pods on 1,000 Node objects, Skiff's scheduler on Skiff vs
+//     kube-scheduler on kube-apiserver (peer_sched_bench_test.go).
 //
 // Every figure is from this run; the goals compare ratios, which survive a loaded machine.
 // SKIFF_PEER_QUICK=1 shortens it (fewer writes and repetitions); SKIFF_PEER_WIDE=1 adds 1,000
-// informers at 100 writes/s; SKIFF_PEER_BIN_DIR points at prebuilt kube-apiserver and
-// kube-reader binaries instead of hack/build-peer.sh's cache.
+// informers at 100 writes/s; SKIFF_PEER_NOSCHED=1 skips the scheduler comparison;
+// SKIFF_PEER_BIN_DIR points at prebuilt kube-apiserver, kube-reader and kube-scheduler binaries
+// instead of hack/build-peer.sh's cache.
 
 import (
 	"bufio"
@@ -62,33 +65,41 @@ const (
 // peerQuick says whether SKIFF_PEER_QUICK asks for a short run.
 func peerQuick() bool { return os.Getenv("SKIFF_PEER_QUICK") != "" }
 
-// peerBins are the peer's binaries: from SKIFF_PEER_BIN_DIR, or built (once, cached) by
-// hack/build-peer.sh.
-func peerBins(b *testing.B) (kubeAPIServer, kubeReader string) {
+// peerSched says whether the scheduler comparison runs (SKIFF_PEER_NOSCHED=1 skips it).
+func peerSched() bool { return os.Getenv("SKIFF_PEER_NOSCHED") == "" }
+
+// peerBins are the peer's binaries, by name: from SKIFF_PEER_BIN_DIR, or built (once, cached)
+// by hack/build-peer.sh.
+func peerBins(b *testing.B, names ...string) map[string]string {
 	b.Helper()
+	paths := map[string]string{}
 	if dir := os.Getenv("SKIFF_PEER_BIN_DIR"); dir != "" {
-		return filepath.Join(dir, "kube-apiserver"), filepath.Join(dir, "kube-reader")
+		for _, n := range names {
+			paths[n] = filepath.Join(dir, n)
+		}
+		return paths
 	}
 	script, err := filepath.Abs("../../hack/build-peer.sh")
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(script, "kube-apiserver", "kube-reader")
+	cmd := exec.Command(script, names...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
 		b.Fatalf("hack/build-peer.sh: %v", err)
 	}
-	paths := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
 			paths[k] = v
 		}
 	}
-	if paths["kube-apiserver"] == "" || paths["kube-reader"] == "" {
-		b.Fatalf("hack/build-peer.sh printed %q", out)
+	for _, n := range names {
+		if paths[n] == "" {
+			b.Fatalf("hack/build-peer.sh printed no %s: %q", n, out)
+		}
 	}
-	return paths["kube-apiserver"], paths["kube-reader"]
+	return paths
 }
 
 // buildSkiffReader builds cmd/skiff-reader into the run's bin directory.
@@ -284,7 +295,12 @@ func BenchmarkPeer(b *testing.B) {
 	if testing.Short() {
 		b.Skip("runs etcd, NATS, Skiff's apiserver and kube-apiserver processes for minutes")
 	}
-	kubeBin, kubeReader := peerBins(b)
+	names := []string{"kube-apiserver", "kube-reader"}
+	if peerSched() {
+		names = append(names, "kube-scheduler")
+	}
+	bins := peerBins(b, names...)
+	kubeBin, kubeReader := bins["kube-apiserver"], bins["kube-reader"]
 	skiffReader := buildSkiffReader(b)
 	b.Setenv("SKIFF_BENCH_APISERVER", "process") // its CPU on its own, as kube-apiserver's
 	c := startBenchCluster(b)
@@ -302,7 +318,16 @@ func BenchmarkPeer(b *testing.B) {
 	}
 	rp := peerRequestPath(b, c, skiff, kube)
 	fo := peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
+	var sr []schedResult
+	if peerSched() {
+		pods := 3000
+		if peerQuick() {
+			pods = 1000
+		}
+		sr = peerScheduler(b, c, skiff, kube, bins["kube-scheduler"], 1000, pods)
+	}
 	peerReport(rp, fo)
+	peerSchedReport(sr)
 }
 
 // requestPathResult holds, per operation, the latencies on Skiff, kube-apiserver and etcd.
