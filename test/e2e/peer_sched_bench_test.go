@@ -107,7 +107,7 @@ func countBound(ctx context.Context, s *peerServer) (int, error) {
 
 // peerSchedule creates nodes and pods on s, starts the scheduler process and measures the
 // rate at which it binds them.
-func peerSchedule(b *testing.B, s *peerServer, etcdPid int, sched *proc.Process, nodes, pods int) (r schedResult) {
+func peerSchedule(b testing.TB, s *peerServer, etcdPid int, sched *proc.Process, nodes, pods int) (r schedResult) {
 	b.Helper()
 	r = schedResult{side: s.name, nodes: nodes, pods: pods}
 	ctx := context.Background()
@@ -171,7 +171,7 @@ func peerSchedule(b *testing.B, s *peerServer, etcdPid int, sched *proc.Process,
 }
 
 // buildSkiffScheduler builds services/scheduler into the run's bin directory.
-func buildSkiffScheduler(b *testing.B) string {
+func buildSkiffScheduler(b testing.TB) string {
 	b.Helper()
 	out := filepath.Join(binDir, "scheduler")
 	cmd := exec.Command("go", "build", "-o", out, "../../services/scheduler")
@@ -211,17 +211,17 @@ leaderElection: {leaderElect: false}
 }
 
 // skiffSchedulerProcess is services/scheduler against Skiff's apiserver and bus.
-func skiffSchedulerProcess(b *testing.B, bin string, c *benchCluster) *proc.Process {
+func skiffSchedulerProcess(b testing.TB, bin, grpcAddr, natsURL string) *proc.Process {
 	b.Helper()
 	port := freePorts(b, 1)[0]
-	return proc.New("scheduler", bin, filepath.Join(b.TempDir(), "scheduler.log"), "--server", c.grpcAddr,
-		"--nats-url", c.natsURL, "--http-addr", "127.0.0.1:"+strconv.Itoa(port), "--log-level", "warn")
+	return proc.New("scheduler", bin, filepath.Join(b.TempDir(), "scheduler.log"), "--server", grpcAddr,
+		"--nats-url", natsURL, "--http-addr", "127.0.0.1:"+strconv.Itoa(port), "--log-level", "warn")
 }
 
 // peerScheduler measures both schedulers with basic pods on nodes Node objects.
 func peerScheduler(b *testing.B, c *benchCluster, skiff, kube *peerServer, kubeSchedBin string, nodes, pods int) []schedResult {
 	b.Helper()
-	skiffSched := skiffSchedulerProcess(b, buildSkiffScheduler(b), c)
+	skiffSched := skiffSchedulerProcess(b, buildSkiffScheduler(b), c.grpcAddr, c.natsURL)
 	kubeSched := kubeSchedulerProcess(b, kubeSchedBin, kube)
 	var out []schedResult
 	for _, side := range []struct {

@@ -89,3 +89,22 @@ func TestPeerUpdateTemplate(t *testing.T) {
 		t.Fatalf("the template changed: %v", a)
 	}
 }
+
+// TestPeerSchedulerSkiff runs the peer benchmark's scheduler measurement small on Skiff's
+// scheduler process: every pending pod gets bound, and a rate comes out.
+func TestPeerSchedulerSkiff(t *testing.T) {
+	c := startCluster(t)
+	s := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
+	sched := skiffSchedulerProcess(t, buildSkiffScheduler(t), c.grpcAddr, c.natsURL)
+	r := peerSchedule(t, s, c.etcd.Pid(), sched, 20, 100)
+	t.Logf("first binding after %s; %d bound at %.0f pods/s", r.firstBind, r.bound, r.podsPerSec)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.bound != 100 || r.podsPerSec <= 0 || r.schedCPU <= 0 {
+		t.Fatalf("bound %d, %.1f pods/s, scheduler CPU %s", r.bound, r.podsPerSec, r.schedCPU)
+	}
+	if n, err := countBound(context.Background(), s); err != nil || n != 100 {
+		t.Fatalf("the server has %d bound pods (%v), want 100", n, err)
+	}
+}
