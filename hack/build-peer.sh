@@ -13,7 +13,7 @@ names=("$@")
 for name in "${names[@]}"; do
 	[ -d "$mod/cmd/$name" ] || { echo "build-peer: no command $name in $mod/cmd" >&2; exit 1; }
 	# go.mod's lines sorted and without "// indirect": what tidy only rearranges does not rebuild.
-	hash="$( (sed 's,// indirect,,' "$mod/go.mod" | sort; cat "$mod/go.sum" "$mod"/cmd/"$name"/*.go) | sha256sum | cut -c1-16)"
+	hash="$( (sed 's, *// indirect,,' "$mod/go.mod" | sort; cat "$mod/go.sum" "$mod"/cmd/"$name"/*.go) | sha256sum | cut -c1-16)"
 	out="$cache/$hash/$name"
 	if [ ! -x "$out" ]; then
 		mkdir -p "$cache/$hash"
