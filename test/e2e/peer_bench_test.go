@@ -65,8 +65,15 @@ const (
 // peerQuick says whether SKIFF_PEER_QUICK asks for a short run.
 func peerQuick() bool { return os.Getenv("SKIFF_PEER_QUICK") != "" }
 
-// peerSched says whether the scheduler comparison runs (SKIFF_PEER_NOSCHED=1 skips it).
-func peerSched() bool { return os.Getenv("SKIFF_PEER_NOSCHED") == "" }
+// peerPart says whether a part of the benchmark runs: SKIFF_PEER_PARTS lists them
+// (request,fanout,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
+func peerPart(name string) bool {
+	if name == "sched" && os.Getenv("SKIFF_PEER_NOSCHED") != "" {
+		return false
+	}
+	parts := os.Getenv("SKIFF_PEER_PARTS")
+	return parts == "" || slices.Contains(strings.Split(parts, ","), name)
+}
 
 // peerBins are the peer's binaries, by name: from SKIFF_PEER_BIN_DIR, or built (once, cached)
 // by hack/build-peer.sh.
@@ -296,7 +303,7 @@ func BenchmarkPeer(b *testing.B) {
 		b.Skip("runs etcd, NATS, Skiff's apiserver and kube-apiserver processes for minutes")
 	}
 	names := []string{"kube-apiserver", "kube-reader"}
-	if peerSched() {
+	if peerPart("sched") {
 		names = append(names, "kube-scheduler")
 	}
 	bins := peerBins(b, names...)
@@ -316,10 +323,16 @@ func BenchmarkPeer(b *testing.B) {
 			}
 		}
 	}
-	rp := peerRequestPath(b, c, skiff, kube)
-	fo := peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
+	var rp *requestPathResult
+	var fo []fanoutRun
+	if peerPart("request") {
+		rp = peerRequestPath(b, c, skiff, kube)
+	}
+	if peerPart("fanout") {
+		fo = peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
+	}
 	var sr []schedResult
-	if peerSched() {
+	if peerPart("sched") {
 		pods := 3000
 		if peerQuick() {
 			pods = 1000
@@ -720,28 +733,54 @@ func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID 
 
 // peerReport prints the tables and one line per goal.
 func peerReport(rp *requestPathResult, fo []fanoutRun) {
-	ratio := func(a, b time.Duration) float64 {
-		if b <= 0 {
-			return 0
-		}
-		return float64(a) / float64(b)
+	if rp != nil {
+		peerRequestReport(rp)
 	}
-	verdict := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "NOT met"
+	if len(fo) > 0 {
+		peerFanoutReport(fo)
 	}
+}
+
+func peerRatio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func peerVerdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+// peerRequestReport prints the request-path table and its goals.
+func peerRequestReport(rp *requestPathResult) {
 	fmt.Printf("\nRequest path: sequential, REST JSON (kube-apiserver over TLS), ~1 KiB pods, interleaved request by request; raw etcd = clientv3 Put/Get/Range of Skiff's stored bytes\n")
 	fmt.Printf("%-11s | %9s %9s | %9s %9s | %9s %9s | %10s %10s\n", "op", "skiff p50", "p99", "kube p50", "p99", "etcd p50", "p99", "skiff/kube", "skiff/etcd")
 	for _, op := range rp.ops {
 		s, k, e := rp.lats[op]["skiff"], rp.lats[op]["kube"], rp.lats[op]["etcd"]
 		fmt.Printf("%-11s | %9s %9s | %9s %9s | %9s %9s | %9.2fx %9.2fx\n", op,
 			benchDur(s.pct(.5)), benchDur(s.pct(.99)), benchDur(k.pct(.5)), benchDur(k.pct(.99)),
-			benchDur(e.pct(.5)), benchDur(e.pct(.99)), ratio(s.pct(.5), k.pct(.5)), ratio(s.pct(.5), e.pct(.5)))
+			benchDur(e.pct(.5)), benchDur(e.pct(.99)), peerRatio(s.pct(.5), k.pct(.5)), peerRatio(s.pct(.5), e.pct(.5)))
 	}
 	fmt.Println("  ratios are of p50s; etcd's create and update are both a Put, its list a Range of 1,000 keys.")
+	fmt.Println()
+	p50 := func(op, side string) time.Duration { return rp.lats[op][side].pct(.5) }
+	fmt.Printf("goal: create within 1.5x raw etcd Put (p50): %.2fx %s\n", peerRatio(p50("create", "skiff"), p50("create", "etcd")),
+		peerVerdict(peerRatio(p50("create", "skiff"), p50("create", "etcd")) <= 1.5))
+	fmt.Printf("goal: create at most kube-apiserver's (p50): %.2fx %s\n", peerRatio(p50("create", "skiff"), p50("create", "kube")),
+		peerVerdict(peerRatio(p50("create", "skiff"), p50("create", "kube")) <= 1))
+	listOp := fmt.Sprintf("list(%d)", peerListPods)
+	fmt.Printf("goal: list(1,000) within 3x raw etcd range (p50): %.2fx %s\n", peerRatio(p50(listOp, "skiff"), p50(listOp, "etcd")),
+		peerVerdict(peerRatio(p50(listOp, "skiff"), p50(listOp, "etcd")) <= 3))
+	fmt.Printf("goal: list(1,000) no slower than kube-apiserver's (p50): %.2fx %s\n", peerRatio(p50(listOp, "skiff"), p50(listOp, "kube")),
+		peerVerdict(peerRatio(p50(listOp, "skiff"), p50(listOp, "kube")) <= 1))
+}
 
+// peerFanoutReport prints the fan-out table and its goals.
+func peerFanoutReport(fo []fanoutRun) {
 	fmt.Printf("\nFan-out: pod informers (all namespaces) in one reader process per side; paced unconditional updates (REST JSON, %d writers) of %d pods\n", peerWriters, peerFanPods)
 	fmt.Printf("%-5s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %10s | %8s %8s %8s\n", "side", "infs", "writes/s",
 		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd RSS", "api RSS", "NATS RSS")
@@ -773,39 +812,29 @@ func peerReport(rp *requestPathResult, fo []fanoutRun) {
 	}
 
 	fmt.Println()
-	p50 := func(op, side string) time.Duration { return rp.lats[op][side].pct(.5) }
-	fmt.Printf("goal: create within 1.5x raw etcd Put (p50): %.2fx %s\n", ratio(p50("create", "skiff"), p50("create", "etcd")),
-		verdict(ratio(p50("create", "skiff"), p50("create", "etcd")) <= 1.5))
-	fmt.Printf("goal: create at most kube-apiserver's (p50): %.2fx %s\n", ratio(p50("create", "skiff"), p50("create", "kube")),
-		verdict(ratio(p50("create", "skiff"), p50("create", "kube")) <= 1))
-	listOp := fmt.Sprintf("list(%d)", peerListPods)
-	fmt.Printf("goal: list(1,000) within 3x raw etcd range (p50): %.2fx %s\n", ratio(p50(listOp, "skiff"), p50(listOp, "etcd")),
-		verdict(ratio(p50(listOp, "skiff"), p50(listOp, "etcd")) <= 3))
-	fmt.Printf("goal: list(1,000) no slower than kube-apiserver's (p50): %.2fx %s\n", ratio(p50(listOp, "skiff"), p50(listOp, "kube")),
-		verdict(ratio(p50(listOp, "skiff"), p50(listOp, "kube")) <= 1))
 	ok := func(r *fanoutRun) bool { return r != nil && r.err == nil && r.res.P99 > 0 }
 	if s, k := get("skiff", 100, 1000), get("kube", 100, 1000); s != nil && k != nil {
 		fmt.Printf("goal: fan-out p99 at 100 informers x 1,000 writes/s under 10ms: %s %s\n", benchDur(time.Duration(s.res.P99)),
-			verdict(ok(s) && s.res.P99 < int64(10*time.Millisecond)))
+			peerVerdict(ok(s) && s.res.P99 < int64(10*time.Millisecond)))
 		fmt.Printf("goal: fan-out p99 at 100 informers x 1,000 writes/s at most 0.5x kube-apiserver's: %.2fx (%s vs %s) %s\n",
-			ratio(time.Duration(s.res.P99), time.Duration(k.res.P99)), benchDur(time.Duration(s.res.P99)), benchDur(time.Duration(k.res.P99)),
-			verdict(ok(s) && ok(k) && s.res.P99*2 <= k.res.P99))
+			peerRatio(time.Duration(s.res.P99), time.Duration(k.res.P99)), benchDur(time.Duration(s.res.P99)), benchDur(time.Duration(k.res.P99)),
+			peerVerdict(ok(s) && ok(k) && s.res.P99*2 <= k.res.P99))
 		fmt.Printf("goal: control-plane CPU per delivered event below kube-apiserver's (100 informers): %.1fµs vs %.1fµs (%.2fx) %s\n",
-			s.perEventMicro, k.perEventMicro, s.perEventMicro/max(k.perEventMicro, 1e-9), verdict(ok(s) && ok(k) && s.perEventMicro < k.perEventMicro))
+			s.perEventMicro, k.perEventMicro, s.perEventMicro/max(k.perEventMicro, 1e-9), peerVerdict(ok(s) && ok(k) && s.perEventMicro < k.perEventMicro))
 	}
 	if s1, s100 := get("skiff", 1, 1000), get("skiff", 100, 1000); s1 != nil && s100 != nil {
 		// "Flat": 100x the readers may cost etcd at most 1.5x (etcd's CPU per run is noisy).
-		rt := ratio(s100.cpu["etcd"], s1.cpu["etcd"])
+		rt := peerRatio(s100.cpu["etcd"], s1.cpu["etcd"])
 		k1, k100 := get("kube", 1, 1000), get("kube", 100, 1000)
 		kr := 0.0
 		if k1 != nil && k100 != nil {
-			kr = ratio(k100.cpu["etcd"], k1.cpu["etcd"])
+			kr = peerRatio(k100.cpu["etcd"], k1.cpu["etcd"])
 		}
 		fmt.Printf("goal: etcd CPU flat in the number of readers (100 vs 1 informers, <= 1.5x): %.2fx (%s -> %s; kube-apiserver %.2fx) %s\n",
-			rt, benchCPU(s1.cpu["etcd"]), benchCPU(s100.cpu["etcd"]), kr, verdict(ok(s1) && ok(s100) && rt <= 1.5))
+			rt, benchCPU(s1.cpu["etcd"]), benchCPU(s100.cpu["etcd"]), kr, peerVerdict(ok(s1) && ok(s100) && rt <= 1.5))
 	}
 	if s := get("skiff", 1000, 100); s != nil {
 		fmt.Printf("goal: fan-out p99 at 1,000 informers x 100 writes/s under 20ms: %s %s\n", benchDur(time.Duration(s.res.P99)),
-			verdict(ok(s) && s.res.P99 < int64(20*time.Millisecond)))
+			peerVerdict(ok(s) && s.res.P99 < int64(20*time.Millisecond)))
 	}
 }
