@@ -241,7 +241,8 @@ func withAnnotations(tmpl map[string]any, ann map[string]string) ([]byte, error)
 // its own prefix /kube), authorization AlwaysAllow, a bearer token for the benchmark, and a
 // service-account key made here. ServiceAccount admission is off, so that both servers store
 // the same pods (no injected token volume) and no controller is needed for the default
-// ServiceAccount.
+// ServiceAccount; TaintNodesByCondition too, so that a new Node is not tainted not-ready until
+// a node lifecycle controller (not running here) clears it.
 func startKubeAPIServer(b *testing.B, bin, etcdURL string) (*peerServer, *proc.Process) {
 	b.Helper()
 	dir := b.TempDir()
@@ -264,7 +265,7 @@ func startKubeAPIServer(b *testing.B, bin, etcdURL string) (*peerServer, *proc.P
 		"--authorization-mode", "AlwaysAllow", "--token-auth-file", tokenFile,
 		"--service-account-key-file", keyFile, "--service-account-signing-key-file", keyFile,
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-cluster-ip-range", "10.96.0.0/16",
-		"--disable-admission-plugins", "ServiceAccount", "-v", "0")
+		"--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition", "-v", "0")
 	b.Cleanup(func() {
 		p.Stop()
 		if b.Failed() {
