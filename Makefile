@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GOBIN ?= $(shell go env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 
-.PHONY: all build up node-deps images bench-up test test-short test-unit test-node test-clientgo fuzz-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers compose-up compose-down test-compose vet fmt clean
+.PHONY: all build up node-deps images bench-up test test-short test-unit test-node test-clientgo fuzz-clientgo fuzz generate generate-bpf verify-generate tools bench bench-bus bench-publisher bench-scheduler bench-services bench-kubelet bench-controllers bench-peer compose-up compose-down test-compose vet fmt clean
 
 all: build
 
@@ -171,6 +171,15 @@ compose-down:
 ## deployment up and removes it after
 test-compose: images
 	SKIFF_COMPOSE_TESTS=$${SKIFF_COMPOSE_TESTS:-1} go test -count=1 -timeout 15m -run '^TestCompose$$' -v ./test/e2e/
+
+## bench-peer: Skiff side by side with a real kube-apiserver (built from k8s.io/kubernetes in the
+## separate module test/peer/kube, once, cached in ~/.cache/skiff-peer; the first build takes
+## 10-20 minutes) on the same etcd: request path (create/get/update/list of 1,000 vs raw etcd) and
+## informer fan-out at 1 and 100 informers x 1,000 writes/s, CPU and memory, goal lines.
+## SKIFF_PEER_QUICK=1: a short run; SKIFF_PEER_WIDE=1 adds 1,000 informers x 100 writes/s
+bench-peer:
+	hack/build-peer.sh >/dev/null
+	go test ./test/e2e/ -run='^$$' -bench='^BenchmarkPeer$$' -benchtime=1x -count=1 -timeout 60m
 
 clean:
 	rm -rf bin .skiff

@@ -1,0 +1,843 @@
+package e2e
+
+// The peer benchmark (make bench-peer): Skiff's apiserver and bus side by side with a real
+// kube-apiserver (built from k8s.io/kubernetes in the separate module test/peer/kube, so this
+// module never depends on k8s.io), on the same stock etcd, in the same run:
+//
+//   - request path: create, get, update and list(1,000) p50/p99, sequential, REST JSON, request
+//     by request interleaved between Skiff, kube-apiserver and raw etcd Put/Get/Range;
+//   - fan-out: write -> informer handler latency and deliveries/s for N pod informers at R
+//     writes/s; Skiff's informers (pkg/informer over the bus) in one reader process
+//     (cmd/skiff-reader), client-go's informers in one reader process (kube-reader), so both
+//     sides have the same shape; CPU and memory of etcd, each apiserver and NATS from /proc;
+//   - scheduler: pods/s binding basic pods on 1,000 Node objects, Skiff's scheduler on Skiff vs
+//     kube-scheduler on kube-apiserver (peer_sched_bench_test.go).
+//
+// Every figure is from this run; the goals compare ratios, which survive a loaded machine.
+// SKIFF_PEER_QUICK=1 shortens it (fewer writes and repetitions); SKIFF_PEER_WIDE=1 adds 1,000
+// informers at 100 writes/s; SKIFF_PEER_NOSCHED=1 skips the scheduler comparison;
+// SKIFF_PEER_BIN_DIR points at prebuilt kube-apiserver, kube-reader and kube-scheduler binaries
+// instead of hack/build-peer.sh's cache.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/skiff-project/skiff/internal/testenv"
+	"github.com/skiff-project/skiff/pkg/codec"
+	"github.com/skiff-project/skiff/services/apiserver/storage"
+	"github.com/skiff-project/skiff/test/e2e/internal/proc"
+)
+
+const (
+	peerListPods  = 1000 // pods created per side in peerNS: the list of 1,000
+	peerNS        = "peer"
+	peerFanoutNS  = "peer-fanout"
+	peerFanPods   = 50
+	peerWriters   = 100
+	peerConns     = 10
+	peerKubeToken = "skiff-peer-bench-token"
+)
+
+// peerQuick says whether SKIFF_PEER_QUICK asks for a short run.
+func peerQuick() bool { return os.Getenv("SKIFF_PEER_QUICK") != "" }
+
+// peerPart says whether a part of the benchmark runs: SKIFF_PEER_PARTS lists them
+// (request,fanout,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
+func peerPart(name string) bool {
+	if name == "sched" && os.Getenv("SKIFF_PEER_NOSCHED") != "" {
+		return false
+	}
+	parts := os.Getenv("SKIFF_PEER_PARTS")
+	return parts == "" || slices.Contains(strings.Split(parts, ","), name)
+}
+
+// peerBins are the peer's binaries, by name: from SKIFF_PEER_BIN_DIR, or built (once, cached)
+// by hack/build-peer.sh.
+func peerBins(b *testing.B, names ...string) map[string]string {
+	b.Helper()
+	paths := map[string]string{}
+	if dir := os.Getenv("SKIFF_PEER_BIN_DIR"); dir != "" {
+		for _, n := range names {
+			paths[n] = filepath.Join(dir, n)
+		}
+		return paths
+	}
+	script, err := filepath.Abs("../../hack/build-peer.sh")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(script, names...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("hack/build-peer.sh: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			paths[k] = v
+		}
+	}
+	for _, n := range names {
+		if paths[n] == "" {
+			b.Fatalf("hack/build-peer.sh printed no %s: %q", n, out)
+		}
+	}
+	return paths
+}
+
+// buildSkiffReader builds cmd/skiff-reader into the run's bin directory.
+func buildSkiffReader(b testing.TB) string {
+	b.Helper()
+	out := filepath.Join(binDir, "skiff-reader")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/skiff-reader")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("go build skiff-reader: %v\n%s", err, o)
+	}
+	return out
+}
+
+// peerServer is one API server under test, spoken to in REST JSON by the same code.
+type peerServer struct {
+	name  string
+	base  string // http(s)://127.0.0.1:port
+	token string
+	http  *http.Client
+	pid   func() int
+}
+
+func newPeerHTTPClient() *http.Client {
+	// HTTP/1.1 on both sides (kube-apiserver would negotiate HTTP/2 over TLS): the same client
+	// shape, a keep-alive connection per concurrent caller.
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback, self-signed
+		MaxIdleConnsPerHost: peerWriters, MaxConnsPerHost: peerWriters,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}}
+}
+
+// do sends a request and reads the whole answer; a status other than want is an error.
+func (s *peerServer) do(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != want {
+		return data, fmt.Errorf("%s %s %s: %s: %.300s", s.name, method, path, resp.Status, data)
+	}
+	return data, nil
+}
+
+func podsPath(ns, name string) string {
+	p := "/api/v1/namespaces/" + ns + "/pods"
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}
+
+// createNamespace creates ns on s.
+func (s *peerServer) createNamespace(ctx context.Context, ns string) error {
+	_, err := s.do(ctx, http.MethodPost, "/api/v1/namespaces", []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"`+ns+`"}}`), http.StatusCreated)
+	return err
+}
+
+// peerPodJSON is the realistic ~1 KiB pod both servers are sent, as Skiff's REST JSON (the
+// Kubernetes wire form).
+func peerPodJSON(b testing.TB, ns, name string) []byte {
+	data, err := codec.Marshal(testenv.RealisticPod(ns, name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// updateTemplate turns a server's answer to a create into the body of unconditional updates:
+// no resourceVersion (both servers allow unconditional pod updates) and no managedFields.
+func updateTemplate(created []byte) (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal(created, &m); err != nil {
+		return nil, err
+	}
+	md, _ := m["metadata"].(map[string]any)
+	if md == nil {
+		return nil, fmt.Errorf("no metadata in %.200s", created)
+	}
+	delete(md, "resourceVersion")
+	delete(md, "managedFields")
+	if _, ok := md["annotations"].(map[string]any); !ok {
+		md["annotations"] = map[string]any{}
+	}
+	return m, nil
+}
+
+// withAnnotations is tmpl's JSON with extra annotations (tmpl itself is not changed).
+func withAnnotations(tmpl map[string]any, ann map[string]string) ([]byte, error) {
+	md := tmpl["metadata"].(map[string]any)
+	a := map[string]any{}
+	for k, v := range md["annotations"].(map[string]any) {
+		a[k] = v
+	}
+	for k, v := range ann {
+		a[k] = v
+	}
+	m := map[string]any{}
+	for k, v := range tmpl {
+		m[k] = v
+	}
+	md2 := map[string]any{}
+	for k, v := range md {
+		md2[k] = v
+	}
+	md2["annotations"] = a
+	m["metadata"] = md2
+	return json.Marshal(m)
+}
+
+// kubeAPIServer is a real kube-apiserver on loopback: the stock etcd shared with Skiff (under
+// its own prefix /kube), authorization AlwaysAllow, a bearer token for the benchmark, and a
+// service-account key made here. ServiceAccount admission is off, so that both servers store
+// the same pods (no injected token volume) and no controller is needed for the default
+// ServiceAccount; TaintNodesByCondition too, so that a new Node is not tainted not-ready until
+// a node lifecycle controller (not running here) clears it.
+func startKubeAPIServer(b *testing.B, bin, etcdURL string) (*peerServer, *proc.Process) {
+	b.Helper()
+	dir := b.TempDir()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "sa.key")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(peerKubeToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	port := freePorts(b, 1)[0]
+	p := proc.New("kube-apiserver", bin, filepath.Join(dir, "kube-apiserver.log"),
+		"--etcd-servers", etcdURL, "--etcd-prefix", "/kube",
+		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(port), "--cert-dir", filepath.Join(dir, "certs"),
+		"--authorization-mode", "AlwaysAllow", "--token-auth-file", tokenFile,
+		"--service-account-key-file", keyFile, "--service-account-signing-key-file", keyFile,
+		"--service-account-issuer", "https://kubernetes.default.svc", "--service-cluster-ip-range", "10.96.0.0/16",
+		"--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition", "-v", "0")
+	b.Cleanup(func() {
+		p.Stop()
+		if b.Failed() {
+			b.Logf("----- last lines of kube-apiserver (%s) -----\n%s", p.LogPath, p.Tail(40))
+		}
+	})
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	s := &peerServer{name: "kube", base: "https://127.0.0.1:" + strconv.Itoa(port), token: peerKubeToken,
+		http: newPeerHTTPClient(), pid: p.Pid}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := p.WaitReady(ctx, func(ctx context.Context) error {
+		_, err := s.do(ctx, http.MethodGet, "/readyz", nil, http.StatusOK)
+		return err
+	}); err != nil {
+		b.Fatalf("kube-apiserver not ready: %v", err)
+	}
+	return s, p
+}
+
+// peerLat is a set of latencies of one operation.
+type peerLat []int64
+
+func (l peerLat) pct(p float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return benchPercentile(s, p)
+}
+
+// BenchmarkPeer runs the request-path and fan-out comparisons and prints the tables and the
+// goal lines. Like the other e2e benchmarks it is one fixed experiment and ignores b.N.
+func BenchmarkPeer(b *testing.B) {
+	if testing.Short() {
+		b.Skip("runs etcd, NATS, Skiff's apiserver and kube-apiserver processes for minutes")
+	}
+	names := []string{"kube-apiserver", "kube-reader"}
+	if peerPart("sched") {
+		names = append(names, "kube-scheduler")
+	}
+	bins := peerBins(b, names...)
+	kubeBin, kubeReader := bins["kube-apiserver"], bins["kube-reader"]
+	skiffReader := buildSkiffReader(b)
+	b.Setenv("SKIFF_BENCH_APISERVER", "process") // its CPU on its own, as kube-apiserver's
+	c := startBenchCluster(b)
+	skiff := &peerServer{name: "skiff", base: "http://" + c.httpAddr, http: newPeerHTTPClient(), pid: c.api.Pid}
+	kube, _ := startKubeAPIServer(b, kubeBin, c.etcdURL)
+	fmt.Println("machine: 2 shared cores, loaded by other work: compare the ratios, not the absolute figures")
+
+	ctx := context.Background()
+	for _, s := range []*peerServer{skiff, kube} {
+		for _, ns := range []string{peerNS, peerFanoutNS} {
+			if err := s.createNamespace(ctx, ns); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// The schedulers first: later parts leave pending pods (the request path's have a
+	// nodeSelector no node matches) that a scheduler would keep retrying beside the measured ones.
+	var sr []schedResult
+	if peerPart("sched") {
+		pods := 3000
+		if peerQuick() {
+			pods = 1000
+		}
+		sr = peerScheduler(b, c, skiff, kube, bins["kube-scheduler"], 1000, pods)
+	}
+	var rp *requestPathResult
+	var fo []fanoutRun
+	if peerPart("request") {
+		rp = peerRequestPath(b, c, skiff, kube)
+	}
+	if peerPart("fanout") {
+		fo = peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
+	}
+	peerReport(rp, fo)
+	peerSchedReport(sr)
+}
+
+// requestPathResult holds, per operation, the latencies on Skiff, kube-apiserver and etcd.
+type requestPathResult struct {
+	ops  []string
+	lats map[string]map[string]peerLat // op -> side -> latencies
+}
+
+func (r *requestPathResult) add(op, side string, d time.Duration) {
+	if r.lats[op] == nil {
+		r.lats[op] = map[string]peerLat{}
+		r.ops = append(r.ops, op)
+	}
+	r.lats[op][side] = append(r.lats[op][side], int64(d))
+}
+
+// peerRequestPath measures the request path, one request at a time, interleaved Skiff,
+// kube-apiserver, etcd, so that load on the machine hits all three alike.
+func peerRequestPath(b *testing.B, c *benchCluster, skiff, kube *peerServer) *requestPathResult {
+	b.Helper()
+	ctx := context.Background()
+	r := &requestPathResult{lats: map[string]map[string]peerLat{}}
+	raw, err := storage.Encode(testenv.RealisticPod(peerNS, "sizing"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	timed := func(op, side string, f func() error) {
+		t := time.Now()
+		if err := f(); err != nil {
+			b.Fatalf("%s on %s: %v", op, side, err)
+		}
+		r.add(op, side, time.Since(t))
+	}
+	rawKey := func(i int) string { return fmt.Sprintf("/peer-bench/raw/%04d", i) }
+	tmpl := map[string][]map[string]any{}
+	for i := range peerListPods {
+		name := fmt.Sprintf("p-%04d", i)
+		body := peerPodJSON(b, peerNS, name)
+		for _, s := range []*peerServer{skiff, kube} {
+			var out []byte
+			timed("create", s.name, func() (err error) {
+				out, err = s.do(ctx, http.MethodPost, podsPath(peerNS, ""), body, http.StatusCreated)
+				return err
+			})
+			t, err := updateTemplate(out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tmpl[s.name] = append(tmpl[s.name], t)
+		}
+		timed("create", "etcd", func() error { _, err := c.etcdClient.Put(ctx, rawKey(i), string(raw)); return err })
+	}
+	for i := range peerListPods {
+		name := fmt.Sprintf("p-%04d", i)
+		for _, s := range []*peerServer{skiff, kube} {
+			timed("get", s.name, func() error {
+				_, err := s.do(ctx, http.MethodGet, podsPath(peerNS, name), nil, http.StatusOK)
+				return err
+			})
+		}
+		timed("get", "etcd", func() error { _, err := c.etcdClient.Get(ctx, rawKey(i)); return err })
+	}
+	for i := range peerListPods {
+		name := fmt.Sprintf("p-%04d", i)
+		for _, s := range []*peerServer{skiff, kube} {
+			body, err := withAnnotations(tmpl[s.name][i], map[string]string{"bench/updated": strconv.Itoa(i)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			timed("update", s.name, func() error {
+				_, err := s.do(ctx, http.MethodPut, podsPath(peerNS, name), body, http.StatusOK)
+				return err
+			})
+		}
+		timed("update", "etcd", func() error { _, err := c.etcdClient.Put(ctx, rawKey(i), string(raw)); return err })
+	}
+	lists := 200
+	if peerQuick() {
+		lists = 50
+	}
+	listOp := fmt.Sprintf("list(%d)", peerListPods)
+	for range lists {
+		for _, s := range []*peerServer{skiff, kube} {
+			timed(listOp, s.name, func() error {
+				out, err := s.do(ctx, http.MethodGet, podsPath(peerNS, ""), nil, http.StatusOK)
+				if err == nil {
+					var l struct{ Items []json.RawMessage }
+					if err = json.Unmarshal(out, &l); err == nil && len(l.Items) != peerListPods {
+						err = fmt.Errorf("listed %d pods, want %d", len(l.Items), peerListPods)
+					}
+				}
+				return err
+			})
+		}
+		timed(listOp, "etcd", func() error {
+			resp, err := c.etcdClient.Get(ctx, "/peer-bench/raw/", clientv3.WithPrefix())
+			if err == nil && len(resp.Kvs) != peerListPods {
+				err = fmt.Errorf("raw range returned %d keys", len(resp.Kvs))
+			}
+			return err
+		})
+	}
+	return r
+}
+
+// fanoutRun is one fan-out measurement: one side, n informers, rate writes/s.
+type fanoutRun struct {
+	side          string
+	informers     int
+	rate          int
+	writes        int
+	acked, errs   int
+	writeRate     float64
+	res           readerResult
+	elapsed       time.Duration // first write -> last delivery
+	cpu           map[string]time.Duration
+	rss           map[string]int64
+	live          time.Duration
+	err           error
+	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
+	perEventMicro float64       // controlPlane per delivered event, µs
+}
+
+type readerResult struct {
+	Delivered int64  `json:"delivered"`
+	P50       int64  `json:"p50_ns"`
+	P99       int64  `json:"p99_ns"`
+	Max       int64  `json:"max_ns"`
+	Last      int64  `json:"last_unix_ns"`
+	Error     string `json:"error,omitempty"`
+}
+
+func (r fanoutRun) deliveriesPerSec() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.res.Delivered) / r.elapsed.Seconds()
+}
+
+// peerFanoutShape is one (informers, writes/s) point, measured on both sides.
+type peerFanoutShape struct{ informers, rate int }
+
+func peerFanoutShapes() []peerFanoutShape {
+	s := []peerFanoutShape{{1, 1000}, {100, 1000}}
+	if os.Getenv("SKIFF_PEER_WIDE") != "" {
+		s = append(s, peerFanoutShape{1000, 100})
+	}
+	return s
+}
+
+// peerFanout measures write -> informer delivery on both sides for each shape.
+func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffReader, kubeReader string) []fanoutRun {
+	b.Helper()
+	tmpls := map[string][]map[string]any{}
+	for _, s := range []*peerServer{skiff, kube} {
+		tmpls[s.name] = createFanoutPods(b, s)
+	}
+	seconds := 3
+	if peerQuick() {
+		seconds = 1
+	}
+	var runs []fanoutRun
+	for _, shape := range peerFanoutShapes() {
+		for _, s := range []*peerServer{skiff, kube} {
+			runID := fmt.Sprintf("%s-%d-%d", s.name, shape.informers, shape.rate)
+			writes := shape.rate * seconds
+			var args []string
+			bin := skiffReader
+			if s == skiff {
+				args = []string{"-grpc", c.grpcAddr, "-nats", c.natsURL}
+			} else {
+				bin = kubeReader
+				args = []string{"-server", kube.base, "-token", kube.token}
+			}
+			args = append(args, "-informers", strconv.Itoa(shape.informers), "-conns", strconv.Itoa(peerConns),
+				"-run", runID, "-max-writes", strconv.Itoa(writes))
+			procs := map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": skiff.pid(), "kube-apiserver": kube.pid()}
+			cp := []string{"etcd", "skiff-apiserver", "nats"}
+			if s == kube {
+				cp = []string{"etcd", "kube-apiserver"}
+			}
+			r := peerFanoutRun(b, s, tmpls[s.name], bin, args, runID, shape, writes, procs, cp)
+			fmt.Printf("  %-5s %4d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
+				r.side, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
+				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
+			if r.err != nil {
+				b.Errorf("%s %d informers: %v", r.side, r.informers, r.err)
+			}
+			runs = append(runs, r)
+		}
+	}
+	return runs
+}
+
+// createFanoutPods creates the pods the fan-out updates on s, and returns their update templates.
+func createFanoutPods(tb testing.TB, s *peerServer) []map[string]any {
+	tb.Helper()
+	var tmpls []map[string]any
+	for i := range peerFanPods {
+		out, err := s.do(context.Background(), http.MethodPost, podsPath(peerFanoutNS, ""),
+			peerPodJSON(tb, peerFanoutNS, fmt.Sprintf("f-%02d", i)), http.StatusCreated)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		t, err := updateTemplate(out)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tmpls = append(tmpls, t)
+	}
+	return tmpls
+}
+
+// peerFanoutRun starts a reader process, warms it up, writes, and collects its result and the
+// processes' CPU.
+// procs are the processes whose CPU and memory are read (the reader is added as "reader");
+// controlPlane names those whose CPU is the side's control plane.
+func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin string, args []string,
+	runID string, shape peerFanoutShape, writes int, procs map[string]int, controlPlane []string) (r fanoutRun) {
+	r = fanoutRun{side: s.name, informers: shape.informers, rate: shape.rate, writes: writes}
+	logPath := filepath.Join(tb.TempDir(), "reader.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = logf
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		r.err = err
+		return r
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		r.err = err
+		return r
+	}
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		r.err = err
+		return r
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if r.err != nil {
+			if tail, err := os.ReadFile(logPath); err == nil {
+				r.err = fmt.Errorf("%w; reader log: %.2000s", r.err, tail)
+			}
+		}
+	}()
+	lines := make(chan string, 4)
+	go func() { // ends when the reader's stdout closes (it exits or is killed above)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waitLine := func(prefix string, timeout time.Duration, tick func()) (string, error) {
+		deadline := time.After(timeout)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					return "", fmt.Errorf("reader exited before %q", prefix)
+				}
+				if strings.HasPrefix(l, prefix) {
+					return l, nil
+				}
+			case <-t.C:
+				if tick != nil {
+					tick()
+				}
+			case <-deadline:
+				return "", fmt.Errorf("no %q from the reader within %s", prefix, timeout)
+			}
+		}
+	}
+	ctx := context.Background()
+	if _, err := waitLine("synced", 5*time.Minute, nil); err != nil {
+		r.err = err
+		return r
+	}
+	// Warm-up writes (one per tick) until every informer saw one: live informers, not starting ones.
+	warm := 0
+	if _, err := waitLine("live", 3*time.Minute, func() {
+		warm++
+		body, err := withAnnotations(tmpl[0], map[string]string{annRun: runID + "-warm", annSent: strconv.Itoa(warm)})
+		if err == nil {
+			_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
+		}
+	}); err != nil {
+		r.err = err
+		return r
+	}
+	r.live = time.Since(began)
+	time.Sleep(200 * time.Millisecond) // the last warm-up writes drain
+
+	procs = maps.Clone(procs)
+	procs["reader"] = cmd.Process.Pid
+	cpu0 := map[string]time.Duration{}
+	for k, pid := range procs {
+		cpu0[k] = benchProcCPU(pid)
+	}
+	t0, acked, errs, end := peerWrite(ctx, s, tmpl, runID, shape.rate, writes)
+	r.acked, r.errs = acked, errs
+	r.writeRate = float64(acked+errs) / end.Sub(t0).Seconds()
+	if errs > 0 {
+		r.err = fmt.Errorf("%d of %d writes failed", errs, writes)
+	}
+	if _, err := fmt.Fprintf(stdin, "expect %d\n", acked); err != nil {
+		r.err = err
+		return r
+	}
+	line, err := waitLine("result ", 5*time.Minute, nil)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.cpu, r.rss = map[string]time.Duration{}, map[string]int64{}
+	for k, pid := range procs {
+		r.cpu[k] = benchProcCPU(pid) - cpu0[k]
+		r.rss[k] = benchRSS(pid)
+	}
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "result ")), &r.res); err != nil {
+		r.err = err
+		return r
+	}
+	if r.res.Error != "" && r.err == nil {
+		r.err = fmt.Errorf("reader: %s", r.res.Error)
+	}
+	if r.res.Delivered > int64(acked)*int64(shape.informers) {
+		r.err = fmt.Errorf("%d deliveries for %d expected: duplicates", r.res.Delivered, int64(acked)*int64(shape.informers))
+	}
+	r.elapsed = time.Unix(0, r.res.Last).Sub(t0)
+	for _, p := range controlPlane {
+		r.controlPlane += r.cpu[p]
+	}
+	if r.res.Delivered > 0 {
+		r.perEventMicro = float64(r.controlPlane.Microseconds()) / float64(r.res.Delivered)
+	}
+	return r
+}
+
+// peerWrite sends writes unconditional updates paced at rate from peerWriters goroutines: write
+// k is due at t0 + k/rate, and a writer that fell behind catches up without waiting. Each write
+// stamps its pod with its run, number and send time.
+func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) (t0 time.Time, acked, errs int, end time.Time) {
+	interval := time.Second / time.Duration(rate)
+	t0 = time.Now().Add(2 * time.Millisecond)
+	var next, ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range peerWriters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(writes) {
+					return
+				}
+				if d := time.Until(t0.Add(time.Duration(k) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+				i := k % int64(len(tmpl))
+				body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.FormatInt(k, 10),
+					annSent: strconv.FormatInt(time.Now().UnixNano(), 10)})
+				if err == nil {
+					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					_, err = s.do(cctx, http.MethodPut, podsPath(peerFanoutNS, fmt.Sprintf("f-%02d", i)), body, http.StatusOK)
+					cancel()
+				}
+				if err != nil {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return t0, int(ok.Load()), int(failed.Load()), time.Now()
+}
+
+// peerReport prints the tables and one line per goal.
+func peerReport(rp *requestPathResult, fo []fanoutRun) {
+	if rp != nil {
+		peerRequestReport(rp)
+	}
+	if len(fo) > 0 {
+		peerFanoutReport(fo)
+	}
+}
+
+func peerRatio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func peerVerdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+// peerRequestReport prints the request-path table and its goals.
+func peerRequestReport(rp *requestPathResult) {
+	fmt.Printf("\nRequest path: sequential, REST JSON (kube-apiserver over TLS), ~1 KiB pods, interleaved request by request; raw etcd = clientv3 Put/Get/Range of Skiff's stored bytes\n")
+	fmt.Printf("%-11s | %9s %9s | %9s %9s | %9s %9s | %10s %10s\n", "op", "skiff p50", "p99", "kube p50", "p99", "etcd p50", "p99", "skiff/kube", "skiff/etcd")
+	for _, op := range rp.ops {
+		s, k, e := rp.lats[op]["skiff"], rp.lats[op]["kube"], rp.lats[op]["etcd"]
+		fmt.Printf("%-11s | %9s %9s | %9s %9s | %9s %9s | %9.2fx %9.2fx\n", op,
+			benchDur(s.pct(.5)), benchDur(s.pct(.99)), benchDur(k.pct(.5)), benchDur(k.pct(.99)),
+			benchDur(e.pct(.5)), benchDur(e.pct(.99)), peerRatio(s.pct(.5), k.pct(.5)), peerRatio(s.pct(.5), e.pct(.5)))
+	}
+	fmt.Println("  ratios are of p50s; etcd's create and update are both a Put, its list a Range of 1,000 keys.")
+	fmt.Println()
+	p50 := func(op, side string) time.Duration { return rp.lats[op][side].pct(.5) }
+	fmt.Printf("goal: create within 1.5x raw etcd Put (p50): %.2fx %s\n", peerRatio(p50("create", "skiff"), p50("create", "etcd")),
+		peerVerdict(peerRatio(p50("create", "skiff"), p50("create", "etcd")) <= 1.5))
+	fmt.Printf("goal: create at most kube-apiserver's (p50): %.2fx %s\n", peerRatio(p50("create", "skiff"), p50("create", "kube")),
+		peerVerdict(peerRatio(p50("create", "skiff"), p50("create", "kube")) <= 1))
+	listOp := fmt.Sprintf("list(%d)", peerListPods)
+	fmt.Printf("goal: list(1,000) within 3x raw etcd range (p50): %.2fx %s\n", peerRatio(p50(listOp, "skiff"), p50(listOp, "etcd")),
+		peerVerdict(peerRatio(p50(listOp, "skiff"), p50(listOp, "etcd")) <= 3))
+	fmt.Printf("goal: list(1,000) no slower than kube-apiserver's (p50): %.2fx %s\n", peerRatio(p50(listOp, "skiff"), p50(listOp, "kube")),
+		peerVerdict(peerRatio(p50(listOp, "skiff"), p50(listOp, "kube")) <= 1))
+}
+
+// peerFanoutReport prints the fan-out table and its goals.
+func peerFanoutReport(fo []fanoutRun) {
+	fmt.Printf("\nFan-out: pod informers (all namespaces) in one reader process per side; paced unconditional updates (REST JSON, %d writers) of %d pods\n", peerWriters, peerFanPods)
+	fmt.Printf("%-5s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %10s | %8s %8s %8s\n", "side", "infs", "writes/s",
+		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd RSS", "api RSS", "NATS RSS")
+	get := func(side string, n, rate int) *fanoutRun {
+		for i := range fo {
+			if fo[i].side == side && fo[i].informers == n && fo[i].rate == rate {
+				return &fo[i]
+			}
+		}
+		return nil
+	}
+	for _, r := range fo {
+		api := "skiff-apiserver"
+		nats, natsRSS := benchCPU(r.cpu["nats"]), benchMiB(r.rss["nats"])
+		if r.side == "kube" {
+			api, nats, natsRSS = "kube-apiserver", "-", "-"
+		}
+		fmt.Printf("%-5s %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %10.1f | %8s %8s %8s\n", r.side, r.informers, r.writeRate,
+			benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)), benchDur(time.Duration(r.res.Max)),
+			r.res.Delivered, r.deliveriesPerSec(), benchCPU(r.cpu["etcd"]), benchCPU(r.cpu[api]), nats, benchCPU(r.cpu["reader"]),
+			r.perEventMicro, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), natsRSS)
+	}
+	fmt.Println("  CPU: from the first write until the reader had every delivery. cp µs/evt = control-plane CPU")
+	fmt.Println("  (etcd + apiserver, + NATS for Skiff) per delivered event. RSS after the run.")
+	for _, r := range fo {
+		if r.err != nil {
+			fmt.Printf("incomplete: %s with %d informers: %v\n", r.side, r.informers, r.err)
+		}
+	}
+
+	fmt.Println()
+	ok := func(r *fanoutRun) bool { return r != nil && r.err == nil && r.res.P99 > 0 }
+	if s, k := get("skiff", 100, 1000), get("kube", 100, 1000); s != nil && k != nil {
+		fmt.Printf("goal: fan-out p99 at 100 informers x 1,000 writes/s under 10ms: %s %s\n", benchDur(time.Duration(s.res.P99)),
+			peerVerdict(ok(s) && s.res.P99 < int64(10*time.Millisecond)))
+		fmt.Printf("goal: fan-out p99 at 100 informers x 1,000 writes/s at most 0.5x kube-apiserver's: %.2fx (%s vs %s) %s\n",
+			peerRatio(time.Duration(s.res.P99), time.Duration(k.res.P99)), benchDur(time.Duration(s.res.P99)), benchDur(time.Duration(k.res.P99)),
+			peerVerdict(ok(s) && ok(k) && s.res.P99*2 <= k.res.P99))
+		fmt.Printf("goal: control-plane CPU per delivered event below kube-apiserver's (100 informers): %.1fµs vs %.1fµs (%.2fx) %s\n",
+			s.perEventMicro, k.perEventMicro, s.perEventMicro/max(k.perEventMicro, 1e-9), peerVerdict(ok(s) && ok(k) && s.perEventMicro < k.perEventMicro))
+	}
+	if s1, s100 := get("skiff", 1, 1000), get("skiff", 100, 1000); s1 != nil && s100 != nil {
+		// "Flat": 100x the readers may cost etcd at most 1.5x (etcd's CPU per run is noisy).
+		rt := peerRatio(s100.cpu["etcd"], s1.cpu["etcd"])
+		k1, k100 := get("kube", 1, 1000), get("kube", 100, 1000)
+		kr := 0.0
+		if k1 != nil && k100 != nil {
+			kr = peerRatio(k100.cpu["etcd"], k1.cpu["etcd"])
+		}
+		fmt.Printf("goal: etcd CPU flat in the number of readers (100 vs 1 informers, <= 1.5x): %.2fx (%s -> %s; kube-apiserver %.2fx) %s\n",
+			rt, benchCPU(s1.cpu["etcd"]), benchCPU(s100.cpu["etcd"]), kr, peerVerdict(ok(s1) && ok(s100) && rt <= 1.5))
+	}
+	if s := get("skiff", 1000, 100); s != nil {
+		fmt.Printf("goal: fan-out p99 at 1,000 informers x 100 writes/s under 20ms: %s %s\n", benchDur(time.Duration(s.res.P99)),
+			peerVerdict(ok(s) && s.res.P99 < int64(20*time.Millisecond)))
+	}
+}

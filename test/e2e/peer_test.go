@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestPeerFanoutSkiffReader runs the peer benchmark's fan-out path (make bench-peer) small,
+// against a real cluster: Skiff's reader process with 3 informers must report each of 200
+// paced writes exactly once per informer, with latencies, and the CPU of the servers read.
+func TestPeerFanoutSkiffReader(t *testing.T) {
+	start := time.Now()
+	c := startCluster(t)
+	bin := buildSkiffReader(t)
+	t.Logf("cluster up and reader built in %s", time.Since(start))
+	s := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
+	if err := s.createNamespace(context.Background(), peerFanoutNS); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := createFanoutPods(t, s)
+	const informers, writes = 3, 200
+	r := peerFanoutRun(t, s, tmpl, bin, []string{"-grpc", c.grpcAddr, "-nats", c.natsURL, "-informers", "3",
+		"-conns", "2", "-run", "test", "-max-writes", "200"}, "test", peerFanoutShape{informers, 200}, writes,
+		map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": c.apiserver.Pid()},
+		[]string{"etcd", "skiff-apiserver", "nats"})
+	t.Logf("live after %s; %d writes at %.0f/s; delivered %d, p50 %dµs p99 %dµs", r.live, r.acked, r.writeRate,
+		r.res.Delivered, r.res.P50/1000, r.res.P99/1000)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.acked != writes || r.res.Delivered != informers*writes {
+		t.Fatalf("acked %d writes, delivered %d; want %d and %d", r.acked, r.res.Delivered, writes, informers*writes)
+	}
+	if r.res.P50 <= 0 || r.res.P99 < r.res.P50 || r.res.Max < r.res.P99 {
+		t.Fatalf("latencies p50 %d p99 %d max %d ns: not ordered", r.res.P50, r.res.P99, r.res.Max)
+	}
+	if r.cpu["skiff-apiserver"] <= 0 || r.controlPlane < r.cpu["skiff-apiserver"] || r.rss["reader"] <= 0 {
+		t.Fatalf("CPU %v, control plane %s, RSS %v: not measured", r.cpu, r.controlPlane, r.rss)
+	}
+	// Every write really changed the pod: the last one's annotations are on the server.
+	out, err := s.do(context.Background(), http.MethodGet, podsPath(peerFanoutNS, "f-00"), nil, http.StatusOK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod struct {
+		Metadata struct{ Annotations map[string]string }
+	}
+	if err := json.Unmarshal(out, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if pod.Metadata.Annotations[annRun] != "test" || pod.Metadata.Annotations["example.com/owner"] != "benchmarks" {
+		t.Fatalf("annotations after the writes: %v", pod.Metadata.Annotations)
+	}
+}
+
+// TestPeerUpdateTemplate: a create's answer becomes an unconditional update body that keeps
+// the object's own annotations and adds the benchmark's, without changing the template.
+func TestPeerUpdateTemplate(t *testing.T) {
+	tmpl, err := updateTemplate([]byte(`{"kind":"Pod","metadata":{"name":"a","resourceVersion":"7","managedFields":[{}],"annotations":{"x":"1"}},"spec":{"n":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := withAnnotations(tmpl, map[string]string{"y": "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Kind     string
+		Metadata map[string]any
+		Spec     map[string]any
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	ann, _ := got.Metadata["annotations"].(map[string]any)
+	if got.Kind != "Pod" || got.Metadata["name"] != "a" || got.Spec["n"] != 1.0 || ann["x"] != "1" || ann["y"] != "2" {
+		t.Fatalf("update body %s", body)
+	}
+	if _, ok := got.Metadata["resourceVersion"]; ok {
+		t.Fatalf("update body keeps the resourceVersion (a conditional update): %s", body)
+	}
+	if _, ok := got.Metadata["managedFields"]; ok {
+		t.Fatalf("update body keeps managedFields: %s", body)
+	}
+	if a := tmpl["metadata"].(map[string]any)["annotations"].(map[string]any); len(a) != 1 {
+		t.Fatalf("the template changed: %v", a)
+	}
+}
+
+// TestPeerSchedulerSkiff runs the peer benchmark's scheduler measurement small on Skiff's
+// scheduler process: every pending pod gets bound, and a rate comes out.
+func TestPeerSchedulerSkiff(t *testing.T) {
+	c := startCluster(t)
+	s := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
+	sched := skiffSchedulerProcess(t, buildSkiffScheduler(t), c.grpcAddr, c.natsURL)
+	r := peerSchedule(t, s, c.etcd.Pid(), sched, 20, 100)
+	t.Logf("first binding after %s; %d bound at %.0f pods/s", r.firstBind, r.bound, r.podsPerSec)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.bound != 100 || r.podsPerSec <= 0 || r.schedCPU <= 0 {
+		t.Fatalf("bound %d, %.1f pods/s, scheduler CPU %s", r.bound, r.podsPerSec, r.schedCPU)
+	}
+	if n, err := countBound(context.Background(), s); err != nil || n != 100 {
+		t.Fatalf("the server has %d bound pods (%v), want 100", n, err)
+	}
+}
