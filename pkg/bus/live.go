@@ -357,6 +357,11 @@ func (f *feed) follow0() error {
 			}
 			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
 		case <-poll.C:
+			// Take what has already arrived first: a check or repair now would find those
+			// messages in the stream and read them again from there, for nothing.
+			if err := f.drain(ctx, live); err != nil {
+				return err
+			}
 			if f.pos.less(f.awaited) {
 				if err := f.repair(ctx, f.awaited); err != nil {
 					return err
@@ -372,6 +377,16 @@ func (f *feed) follow0() error {
 			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
 		}
 	}
+}
+
+// drain takes the live messages already queued, without waiting for more.
+func (f *feed) drain(ctx context.Context, live <-chan *nats.Msg) error {
+	for range len(live) {
+		if err := f.take(ctx, <-live); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // noticeReconnect makes a check due if the connection reconnected since last seen: a check
