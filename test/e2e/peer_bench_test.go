@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -314,7 +315,9 @@ func BenchmarkPeer(b *testing.B) {
 	c := startBenchCluster(b)
 	skiff := &peerServer{name: "skiff", base: "http://" + c.httpAddr, http: newPeerHTTPClient(), pid: c.api.Pid}
 	kube, _ := startKubeAPIServer(b, kubeBin, c.etcdURL)
-	fmt.Println("machine: 2 shared cores, loaded by other work: compare the ratios, not the absolute figures")
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("machine: %d cores, load average %s before the run (both sides share it: compare ratios)\n",
+		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 
 	ctx := context.Background()
 	for _, s := range []*peerServer{skiff, kube} {
