@@ -16,6 +16,7 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -118,15 +120,29 @@ func (s *Server) Listen() error {
 	if s.pc != nil {
 		return nil
 	}
-	pc, err := net.ListenPacket("udp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen DNS on udp %s: %w", s.cfg.Addr, err)
+	// With port 0 the kernel picks a free UDP port, which TCP may have in use: pick again.
+	_, port, _ := net.SplitHostPort(s.cfg.Addr)
+	attempts := 1
+	if port == "0" {
+		attempts = 20
 	}
-	// TCP on the same port as UDP, as resolvers expect.
-	lis, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	var pc net.PacketConn
+	var lis net.Listener
+	for i := range attempts {
+		var err error
+		pc, err = net.ListenPacket("udp", s.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("listen DNS on udp %s: %w", s.cfg.Addr, err)
+		}
+		// TCP on the same port as UDP, as resolvers expect.
+		lis, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
 		pc.Close()
-		return fmt.Errorf("listen DNS on tcp %s: %w", pc.LocalAddr(), err)
+		if i == attempts-1 || !errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("listen DNS on tcp %s: %w", pc.LocalAddr(), err)
+		}
 	}
 	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	s.pc, s.lis, s.addr = pc, lis, netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())

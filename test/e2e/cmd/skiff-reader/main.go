@@ -6,7 +6,8 @@
 //	stdout "synced"            every informer has listed
 //	stdout "live"              every informer has seen the warm-up write (annotation bench/run = RUN-warm)
 //	stdin  "expect K"          K writes of run RUN were acknowledged
-//	stdout "result {json}"     once each informer has K deliveries, or deliveries stalled
+//	stdout "result {json}"     once each informer has K deliveries, or deliveries stalled;
+//	                           then it waits for stdin to close
 package main
 
 import (
@@ -158,6 +159,10 @@ func serve(grpcAddr, natsURL string, n, conns int, run string, maxWrites int) er
 			return err
 		}
 		fmt.Println("result " + string(out))
+		// Stay until stdin closes (or the harness kills us): the harness reads this
+		// process's CPU and memory after the result.
+		for in.Scan() {
+		}
 		return nil
 	}
 	return fmt.Errorf("stdin closed before the expect command")

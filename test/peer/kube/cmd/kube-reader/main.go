@@ -5,7 +5,8 @@
 //	stdout "synced"            every informer has listed
 //	stdout "live"              every informer has seen the warm-up write (annotation bench/run = RUN-warm)
 //	stdin  "expect K"          K writes of run RUN were acknowledged
-//	stdout "result {json}"     once each informer has K deliveries, or deliveries stalled
+//	stdout "result {json}"     once each informer has K deliveries, or deliveries stalled;
+//	                           then it waits for stdin to close
 package main
 
 import (
@@ -155,6 +156,10 @@ func serve(server, token string, n, conns int, run string, maxWrites int) error 
 		}
 		out, _ := json.Marshal(collect(sinks, k*int64(n)))
 		fmt.Println("result " + string(out))
+		// Stay until stdin closes (or the harness kills us): the harness reads this
+		// process's CPU and memory after the result.
+		for in.Scan() {
+		}
 		return nil
 	}
 	return fmt.Errorf("stdin closed before the expect command")
