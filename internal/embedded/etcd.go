@@ -4,11 +4,14 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,13 +42,48 @@ func StartEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir: %w", err)
 	}
+	// A port picked free (port 0) may be taken before etcd binds it: pick again.
+	var (
+		e  *embed.Etcd
+		cu url.URL
+	)
+	for attempt := 1; ; attempt++ {
+		var err error
+		e, cu, err = startEmbedded(cfg)
+		if err == nil {
+			break
+		}
+		picked := portZero(cfg.ClientAddr, "127.0.0.1:2379") || portZero(cfg.PeerAddr, "127.0.0.1:0")
+		// embed does not always wrap the listener's error: match its text too.
+		inUse := errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+		if !picked || !inUse || attempt == 5 {
+			return nil, fmt.Errorf("start etcd: %w", err)
+		}
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd failed: %w", err)
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("etcd did not become ready in 30s")
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	return &Etcd{server: e, Endpoint: cu.String()}, nil
+}
+
+// startEmbedded resolves cfg's ports and starts etcd on them.
+func startEmbedded(cfg EtcdConfig) (*embed.Etcd, url.URL, error) {
 	clientAddr, err := resolvePort(cfg.ClientAddr, "127.0.0.1:2379")
 	if err != nil {
-		return nil, err
+		return nil, url.URL{}, err
 	}
 	peerAddr, err := resolvePort(cfg.PeerAddr, "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return nil, url.URL{}, err
 	}
 	ec := embed.NewConfig()
 	ec.Name = "skiff"
@@ -62,24 +100,17 @@ func StartEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 	// Keep history for watches and paginated lists, but not forever.
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "1h"
-
 	e, err := embed.StartEtcd(ec)
-	if err != nil {
-		return nil, fmt.Errorf("start etcd: %w", err)
+	return e, cu, err
+}
+
+// portZero reports whether addr (def when empty) asks for any free port.
+func portZero(addr, def string) bool {
+	if addr == "" {
+		addr = def
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("etcd failed: %w", err)
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return nil, fmt.Errorf("etcd did not become ready in 30s")
-	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
-	}
-	return &Etcd{server: e, Endpoint: cu.String()}, nil
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
 }
 
 // Client returns a new client of this etcd; the caller closes it.
