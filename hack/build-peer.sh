@@ -2,7 +2,7 @@
 # Builds the peer binaries of `make bench-peer` (kube-apiserver, kube-scheduler and kube-reader,
 # from k8s.io/kubernetes in the separate module test/peer/kube) once, and reuses them: each is
 # cached under ${SKIFF_PEER_CACHE:-~/.cache/skiff-peer}/<hash of go.mod, go.sum and its main>/.
-# The first build takes ~10-20 minutes on two cores; it runs under nice.
+# The first build is long on two cores (79 minutes here under heavy load); it runs under nice.
 # Usage: hack/build-peer.sh [name...]   prints "name=path" for each binary.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
