@@ -253,6 +253,17 @@ func (g *Collector) process(ctx context.Context, it item) error {
 		}
 		return nil
 	}
+	return g.collect(ctx, k, obj, false)
+}
+
+// collect decides about an object with owners: it stays while an owner exists, loses its
+// references to owners that are gone, and is deleted once all its owners are gone. The
+// caches may lag behind the API (an owner's orphaning delete can reach the collector before
+// the updates that removed its references from the dependents), so a delete is decided only
+// on the object as the API has it now (confirmed), and made on the condition that it has not
+// changed since.
+func (g *Collector) collect(ctx context.Context, k *scheme.Kind, obj scheme.Object, confirmed bool) error {
+	md := obj.GetMetadata()
 	if len(md.GetOwnerReferences()) == 0 {
 		return nil
 	}
@@ -283,6 +294,17 @@ func (g *Collector) process(ctx context.Context, it item) error {
 			drop[r.GetUid()] = true
 		}
 		return g.removeOwnerRefs(ctx, k, obj, drop)
+	case !confirmed:
+		live, err := g.cfg.Client.Get(ctx, k, md.GetNamespace(), md.GetName())
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read %s %s/%s before deleting it: %w", k.Kind, md.GetNamespace(), md.GetName(), err)
+		case live.GetMetadata().GetUid() != md.GetUid() || live.GetMetadata().GetDeletionTimestamp() != "":
+			return nil // a namesake, or already being deleted: its own events bring it here
+		}
+		return g.collect(ctx, k, live, true)
 	case len(waiting) > 0 && g.hasDependents(md.GetUid()):
 		// An owner waits for this object, which has dependents of its own: they go first.
 		return g.delete(ctx, k, md, registryForeground)
@@ -356,10 +378,11 @@ func (g *Collector) hasDependents(uid string) bool {
 }
 
 // delete deletes an object with a propagation policy, on the condition that it is still the
-// object the collector looked at.
+// object the collector looked at, unchanged (after a conflict it is looked at again).
 func (g *Collector) delete(ctx context.Context, k *scheme.Kind, md *metav1.ObjectMeta, policy string) error {
-	_, err := g.cfg.Client.Delete(ctx, k, md.GetNamespace(), md.GetName(), client.DeleteOptions{UID: md.GetUid(), PropagationPolicy: policy})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	_, err := g.cfg.Client.Delete(ctx, k, md.GetNamespace(), md.GetName(),
+		client.DeleteOptions{UID: md.GetUid(), ResourceVersion: md.GetResourceVersion(), PropagationPolicy: policy})
+	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete %s %s/%s: %w", k.Kind, md.GetNamespace(), md.GetName(), err)
 	}
 	g.log.Debug("deleted", "kind", k.Kind, "object", md.GetNamespace()+"/"+md.GetName(), "policy", policy)
