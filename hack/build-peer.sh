@@ -18,7 +18,7 @@ for name in "${names[@]}"; do
 	if [ ! -x "$out" ]; then
 		mkdir -p "$cache/$hash"
 		echo "build-peer: building $name (cached at $out)" >&2
-		(cd "$mod" && nice -n 10 go build -o "$out.tmp" "./cmd/$name") && mv "$out.tmp" "$out"
+		(cd "$mod" && nice -n 19 go build -o "$out.tmp" "./cmd/$name") && mv "$out.tmp" "$out"
 	fi
 	echo "$name=$out"
 done

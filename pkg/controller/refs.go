@@ -89,7 +89,8 @@ func (m *RefManager) Claim(ctx context.Context, objs []scheme.Object) ([]scheme.
 	return claimed, errors.Join(errs...)
 }
 
-// adopt sets the owner as controller of obj. It returns nil (and no error) when obj is gone.
+// adopt sets the owner as controller of obj. It returns nil (and no error) when obj is gone or
+// no longer an orphan the owner selects.
 func (m *RefManager) adopt(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
 	if !m.adoptChecked {
 		m.adoptChecked = true
@@ -100,33 +101,63 @@ func (m *RefManager) adopt(ctx context.Context, obj scheme.Object) (scheme.Objec
 	if m.adoptErr != nil {
 		return nil, fmt.Errorf("cannot adopt: %w", m.adoptErr)
 	}
-	next := proto.Clone(obj).(scheme.Object)
-	md := next.GetMetadata()
-	md.OwnerReferences = append(md.OwnerReferences, NewControllerRef(m.OwnerKind, m.Owner.GetMetadata()))
-	updated, err := m.Client.Update(ctx, next)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("adopt %s %s: %w", obj.GetKind(), md.GetName(), err)
-	}
-	return updated, nil
+	return m.updateRefs(ctx, obj, "adopt", func(md *metav1.ObjectMeta) bool {
+		if ControllerOf(md) != nil || !m.Selector.Matches(md.GetLabels()) || md.GetDeletionTimestamp() != "" {
+			return false
+		}
+		md.OwnerReferences = append(md.OwnerReferences, NewControllerRef(m.OwnerKind, m.Owner.GetMetadata()))
+		return true
+	})
 }
 
 // release removes the owner's reference from obj.
 func (m *RefManager) release(ctx context.Context, obj scheme.Object) error {
-	next := proto.Clone(obj).(scheme.Object)
-	md := next.GetMetadata()
 	uid := m.Owner.GetMetadata().GetUid()
-	md.OwnerReferences = slices.DeleteFunc(md.OwnerReferences, func(r *metav1.OwnerReference) bool { return r.GetUid() == uid })
-	_, err := m.Client.Update(ctx, next)
-	if apierrors.IsNotFound(err) {
-		return nil
+	_, err := m.updateRefs(ctx, obj, "release", func(md *metav1.ObjectMeta) bool {
+		kept := slices.DeleteFunc(md.OwnerReferences, func(r *metav1.OwnerReference) bool { return r.GetUid() == uid })
+		changed := len(kept) != len(md.OwnerReferences)
+		md.OwnerReferences = kept
+		return changed
+	})
+	return err
+}
+
+// updateRefs writes change to a copy of obj. The cached copy is often a little behind (a
+// pod's status changes all the time), so after a conflict change is applied again to the
+// object as the API has it, a few times. It returns the written object, or nil when obj is
+// gone or change had nothing to do.
+func (m *RefManager) updateRefs(ctx context.Context, obj scheme.Object, verb string, change func(md *metav1.ObjectMeta) bool) (scheme.Object, error) {
+	uid, name := obj.GetMetadata().GetUid(), obj.GetMetadata().GetName()
+	cur := obj
+	for attempt := 1; ; attempt++ {
+		next := proto.Clone(cur).(scheme.Object)
+		if !change(next.GetMetadata()) {
+			return nil, nil
+		}
+		updated, err := m.Client.Update(ctx, next)
+		switch {
+		case err == nil:
+			return updated, nil
+		case apierrors.IsNotFound(err):
+			return nil, nil
+		case !apierrors.IsConflict(err) || attempt == 3:
+			return nil, fmt.Errorf("%s %s %s: %w", verb, obj.GetKind(), name, err)
+		}
+		k, kerr := m.Client.Scheme().ForObject(obj)
+		if kerr != nil {
+			return nil, fmt.Errorf("%s %s %s: %w", verb, obj.GetKind(), name, errors.Join(err, kerr))
+		}
+		fresh, gerr := m.Client.Get(ctx, k, obj.GetMetadata().GetNamespace(), name)
+		switch {
+		case apierrors.IsNotFound(gerr):
+			return nil, nil
+		case gerr != nil:
+			return nil, fmt.Errorf("%s %s %s: %w", verb, obj.GetKind(), name, errors.Join(err, gerr))
+		case fresh.GetMetadata().GetUid() != uid:
+			return nil, nil // replaced by a namesake
+		}
+		cur = fresh
 	}
-	if err != nil {
-		return fmt.Errorf("release %s %s: %w", obj.GetKind(), md.GetName(), err)
-	}
-	return nil
 }
 
 // RecheckOwner is the usual CanAdopt: the owner, read fresh from the API, must still be the

@@ -164,8 +164,12 @@ func peerSchedule(b testing.TB, s *peerServer, etcdPid int, sched *proc.Process,
 	r.elapsed = time.Since(first)
 	r.schedCPU = benchProcCPU(sched.Pid())
 	r.apiCPU, r.etcdCPU = benchProcCPU(s.pid())-api0, benchProcCPU(etcdPid)-etcd0
-	if r.elapsed > 0 {
+	switch {
+	case pods > firstCount && r.elapsed > 0:
 		r.podsPerSec = float64(pods-firstCount) / r.elapsed.Seconds()
+	case r.firstBind > 0:
+		// Every pod was bound by the first look: a lower bound, counting the scheduler's start.
+		r.podsPerSec = float64(pods) / r.firstBind.Seconds()
 	}
 	return r
 }

@@ -286,7 +286,9 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	}
 
 	var manageErr error
-	if needsSync && rs.GetMetadata().GetDeletionTimestamp() == "" {
+	// Only with every matching pod claimed: one left out by a failed adoption would be
+	// replaced now and counted as an extra later (Kubernetes' syncReplicaSet stops there too).
+	if needsSync && claimErr == nil && rs.GetMetadata().GetDeletionTimestamp() == "" {
 		manageErr = c.manageReplicas(ctx, key, claimed, rs)
 	}
 	now := time.Now()
