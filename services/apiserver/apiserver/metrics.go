@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/registry"
 )
 
@@ -52,4 +53,22 @@ func (m *metrics) watchObjectCache(r *registry.Registry) {
 			Name: "skiff_apiserver_list_cache_misses_total",
 			Help: "Listed objects encoded (or decoded) anew: a new version, or evicted.",
 		}, func() float64 { _, m := r.ObjectCacheStats(); return float64(m) }))
+}
+
+// watchLiveFeeds exports what the watches' shared live feeds did: many watches of one kind
+// should cost one subscription and one decode per change, not one each.
+func (m *metrics) watchLiveFeeds(l *bus.Live) {
+	counter := func(name, help string, v func(bus.LiveStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(l.Stats())) })
+	}
+	m.registry.MustRegister(
+		counter("skiff_apiserver_watch_feeds_started_total", "Live feeds started for watches (one per kind, or kind and namespace, while watched).",
+			func(s bus.LiveStats) int64 { return s.Feeds }),
+		counter("skiff_apiserver_watch_live_decodes_total", "Changes decoded by the watches' live feeds (once per change, whatever the number of watches).",
+			func(s bus.LiveStats) int64 { return s.Decodes }),
+		counter("skiff_apiserver_watch_stream_repairs_total", "Times a live feed read the stream to start or to fill a gap.",
+			func(s bus.LiveStats) int64 { return s.Repairs }),
+		counter("skiff_apiserver_watch_catch_ups_total", "Times a watch caught up from the stream instead of its feed's recent events.",
+			func(s bus.LiveStats) int64 { return s.Resyncs }))
 }

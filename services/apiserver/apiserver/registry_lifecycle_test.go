@@ -404,6 +404,32 @@ func TestBindingIsValidated(t *testing.T) {
 	}
 }
 
+// TestBindingAnnotationsReachThePod: as in Kubernetes, a binding's annotations are copied onto
+// the pod it binds (kept beside the pod's own), and must be valid annotations.
+func TestBindingAnnotationsReachThePod(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	p := newPod("noted")
+	p.Metadata.Annotations = map[string]string{"own": "kept"}
+	if _, err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	const bindPath = podsPath + "/noted/binding"
+	if code, st := restCall(t, env, "POST", bindPath, `{"metadata":{"name":"noted","annotations":{"bad key!":"x"}},"target":{"kind":"Node","name":"node-1"}}`); code != http.StatusUnprocessableEntity || !strings.Contains(fmt.Sprint(st), "metadata.annotations") {
+		t.Errorf("binding with an invalid annotation key: %d %v; want 422 naming metadata.annotations", code, st)
+	}
+	if code, st := restCall(t, env, "POST", bindPath, `{"metadata":{"name":"noted","annotations":{"example.com/scheduled-by":"me"}},"target":{"kind":"Node","name":"node-1"}}`); code != http.StatusCreated {
+		t.Fatalf("binding: %d %v; want 201", code, st)
+	}
+	got, err := env.Client.Get(ctx, kind(t, "pods"), "default", "noted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := got.GetMetadata().GetAnnotations(); a["example.com/scheduled-by"] != "me" || a["own"] != "kept" || got.(*corev1.Pod).GetSpec().GetNodeName() != "node-1" {
+		t.Errorf("bound pod: node %q, annotations %v; want node-1 with both annotations", got.(*corev1.Pod).GetSpec().GetNodeName(), a)
+	}
+}
+
 // regTemplateStamper is a mutating admission plugin that copies an annotation into a
 // Deployment's pod template: a spec change the client did not make.
 type regTemplateStamper struct{}

@@ -112,9 +112,9 @@ type Server struct {
 	nats      *nats.Conn
 	js        jetstream.JetStream
 	publisher *publisher.Publisher
-	// busReader opens every watch's reader: one per server, so that watches share the stream's
-	// handle and state reads.
-	busReader *bus.Subscription
+	// busLive serves every watch: one live feed per kind (or kind and namespace) shared by
+	// all the server's watches of it.
+	busLive *bus.Live
 
 	// stopping is cancelled when shutdown begins, to end long-running watches that would
 	// otherwise hold a graceful stop until its deadline.
@@ -227,7 +227,8 @@ func (s *Server) connectBus(ctx context.Context) error {
 		return err
 	}
 	s.nats, s.js, s.publisher = nc, js, pub
-	s.busReader = bus.NewSubscription(js, s.registry.Scheme())
+	s.busLive = bus.NewLive(js, s.registry.Scheme())
+	s.metrics.watchLiveFeeds(s.busLive)
 	return nil
 }
 

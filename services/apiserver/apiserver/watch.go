@@ -41,7 +41,8 @@ type watchRequest struct {
 
 // openedWatch is a watch positioned on the bus, with what it sends first.
 type openedWatch struct {
-	reader  *bus.Reader
+	// filters are the bus subjects the watch reads, through the server's shared live feeds.
+	filters []string
 	initial []scheme.Object // the current state, sent as ADDED events first
 	filter  *registry.Filter
 	kind    *scheme.Kind
@@ -143,17 +144,7 @@ func (s *Server) openWatch(ctx context.Context, w watchRequest) (*openedWatch, e
 		}
 	}
 	ow.after = after
-	ow.reader, err = s.busReader.Open(ctx, []string{bus.KindFilter(w.kind, w.namespace)}, after)
-	if errors.Is(err, bus.ErrTooOld) {
-		return nil, apierrors.NewGone(fmt.Sprintf("too old resource version: %d (the event bus no longer holds "+
-			"changes after it; list again and watch from the list's resourceVersion)", after))
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, apierrors.NewServiceUnavailable(fmt.Sprintf("event bus: %v", err))
-	}
+	ow.filters = []string{bus.KindFilter(w.kind, w.namespace)}
 	return ow, nil
 }
 
@@ -197,7 +188,6 @@ const bookmarkInterval = 30 * time.Second
 // every change the watch's selectors see, with periodic bookmarks when allowed, until ctx
 // ends (nil) or the watch fails.
 func (s *Server) runWatch(ctx context.Context, ow *openedWatch, send func(typ string, obj scheme.Object) error) error {
-	defer ow.reader.Close()
 	var mu sync.Mutex // one event at a time: the bookmark ticker and the reader both send
 	lastSeen := ow.after
 	bookmark := func(end bool) error {
@@ -244,7 +234,10 @@ func (s *Server) runWatch(ctx context.Context, ow *openedWatch, send func(typ st
 			}
 		}()
 	}
-	return ow.reader.Run(ctx, func(ev bus.Event) error {
+	// Every watch of a kind (or of a kind in one namespace) reads one shared live feed: one
+	// NATS subscription and one decode per change for all of them, not a JetStream consumer
+	// each. Events are shared, so nothing below modifies them.
+	return s.busLive.Run(ctx, ow.filters, ow.after, func(ev bus.Event) error {
 		typ, obj, err := s.watchEvent(ctx, ow.filter, ev)
 		if err != nil {
 			return err
@@ -336,7 +329,11 @@ func watchEndStatus(ctx context.Context, err error) *apierrors.StatusError {
 		return apierrors.NewGone("too old resource version: the event bus no longer holds the changes this " +
 			"watch needs; list again and watch from the list's resourceVersion")
 	}
-	return apierrors.FromError(err)
+	var st *apierrors.StatusError
+	if errors.As(err, &st) {
+		return st
+	}
+	return apierrors.NewServiceUnavailable(fmt.Sprintf("event bus: %v", err))
 }
 
 // watchStreamDesc is the gRPC Watch method of kind k's service.

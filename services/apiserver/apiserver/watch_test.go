@@ -534,3 +534,74 @@ func TestConcurrentWatches(t *testing.T) {
 		t.Errorf("%d of %d watches missed the event", missed, n)
 	}
 }
+
+// TestWatchesShareOneLiveFeed: many watches of one kind in one namespace, over gRPC and REST,
+// cost the server one live feed and one decode per change, and each still gets every change
+// in order.
+func TestWatchesShareOneLiveFeed(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := env.Client.Create(ctx, newPod("feed-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := first.GetMetadata().GetResourceVersion()
+	const watches, changes = 20, 5
+	results := make(chan string, watches)
+	for i := range watches {
+		var c client.Interface = env.Client
+		if i%2 == 1 {
+			c = client.NewREST(env.HTTPURL, nil)
+		}
+		go func() {
+			var names []string
+			enough := errors.New("enough")
+			err := c.Watch(ctx, kind(t, "pods"), "default", client.WatchOptions{ResourceVersion: rv}, func(ev client.WatchEvent) error {
+				names = append(names, string(ev.Type)+" "+ev.Object.GetMetadata().GetName())
+				if len(names) == changes {
+					return enough
+				}
+				return nil
+			})
+			if !errors.Is(err, enough) {
+				names = append(names, fmt.Sprintf("ended: %v", err))
+			}
+			results <- strings.Join(names, ",")
+		}()
+	}
+	var want []string
+	for i := 1; i <= changes; i++ {
+		if _, err := env.Client.Create(ctx, newPod(fmt.Sprintf("feed-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("ADDED feed-%d", i))
+	}
+	for range watches {
+		if got := <-results; got != strings.Join(want, ",") {
+			t.Errorf("a watch got %s; want %s", got, strings.Join(want, ","))
+		}
+	}
+	resp, err := http.Get(env.HTTPURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	value := func(name string) int {
+		for _, line := range strings.Split(string(metrics), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return int(n)
+			}
+		}
+		t.Fatalf("/metrics lacks %s", name)
+		return 0
+	}
+	if feeds := value("skiff_apiserver_watch_feeds_started_total"); feeds != 1 {
+		t.Errorf("%d watches of pods in default started %d live feeds; want 1 shared", watches, feeds)
+	}
+	if decodes := value("skiff_apiserver_watch_live_decodes_total"); decodes > changes {
+		t.Errorf("%d changes seen by %d watches were decoded %d times; want at most once each", changes, watches, decodes)
+	}
+}

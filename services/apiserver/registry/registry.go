@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -474,6 +475,13 @@ func (r *Registry) Bind(ctx context.Context, ns, name string, b *corev1.Binding,
 			pod.Spec = &corev1.PodSpec{}
 		}
 		pod.Spec.NodeName = target.GetName()
+		// Kubernetes copies the binding's annotations onto the pod (a scheduler's notes).
+		if a := b.GetMetadata().GetAnnotations(); len(a) > 0 {
+			if pod.Metadata.Annotations == nil {
+				pod.Metadata.Annotations = map[string]string{}
+			}
+			maps.Copy(pod.Metadata.Annotations, a)
+		}
 		if pod.Status == nil {
 			pod.Status = &corev1.PodStatus{}
 		}

@@ -245,5 +245,6 @@ func ValidateBinding(b *corev1.Binding) ErrorList {
 	} else {
 		errs = append(errs, validateDNSSubdomain(n, p.Child("name"))...)
 	}
-	return errs
+	// They are copied onto the pod.
+	return append(errs, validateAnnotations(b.GetMetadata().GetAnnotations(), NewPath("metadata", "annotations"))...)
 }
