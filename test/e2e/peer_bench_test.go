@@ -331,11 +331,7 @@ func BenchmarkPeer(b *testing.B) {
 	// nodeSelector no node matches) that a scheduler would keep retrying beside the measured ones.
 	var sr []schedResult
 	if peerPart("sched") {
-		pods := 3000
-		if peerQuick() {
-			pods = 1000
-		}
-		sr = peerScheduler(b, c, skiff, kube, bins["kube-scheduler"], 1000, pods)
+		sr = peerScheduler(b, c, skiff, kube, bins["kube-scheduler"])
 	}
 	var rp *requestPathResult
 	var fo []fanoutRun

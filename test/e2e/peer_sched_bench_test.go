@@ -2,7 +2,8 @@ package e2e
 
 // The scheduler side of the peer benchmark: Skiff's scheduler (services/scheduler) on Skiff's
 // apiserver vs kube-scheduler on kube-apiserver, each given the same Node objects and the same
-// pending basic pods, one after the other on the same machine.
+// pending pods, one after the other on the same machine: basic pods at 1,000 and 5,000 nodes,
+// pods with required node affinity and pods with required pod anti-affinity at 5,000.
 
 import (
 	"context"
@@ -23,9 +24,50 @@ import (
 
 const peerSchedNS = "peer-sched"
 
+// schedCase is one measurement: pods of one kind pending on nodes Node objects. Each case has
+// its namespace; nodes are added to what earlier cases created.
+type schedCase struct {
+	kind        string // basic, node-affinity, anti-affinity
+	nodes, pods int
+}
+
+func (sc schedCase) namespace() string {
+	return fmt.Sprintf("%s-%s-%d", peerSchedNS, sc.kind, sc.nodes)
+}
+
+// podJSON is the case's pod: 100m CPU and 64Mi, plus its kind's constraint.
+func (sc schedCase) podJSON(name string) []byte {
+	constraint := ""
+	switch sc.kind {
+	case "node-affinity": // half the zones
+		constraint = `,"affinity":{"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[` +
+			`{"matchExpressions":[{"key":"topology.kubernetes.io/zone","operator":"In","values":["zone-0","zone-1"]}]}]}}}`
+	case "anti-affinity": // one per node
+		constraint = `,"affinity":{"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[` +
+			`{"labelSelector":{"matchLabels":{"app":"spread"}},"topologyKey":"kubernetes.io/hostname"}]}}`
+	}
+	app := "sched"
+	if sc.kind == "anti-affinity" {
+		app = "spread"
+	}
+	return []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"` + name + `","namespace":"` + sc.namespace() +
+		`","labels":{"app":"` + app + `"}},"spec":{"containers":[{"name":"c","image":"registry.local/pause:1",` +
+		`"resources":{"requests":{"cpu":"100m","memory":"64Mi"}}}]` + constraint + `}}`)
+}
+
+// peerSchedCases are the scheduler measurements (fewer pods with SKIFF_PEER_QUICK).
+func peerSchedCases() []schedCase {
+	pods, spread := 3000, 1000
+	if peerQuick() {
+		pods, spread = 1000, 500
+	}
+	return []schedCase{{"basic", 1000, pods}, {"basic", 5000, pods}, {"node-affinity", 5000, pods}, {"anti-affinity", 5000, spread}}
+}
+
 // schedResult is one scheduler's run.
 type schedResult struct {
 	side        string
+	kind        string
 	nodes, pods int
 	bound       int
 	podsPerSec  float64
@@ -42,12 +84,6 @@ func peerNodeJSON(name string, i int) []byte {
 	return []byte(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"` + name + `","labels":{"kubernetes.io/hostname":"` + name +
 		`","topology.kubernetes.io/zone":"zone-` + strconv.Itoa(i%4) + `"}},"status":{"capacity":` + alloc + `,"allocatable":` + alloc +
 		`,"conditions":[{"type":"Ready","status":"True"}]}}`)
-}
-
-func peerBasicPodJSON(name string) []byte {
-	return []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"` + name + `","namespace":"` + peerSchedNS +
-		`","labels":{"app":"sched"}},"spec":{"containers":[{"name":"c","image":"registry.local/pause:1",` +
-		`"resources":{"requests":{"cpu":"100m","memory":"64Mi"}}}]}}`)
 }
 
 // peerParallel runs do(i) for i in [0,n) on workers goroutines; the first error wins.
@@ -80,11 +116,17 @@ func peerParallel(n, workers int, do func(i int) error) error {
 	return first
 }
 
-// countBound lists the pods of peerSchedNS on s and counts those with a node.
-func countBound(ctx context.Context, s *peerServer) (int, error) {
-	out, err := s.do(ctx, http.MethodGet, podsPath(peerSchedNS, ""), nil, http.StatusOK)
+// countBound lists the pods of namespace ns on s and counts those with a node.
+func countBound(ctx context.Context, s *peerServer, ns string) (int, error) {
+	nodes, err := boundNodes(ctx, s, ns)
+	return len(nodes), err
+}
+
+// boundNodes lists the pods of namespace ns on s and returns the nodes of those bound.
+func boundNodes(ctx context.Context, s *peerServer, ns string) ([]string, error) {
+	out, err := s.do(ctx, http.MethodGet, podsPath(ns, ""), nil, http.StatusOK)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var l struct {
 		Items []struct {
@@ -94,28 +136,30 @@ func countBound(ctx context.Context, s *peerServer) (int, error) {
 		} `json:"items"`
 	}
 	if err := json.Unmarshal(out, &l); err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var nodes []string
 	for _, it := range l.Items {
 		if it.Spec.NodeName != "" {
-			n++
+			nodes = append(nodes, it.Spec.NodeName)
 		}
 	}
-	return n, nil
+	return nodes, nil
 }
 
-// peerSchedule creates nodes and pods on s, starts the scheduler process and measures the
-// rate at which it binds them.
-func peerSchedule(b testing.TB, s *peerServer, etcdPid int, sched *proc.Process, nodes, pods int) (r schedResult) {
+// peerSchedule creates the case's nodes (those after the first haveNodes, which exist) and
+// pods on s, starts the scheduler process and measures the rate at which it binds them.
+func peerSchedule(b testing.TB, s *peerServer, etcdPid int, sched *proc.Process, sc schedCase, haveNodes int) (r schedResult) {
 	b.Helper()
-	r = schedResult{side: s.name, nodes: nodes, pods: pods}
+	r = schedResult{side: s.name, kind: sc.kind, nodes: sc.nodes, pods: sc.pods}
+	nodes, pods, ns := sc.nodes, sc.pods, sc.namespace()
 	ctx := context.Background()
-	if err := s.createNamespace(ctx, peerSchedNS); err != nil {
+	if err := s.createNamespace(ctx, ns); err != nil {
 		r.err = err
 		return r
 	}
-	if err := peerParallel(nodes, 16, func(i int) error {
+	if err := peerParallel(nodes-haveNodes, 16, func(i int) error {
+		i += haveNodes
 		name := fmt.Sprintf("node-%05d", i)
 		_, err := s.do(ctx, http.MethodPost, "/api/v1/nodes", peerNodeJSON(name, i), http.StatusCreated)
 		return err
@@ -124,7 +168,7 @@ func peerSchedule(b testing.TB, s *peerServer, etcdPid int, sched *proc.Process,
 		return r
 	}
 	if err := peerParallel(pods, 16, func(i int) error {
-		_, err := s.do(ctx, http.MethodPost, podsPath(peerSchedNS, ""), peerBasicPodJSON(fmt.Sprintf("s-%05d", i)), http.StatusCreated)
+		_, err := s.do(ctx, http.MethodPost, podsPath(ns, ""), sc.podJSON(fmt.Sprintf("s-%05d", i)), http.StatusCreated)
 		return err
 	}); err != nil {
 		r.err = err
@@ -141,7 +185,7 @@ func peerSchedule(b testing.TB, s *peerServer, etcdPid int, sched *proc.Process,
 	firstCount := 0
 	deadline := start.Add(10 * time.Minute)
 	for {
-		n, err := countBound(ctx, s)
+		n, err := countBound(ctx, s, ns)
 		if err != nil {
 			r.err = err
 			return r
@@ -222,57 +266,51 @@ func skiffSchedulerProcess(b testing.TB, bin, grpcAddr, natsURL string) *proc.Pr
 		"--nats-url", natsURL, "--http-addr", "127.0.0.1:"+strconv.Itoa(port), "--log-level", "warn")
 }
 
-// peerScheduler measures both schedulers with basic pods on nodes Node objects.
-func peerScheduler(b *testing.B, c *benchCluster, skiff, kube *peerServer, kubeSchedBin string, nodes, pods int) []schedResult {
+// peerScheduler measures both schedulers on each case, one side after the other.
+func peerScheduler(b *testing.B, c *benchCluster, skiff, kube *peerServer, kubeSchedBin string) []schedResult {
 	b.Helper()
 	skiffSched := skiffSchedulerProcess(b, buildSkiffScheduler(b), c.grpcAddr, c.natsURL)
 	kubeSched := kubeSchedulerProcess(b, kubeSchedBin, kube)
 	var out []schedResult
-	for _, side := range []struct {
-		s *peerServer
-		p *proc.Process
-	}{{skiff, skiffSched}, {kube, kubeSched}} {
-		r := peerSchedule(b, side.s, c.etcd.Pid(), side.p, nodes, pods)
-		fmt.Printf("  %-5s scheduler: %d nodes, %d basic pods: first binding after %s, %d bound at %.0f pods/s\n",
-			r.side, nodes, pods, r.firstBind.Round(time.Millisecond), r.bound, r.podsPerSec)
-		if r.err != nil {
-			b.Errorf("%s scheduler: %v", r.side, r.err)
+	haveNodes := map[string]int{}
+	for _, sc := range peerSchedCases() {
+		for _, side := range []struct {
+			s *peerServer
+			p *proc.Process
+		}{{skiff, skiffSched}, {kube, kubeSched}} {
+			r := peerSchedule(b, side.s, c.etcd.Pid(), side.p, sc, haveNodes[side.s.name])
+			haveNodes[side.s.name] = max(haveNodes[side.s.name], sc.nodes)
+			fmt.Printf("  %-5s scheduler: %d nodes, %d %s pods: first binding after %s, %d bound at %.0f pods/s\n",
+				r.side, sc.nodes, sc.pods, sc.kind, r.firstBind.Round(time.Millisecond), r.bound, r.podsPerSec)
+			if r.err != nil {
+				b.Errorf("%s scheduler: %v", r.side, r.err)
+			}
+			out = append(out, r)
 		}
-		out = append(out, r)
 	}
 	return out
 }
 
-// peerSchedReport prints the scheduler table and goal.
+// peerSchedReport prints the scheduler table and one goal per case.
 func peerSchedReport(rs []schedResult) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Printf("\nScheduler: basic pods (100m CPU, 64Mi) pending before the scheduler starts; pods/s from the first binding to the last\n")
-	fmt.Printf("%-5s %6s %6s | %9s %10s | %9s %9s %9s\n", "side", "nodes", "pods", "pods/s", "1st bind", "sched CPU", "api CPU", "etcd CPU")
+	fmt.Printf("\nScheduler: pods (100m CPU, 64Mi) pending before the scheduler starts; pods/s from the first binding to the last\n")
+	fmt.Printf("%-5s %-13s %6s %6s | %9s %10s | %9s %9s %9s\n", "side", "pods", "nodes", "pods", "pods/s", "1st bind", "sched CPU", "api CPU", "etcd CPU")
 	for _, r := range rs {
-		fmt.Printf("%-5s %6d %6d | %9.0f %10s | %9s %9s %9s\n", r.side, r.nodes, r.pods, r.podsPerSec,
+		fmt.Printf("%-5s %-13s %6d %6d | %9.0f %10s | %9s %9s %9s\n", r.side, r.kind, r.nodes, r.pods, r.podsPerSec,
 			benchDur(r.firstBind), benchCPU(r.schedCPU), benchCPU(r.apiCPU), benchCPU(r.etcdCPU))
 	}
-	var s, k *schedResult
-	for i := range rs {
-		if rs[i].side == "skiff" {
-			s = &rs[i]
-		} else {
-			k = &rs[i]
-		}
-	}
-	if s != nil && k != nil {
+	fmt.Println("  node-affinity: required, half the zones; anti-affinity: required, one pod per node (hostname).")
+	fmt.Println()
+	for i := 0; i+1 < len(rs); i += 2 {
+		s, k := rs[i], rs[i+1] // peerScheduler's order: skiff then kube, per case
 		ratio := 0.0
 		if k.podsPerSec > 0 {
 			ratio = s.podsPerSec / k.podsPerSec
 		}
-		ok := s.err == nil && k.err == nil && ratio >= 2
-		v := "NOT met"
-		if ok {
-			v = "met"
-		}
-		fmt.Printf("goal: scheduler pods/s at least 2x kube-scheduler's (%d nodes, basic pods): %.2fx (%.0f vs %.0f pods/s) %s\n",
-			s.nodes, ratio, s.podsPerSec, k.podsPerSec, v)
+		fmt.Printf("goal: scheduler pods/s at least 2x kube-scheduler's (%d nodes, %s pods): %.2fx (%.0f vs %.0f pods/s) %s\n",
+			s.nodes, s.kind, ratio, s.podsPerSec, k.podsPerSec, peerVerdict(s.err == nil && k.err == nil && ratio >= 2))
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -90,21 +91,41 @@ func TestPeerUpdateTemplate(t *testing.T) {
 	}
 }
 
-// TestPeerSchedulerSkiff runs the peer benchmark's scheduler measurement small on Skiff's
-// scheduler process: every pending pod gets bound, and a rate comes out.
+// TestPeerSchedulerSkiff runs the peer benchmark's scheduler measurements small on Skiff's
+// scheduler process: every pending pod gets bound where its constraint allows, and a rate
+// comes out.
 func TestPeerSchedulerSkiff(t *testing.T) {
 	c := startCluster(t)
 	s := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
 	sched := skiffSchedulerProcess(t, buildSkiffScheduler(t), c.grpcAddr, c.natsURL)
-	r := peerSchedule(t, s, c.etcd.Pid(), sched, 20, 100)
-	t.Logf("first binding after %s; %d bound at %.0f pods/s", r.firstBind, r.bound, r.podsPerSec)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.bound != 100 || r.podsPerSec <= 0 || r.schedCPU <= 0 {
-		t.Fatalf("bound %d, %.1f pods/s, scheduler CPU %s", r.bound, r.podsPerSec, r.schedCPU)
-	}
-	if n, err := countBound(context.Background(), s); err != nil || n != 100 {
-		t.Fatalf("the server has %d bound pods (%v), want 100", n, err)
+	have := 0
+	for _, sc := range []schedCase{{"anti-affinity", 60, 60}, {"node-affinity", 80, 100}} {
+		r := peerSchedule(t, s, c.etcd.Pid(), sched, sc, have)
+		have = sc.nodes
+		t.Logf("%s: first binding after %s; %d bound at %.0f pods/s", sc.kind, r.firstBind, r.bound, r.podsPerSec)
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.bound != sc.pods || r.podsPerSec <= 0 || r.schedCPU <= 0 {
+			t.Fatalf("%s: bound %d, %.1f pods/s, scheduler CPU %s", sc.kind, r.bound, r.podsPerSec, r.schedCPU)
+		}
+		nodes, err := boundNodes(context.Background(), s, sc.namespace())
+		if err != nil || len(nodes) != sc.pods {
+			t.Fatalf("%s: the server has %d bound pods (%v), want %d", sc.kind, len(nodes), err, sc.pods)
+		}
+		perNode := map[string]int{}
+		for _, n := range nodes {
+			perNode[n]++
+			var i int
+			if _, err := fmt.Sscanf(n, "node-%05d", &i); err != nil {
+				t.Fatalf("pod bound to %q", n)
+			}
+			if sc.kind == "node-affinity" && i%4 > 1 {
+				t.Errorf("node-affinity pod bound to %s in zone-%d; want zone-0 or zone-1", n, i%4)
+			}
+		}
+		if sc.kind == "anti-affinity" && len(perNode) != sc.pods {
+			t.Errorf("anti-affinity pods on %d nodes; want %d, one per node", len(perNode), sc.pods)
+		}
 	}
 }
