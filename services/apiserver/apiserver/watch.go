@@ -41,11 +41,13 @@ type watchRequest struct {
 
 // openedWatch is a watch positioned on the bus, with what it sends first.
 type openedWatch struct {
-	// filters are the bus subjects the watch reads, through the server's shared live feeds.
-	filters []string
-	initial []scheme.Object // the current state, sent as ADDED events first
-	filter  *registry.Filter
-	kind    *scheme.Kind
+	// filters are the bus subjects the watch reads, through the server's shared live feeds;
+	// namespace, if set, is the one namespace of those subjects' objects it wants.
+	filters   []string
+	namespace string
+	initial   []scheme.Object // the current state, sent as ADDED events first
+	filter    *registry.Filter
+	kind      *scheme.Kind
 	// after is the revision the watch starts after: the resourceVersion of its first bookmark.
 	after int64
 	// bookmarks and initialEventsEnd say which BOOKMARK events to send.
@@ -145,6 +147,12 @@ func (s *Server) openWatch(ctx context.Context, w watchRequest) (*openedWatch, e
 	}
 	ow.after = after
 	ow.filters = []string{bus.KindFilter(w.kind, w.namespace)}
+	if node, ok := filter.BoundTo(); ok {
+		// A kubelet's watch reads its node's subjects, not every pod change of the cluster,
+		// as kube-apiserver's watch cache indexes spec.nodeName. The node's family spans
+		// namespaces, so a namespaced watch checks the namespace itself.
+		ow.filters, ow.namespace = []string{bus.NodeFilter(node)}, w.namespace
+	}
 	return ow, nil
 }
 
@@ -238,9 +246,13 @@ func (s *Server) runWatch(ctx context.Context, ow *openedWatch, send func(typ st
 	// NATS subscription and one decode per change for all of them, not a JetStream consumer
 	// each. Events are shared, so nothing below modifies them.
 	return s.busLive.Run(ctx, ow.filters, ow.after, func(ev bus.Event) error {
-		typ, obj, err := s.watchEvent(ctx, ow.filter, ev)
-		if err != nil {
-			return err
+		var typ string
+		var obj scheme.Object
+		if ow.namespace == "" || ev.Object.GetMetadata().GetNamespace() == ow.namespace {
+			var err error
+			if typ, obj, err = s.watchEvent(ctx, ow.filter, ev); err != nil {
+				return err
+			}
 		}
 		mu.Lock()
 		defer mu.Unlock()

@@ -605,3 +605,108 @@ func TestWatchesShareOneLiveFeed(t *testing.T) {
 		t.Errorf("%d changes seen by %d watches were decoded %d times; want at most once each", changes, watches, decodes)
 	}
 }
+
+// TestNodeWatchReadsOnlyItsNode: a pod watch with fieldSelector spec.nodeName=NODE (a
+// kubelet's) reads the node's bus subjects, so the server decodes that node's pod changes and
+// no others, and the watch still sees its pods' whole lives (bind: ADDED, then MODIFIED and
+// DELETED), in every namespace or in one.
+func TestNodeWatchReadsOnlyItsNode(t *testing.T) {
+	env := testenv.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, pods := env.Client, kind(t, "pods")
+	if _, err := c.Create(ctx, &corev1.Namespace{Metadata: &metav1.ObjectMeta{Name: "other"}}); err != nil {
+		t.Fatal(err)
+	}
+	start, err := c.Create(ctx, newPod("before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := start.GetMetadata().GetResourceVersion()
+	// Each watch says when it has seen pod "sync" on node-a: from then on its feed is live, and
+	// what follows is decoded as it arrives.
+	synced := make(chan struct{}, 2)
+	watch := func(ns string, want int) chan string {
+		out := make(chan string, 1)
+		go func() {
+			var got []string
+			enough := errors.New("enough")
+			err := c.Watch(ctx, pods, ns, client.WatchOptions{ResourceVersion: rv, FieldSelector: "spec.nodeName=node-a"}, func(ev client.WatchEvent) error {
+				md := ev.Object.GetMetadata()
+				if md.GetName() == "sync" {
+					synced <- struct{}{}
+					return nil
+				}
+				got = append(got, string(ev.Type)+" "+md.GetNamespace()+"/"+md.GetName())
+				if len(got) == want {
+					return enough
+				}
+				return nil
+			})
+			if !errors.Is(err, enough) {
+				got = append(got, fmt.Sprintf("ended: %v", err))
+			}
+			out <- strings.Join(got, ",")
+		}()
+		return out
+	}
+	all, inDefault := watch("", 4), watch("default", 3)
+	if _, err := c.Create(ctx, newPod("sync")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Bind(ctx, "default", "sync", "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	<-synced
+	<-synced
+	// Pods of node-b: many changes the node-a watches must not cost a decode.
+	for i := range 10 {
+		name := fmt.Sprintf("b-%d", i)
+		if _, err := c.Create(ctx, newPod(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Bind(ctx, "default", name, "node-b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ns := range []string{"default", "other"} {
+		p := newPod("a")
+		p.Metadata.Namespace = ns
+		if _, err := c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Bind(ctx, ns, "a", "node-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := c.Get(ctx, pods, "default", "a")
+	got.GetMetadata().Labels = map[string]string{"seen": "yes"}
+	if _, err := c.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Delete(ctx, pods, "default", "a", client.DeleteOptions{GracePeriodSeconds: proto.Int64(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if g, want := <-all, "ADDED default/a,ADDED other/a,MODIFIED default/a,DELETED default/a"; g != want {
+		t.Errorf("node-a watch of all namespaces got %s; want %s", g, want)
+	}
+	if g, want := <-inDefault, "ADDED default/a,MODIFIED default/a,DELETED default/a"; g != want {
+		t.Errorf("node-a watch of default got %s; want %s", g, want)
+	}
+	resp, err := http.Get(env.HTTPURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range strings.Split(string(metrics), "\n") {
+		if v, ok := strings.CutPrefix(line, "skiff_apiserver_watch_live_decodes_total "); ok {
+			// node-a's messages: the sync, two binds, the update, the delete (at most, once each).
+			if n, _ := strconv.ParseFloat(v, 64); n > 5 {
+				t.Errorf("the node-a watches cost %v live decodes; want at most node-a's 5 changes (not node-b's 20 too)", n)
+			}
+			return
+		}
+	}
+	t.Fatal("/metrics lacks skiff_apiserver_watch_live_decodes_total")
+}

@@ -175,6 +175,16 @@ func NewFilter(k *scheme.Kind, labelSelector, fieldSelector string) (*Filter, er
 // Empty reports whether the filter selects everything.
 func (f *Filter) Empty() bool { return f.labels.Empty() && f.fields.Empty() }
 
+// BoundTo returns the node a pod selector pins with spec.nodeName=NODE (what a kubelet
+// watches): only that node's pods can match it.
+func (f *Filter) BoundTo() (string, bool) {
+	if f.kind.Group != "" || f.kind.Resource != "pods" {
+		return "", false
+	}
+	node, ok := f.fields.RequiresExactMatch("spec.nodeName")
+	return node, ok && node != ""
+}
+
 // Matches reports whether obj passes both selectors.
 func (f *Filter) Matches(obj scheme.Object) bool {
 	if !f.labels.Empty() && !f.labels.Matches(obj.GetMetadata().GetLabels()) {
