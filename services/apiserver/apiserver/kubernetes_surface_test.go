@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -442,5 +445,70 @@ func TestKubernetesFieldsSkiffDoesNotModel(t *testing.T) {
 	if code, _, body := httpDo(t, "POST", env.HTTPURL+podsPath+"?fieldValidation=Strict", "application/json", "", pod("bogus", `"bogus":1,`)); code != 400 ||
 		!strings.Contains(string(body), `strict decoding error: unknown field \"spec.bogus\"`) {
 		t.Errorf("a field Kubernetes does not have either: %d %s", code, body)
+	}
+}
+
+// TestWatchListsShareTheirInitialState: client-go informers start with watch-lists, often a
+// fleet at once. Watch-lists of one selection share one read of the state while it is as new
+// as each needs: ten in a row read it once; after a write, the next reads again and sees it.
+func TestWatchListsShareTheirInitialState(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := env.Client.Create(ctx, newPod(fmt.Sprintf("wl-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	metric := func(name string) int {
+		code, _, body := httpDo(t, "GET", env.HTTPURL+"/metrics", "", "", "")
+		if code != 200 {
+			t.Fatalf("/metrics: %d", code)
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return int(n)
+			}
+		}
+		t.Fatalf("/metrics lacks %s", name)
+		return 0
+	}
+	initial := func() []string {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", env.HTTPURL+"/api/v1/namespaces/default/pods"+
+			"?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var names []string
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var ev map[string]any
+			if err := dec.Decode(&ev); err != nil {
+				t.Fatalf("watch-list ended after %v: %v", names, err)
+			}
+			if ev["type"] == "BOOKMARK" {
+				return names
+			}
+			names = append(names, fmt.Sprint(dig(ev, "object", "metadata", "name")))
+		}
+	}
+	reads0, shares0 := metric("skiff_apiserver_watch_initial_lists_read_total"), metric("skiff_apiserver_watch_initial_lists_shared_total")
+	for i := range 10 {
+		if got := initial(); len(got) != 5 {
+			t.Fatalf("watch-list %d: initial %v; want the 5 pods", i, got)
+		}
+	}
+	if r, s := metric("skiff_apiserver_watch_initial_lists_read_total")-reads0, metric("skiff_apiserver_watch_initial_lists_shared_total")-shares0; r != 1 || s != 9 {
+		t.Errorf("ten watch-lists in a row: %d reads, %d shared; want 1 read shared 9 times", r, s)
+	}
+	if _, err := env.Client.Create(ctx, newPod("wl-new")); err != nil {
+		t.Fatal(err)
+	}
+	if got := initial(); len(got) != 6 || !slices.Contains(got, "wl-new") {
+		t.Errorf("watch-list after a write: initial %v; want the 6 pods with wl-new (never an older shared state)", got)
 	}
 }

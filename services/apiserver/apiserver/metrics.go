@@ -72,3 +72,15 @@ func (m *metrics) watchLiveFeeds(l *bus.Live) {
 		counter("skiff_apiserver_watch_catch_ups_total", "Times a watch caught up from the stream instead of its feed's recent events.",
 			func(s bus.LiveStats) int64 { return s.Resyncs }))
 }
+
+// watchInitialLists exports how watches that start with the current state got it: read from
+// etcd, or shared with a concurrent watch of the same selection.
+func (m *metrics) watchInitialLists(l *sharedLists) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_apiserver_watch_initial_lists_read_total",
+			Help: "Initial states of watches (watch-list, or a watch without resourceVersion) read from etcd."},
+			func() float64 { r, _ := l.stats(); return float64(r) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "skiff_apiserver_watch_initial_lists_shared_total",
+			Help: "Initial states of watches shared with another watch of the same selection (at least as new as needed)."},
+			func() float64 { _, s := l.stats(); return float64(s) }))
+}

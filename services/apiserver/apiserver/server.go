@@ -115,6 +115,8 @@ type Server struct {
 	// busLive serves every watch: one live feed per kind (or kind and namespace) shared by
 	// all the server's watches of it.
 	busLive *bus.Live
+	// initialLists shares the initial state among watches that start with it.
+	initialLists sharedLists
 
 	// stopping is cancelled when shutdown begins, to end long-running watches that would
 	// otherwise hold a graceful stop until its deadline.
@@ -229,6 +231,7 @@ func (s *Server) connectBus(ctx context.Context) error {
 	s.nats, s.js, s.publisher = nc, js, pub
 	s.busLive = bus.NewLive(js, s.registry.Scheme())
 	s.metrics.watchLiveFeeds(s.busLive)
+	s.metrics.watchInitialLists(&s.initialLists)
 	return nil
 }
 

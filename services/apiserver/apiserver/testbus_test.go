@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/skiff-project/skiff/internal/testenv"
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/bus"
 	"github.com/skiff-project/skiff/services/apiserver/apiserver"
@@ -78,6 +79,49 @@ func (b *testBus) change(typ bus.EventType, obj scheme.Object, rev int64, withPr
 		m.Data = append(m.Data, b.stored(k, md.GetNamespace(), md.GetName(), rev-1)...)
 	}
 	b.publish(m, rev)
+	if k.Group == "" && k.Resource == "pods" {
+		b.nodeCopies(k, typ, obj, rev, m)
+	}
+}
+
+// nodeCopies publishes a pod change's copies on the subjects of the nodes it leaves and
+// joins, as the publisher does: DELETED (its last state) on the node it leaves, ADDED on the
+// node it arrives on, the change itself on the node it stays on.
+func (b *testBus) nodeCopies(k *scheme.Kind, typ bus.EventType, obj scheme.Object, rev int64, m *nats.Msg) {
+	b.t.Helper()
+	md := obj.GetMetadata()
+	newNode, oldNode := "", ""
+	if typ != bus.Deleted {
+		newNode = obj.(*corev1.Pod).GetSpec().GetNodeName()
+	}
+	if typ != bus.Added {
+		prev, err := b.env.APIServer.Registry().GetAtRevision(context.Background(), k, md.GetNamespace(), md.GetName(), rev-1)
+		if err != nil {
+			b.t.Fatalf("read %s at %d: %v", md.GetName(), rev-1, err)
+		}
+		oldNode = prev.(*corev1.Pod).GetSpec().GetNodeName()
+	}
+	copyIndex := 1
+	send := func(node string, typ bus.EventType, data []byte, prevOffset string) {
+		c := b.message(k, typ, md.GetNamespace(), md.GetName())
+		c.Subject = bus.NodeSubject(node, k, md.GetNamespace(), md.GetName())
+		c.Data = data
+		if prevOffset != "" {
+			c.Header.Set(bus.HeaderPrevOffset, prevOffset)
+		}
+		c.Header.Set(jetstream.MsgIDHeader, bus.MsgID(rev, 0, copyIndex))
+		copyIndex++
+		b.publish(c, rev)
+	}
+	if oldNode != "" && oldNode != newNode {
+		send(oldNode, bus.Deleted, b.stored(k, md.GetNamespace(), md.GetName(), rev-1), "")
+	}
+	switch {
+	case newNode != "" && newNode != oldNode:
+		send(newNode, bus.Added, b.stored(k, md.GetNamespace(), md.GetName(), rev), "")
+	case newNode != "":
+		send(newNode, typ, m.Data, m.Header.Get(bus.HeaderPrevOffset))
+	}
 }
 
 // oversize publishes the marker of a change the bus could not carry.

@@ -120,17 +120,38 @@ func (s *Server) openWatch(ctx context.Context, w watchRequest) (*openedWatch, e
 	}
 	switch {
 	case initial:
-		opts := registry.ListOptions{LabelSelector: w.labelSelector, FieldSelector: w.fieldSelector}
-		if w.resourceVersion != "" && w.resourceVersion != "0" {
-			opts.ResourceVersion, opts.ResourceVersionMatch = w.resourceVersion, registry.MatchNotOlderThan
+		// The state at least as new as the resourceVersion asked for; with none, as new as
+		// etcd's revision now (a consistent read); "0": any. Concurrent watches of the same
+		// selection share one read of it (sharedLists).
+		var need int64
+		switch w.resourceVersion {
+		case "0":
+		case "":
+			if need, err = s.registry.CurrentRevision(ctx); err != nil {
+				return nil, err
+			}
+		default:
+			if need, err = strconv.ParseInt(w.resourceVersion, 10, 64); err != nil || need < 0 {
+				return nil, apierrors.NewBadRequestField("resourceVersion",
+					fmt.Sprintf("resourceVersion %q is not a revision", w.resourceVersion))
+			}
+			if err := s.waitForRevision(ctx, need); err != nil {
+				return nil, err
+			}
 		}
-		list, err := s.registry.List(ctx, w.kind, w.namespace, opts)
+		key := strings.Join([]string{w.kind.Group, w.kind.Resource, w.namespace, w.labelSelector, w.fieldSelector}, "\x00")
+		ow.initial, after, err = s.initialLists.get(ctx, key, need, func() ([]scheme.Object, int64, error) {
+			list, err := s.registry.List(ctx, w.kind, w.namespace, registry.ListOptions{LabelSelector: w.labelSelector, FieldSelector: w.fieldSelector})
+			if err != nil {
+				return nil, 0, err
+			}
+			items, lm := scheme.ListItems(list)
+			rev, _ := strconv.ParseInt(lm.GetResourceVersion(), 10, 64)
+			return items, rev, nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		items, lm := scheme.ListItems(list)
-		ow.initial = items
-		after, _ = strconv.ParseInt(lm.GetResourceVersion(), 10, 64)
 	case w.resourceVersion == "" || w.resourceVersion == "0":
 		if after, err = s.registry.CurrentRevision(ctx); err != nil {
 			return nil, err
