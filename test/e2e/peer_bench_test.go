@@ -10,6 +10,8 @@ package e2e
 //     writes/s; Skiff's informers (pkg/informer over the bus) in one reader process
 //     (cmd/skiff-reader), client-go's informers in one reader process (kube-reader), so both
 //     sides have the same shape; CPU and memory of etcd, each apiserver and NATS from /proc;
+//   - node-scoped fan-out: bind -> node agent latency for 1,000 agents each following only its
+//     node's pods, 10,000 pods bound at 1,000/s (peer_nodefan_bench_test.go);
 //   - scheduler: pods/s binding basic pods on 1,000 Node objects, Skiff's scheduler on Skiff vs
 //     kube-scheduler on kube-apiserver (peer_sched_bench_test.go).
 //
@@ -67,7 +69,7 @@ const (
 func peerQuick() bool { return os.Getenv("SKIFF_PEER_QUICK") != "" }
 
 // peerPart says whether a part of the benchmark runs: SKIFF_PEER_PARTS lists them
-// (request,fanout,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
+// (request,fanout,nodefan,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
 func peerPart(name string) bool {
 	if name == "sched" && os.Getenv("SKIFF_PEER_NOSCHED") != "" {
 		return false
@@ -321,7 +323,7 @@ func BenchmarkPeer(b *testing.B) {
 
 	ctx := context.Background()
 	for _, s := range []*peerServer{skiff, kube} {
-		for _, ns := range []string{peerNS, peerFanoutNS} {
+		for _, ns := range []string{peerNS, peerFanoutNS, peerNodeNS} {
 			if err := s.createNamespace(ctx, ns); err != nil {
 				b.Fatal(err)
 			}
@@ -345,7 +347,12 @@ func BenchmarkPeer(b *testing.B) {
 	if peerPart("fanout") {
 		fo = peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
 	}
+	var nf []fanoutRun
+	if peerPart("nodefan") {
+		nf = peerNodeFan(b, c, skiff, kube, skiffReader, kubeReader)
+	}
 	peerReport(rp, fo)
+	peerNodeFanReport(nf)
 	peerSchedReport(sr)
 }
 
@@ -476,6 +483,8 @@ type readerResult struct {
 	P99       int64  `json:"p99_ns"`
 	Max       int64  `json:"max_ns"`
 	Last      int64  `json:"last_unix_ns"`
+	Foreign   int64  `json:"foreign,omitempty"` // node agents: deliveries of pods bound to another node
+	Dups      int64  `json:"dups,omitempty"`    // node agents: a pod delivered twice to its agent
 	Error     string `json:"error,omitempty"`
 }
 
@@ -528,7 +537,7 @@ func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffRea
 			if s == kube {
 				cp = []string{"etcd", "kube-apiserver"}
 			}
-			r := peerFanoutRun(b, s, tmpls[s.name], bin, args, runID, shape, writes, procs, cp)
+			r := peerFanoutRun(b, s, updateLoad(s, tmpls[s.name], runID, shape.rate, writes), bin, args, runID, shape, procs, cp)
 			fmt.Printf("  %-5s %4d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
 				r.side, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
 				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
@@ -560,12 +569,47 @@ func createFanoutPods(tb testing.TB, s *peerServer) []map[string]any {
 	return tmpls
 }
 
-// peerFanoutRun starts a reader process, warms it up, writes, and collects its result and the
-// processes' CPU.
+// peerLoad is what a reader measures: the warm-up that makes it say "live", and the paced
+// writes it times.
+type peerLoad struct {
+	writes int
+	// perWrite is the deliveries each acknowledged write makes: one per informer for the
+	// fan-out, one in all for node agents (a pod is bound to one node).
+	perWrite int
+	// warm is called every 100 ms (tick 1, 2, ...) until the reader is live.
+	warm func(ctx context.Context, tick int)
+	// write sends the writes, paced (peerPaced).
+	write func(ctx context.Context) (t0 time.Time, acked, errs int, end time.Time)
+}
+
+// updateLoad is the fan-out's load: warm-up updates of f-00, then writes paced unconditional
+// updates of the fan-out pods.
+func updateLoad(s *peerServer, tmpl []map[string]any, runID string, rate, writes int) peerLoad {
+	return peerLoad{
+		writes: writes,
+		warm: func(ctx context.Context, tick int) {
+			body, err := withAnnotations(tmpl[0], map[string]string{annRun: runID + "-warm", annSent: strconv.Itoa(tick)})
+			if err == nil {
+				_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
+			}
+		},
+		write: func(ctx context.Context) (time.Time, int, int, time.Time) {
+			return peerWrite(ctx, s, tmpl, runID, rate, writes)
+		},
+	}
+}
+
+// peerFanoutRun starts a reader process, warms it up, writes load, and collects its result
+// and the processes' CPU.
 // procs are the processes whose CPU and memory are read (the reader is added as "reader");
 // controlPlane names those whose CPU is the side's control plane.
-func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin string, args []string,
-	runID string, shape peerFanoutShape, writes int, procs map[string]int, controlPlane []string) (r fanoutRun) {
+func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args []string,
+	runID string, shape peerFanoutShape, procs map[string]int, controlPlane []string) (r fanoutRun) {
+	writes := load.writes
+	perWrite := int64(load.perWrite)
+	if perWrite == 0 {
+		perWrite = int64(shape.informers)
+	}
 	r = fanoutRun{side: s.name, informers: shape.informers, rate: shape.rate, writes: writes}
 	logPath := filepath.Join(tb.TempDir(), "reader.log")
 	logf, err := os.Create(logPath)
@@ -640,10 +684,7 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	warm := 0
 	if _, err := waitLine("live", 3*time.Minute, func() {
 		warm++
-		body, err := withAnnotations(tmpl[0], map[string]string{annRun: runID + "-warm", annSent: strconv.Itoa(warm)})
-		if err == nil {
-			_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
-		}
+		load.warm(ctx, warm)
 	}); err != nil {
 		r.err = err
 		return r
@@ -657,7 +698,7 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	for k, pid := range procs {
 		cpu0[k] = benchProcCPU(pid)
 	}
-	t0, acked, errs, end := peerWrite(ctx, s, tmpl, runID, shape.rate, writes)
+	t0, acked, errs, end := load.write(ctx)
 	r.acked, r.errs = acked, errs
 	r.writeRate = float64(acked+errs) / end.Sub(t0).Seconds()
 	if errs > 0 {
@@ -684,8 +725,11 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	if r.res.Error != "" && r.err == nil {
 		r.err = fmt.Errorf("reader: %s", r.res.Error)
 	}
-	if r.res.Delivered > int64(acked)*int64(shape.informers) {
-		r.err = fmt.Errorf("%d deliveries for %d expected: duplicates", r.res.Delivered, int64(acked)*int64(shape.informers))
+	if r.res.Delivered > int64(acked)*perWrite {
+		r.err = fmt.Errorf("%d deliveries for %d expected: duplicates", r.res.Delivered, int64(acked)*perWrite)
+	}
+	if r.res.Foreign > 0 || r.res.Dups > 0 {
+		r.err = fmt.Errorf("%d deliveries to another node's agent, %d pods delivered twice to an agent", r.res.Foreign, r.res.Dups)
 	}
 	r.elapsed = time.Unix(0, r.res.Last).Sub(t0)
 	for _, p := range controlPlane {
@@ -697,10 +741,25 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	return r
 }
 
-// peerWrite sends writes unconditional updates paced at rate from peerWriters goroutines: write
-// k is due at t0 + k/rate, and a writer that fell behind catches up without waiting. Each write
-// stamps its pod with its run, number and send time.
+// peerWrite sends writes unconditional updates paced at rate (peerPaced). Each write stamps
+// its pod with its run, number and send time.
 func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) (t0 time.Time, acked, errs int, end time.Time) {
+	return peerPaced(ctx, rate, writes, func(ctx context.Context, k int) error {
+		i := k % len(tmpl)
+		body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.Itoa(k),
+			annSent: strconv.FormatInt(time.Now().UnixNano(), 10)})
+		if err != nil {
+			return err
+		}
+		_, err = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, fmt.Sprintf("f-%02d", i)), body, http.StatusOK)
+		return err
+	})
+}
+
+// peerPaced calls write(k) for k in [0, writes) paced at rate from peerWriters goroutines:
+// write k is due at t0 + k/rate, and a writer that fell behind catches up without waiting.
+// Each call gets 10 s.
+func peerPaced(ctx context.Context, rate, writes int, write func(ctx context.Context, k int) error) (t0 time.Time, acked, errs int, end time.Time) {
 	interval := time.Second / time.Duration(rate)
 	t0 = time.Now().Add(2 * time.Millisecond)
 	var next, ok, failed atomic.Int64
@@ -717,14 +776,9 @@ func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID 
 				if d := time.Until(t0.Add(time.Duration(k) * interval)); d > 0 {
 					time.Sleep(d)
 				}
-				i := k % int64(len(tmpl))
-				body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.FormatInt(k, 10),
-					annSent: strconv.FormatInt(time.Now().UnixNano(), 10)})
-				if err == nil {
-					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					_, err = s.do(cctx, http.MethodPut, podsPath(peerFanoutNS, fmt.Sprintf("f-%02d", i)), body, http.StatusOK)
-					cancel()
-				}
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := write(cctx, int(k))
+				cancel()
 				if err != nil {
 					failed.Add(1)
 				} else {
