@@ -472,6 +472,7 @@ type fanoutRun struct {
 	cpu           map[string]time.Duration
 	rss           map[string]int64
 	live          time.Duration
+	ack           peerLat // each acknowledged write's request latency
 	err           error
 	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
 	perEventMicro float64       // controlPlane per delivered event, µs
@@ -579,7 +580,7 @@ type peerLoad struct {
 	// warm is called every 100 ms (tick 1, 2, ...) until the reader is live.
 	warm func(ctx context.Context, tick int)
 	// write sends the writes, paced (peerPaced).
-	write func(ctx context.Context) (t0 time.Time, acked, errs int, end time.Time)
+	write func(ctx context.Context) paced
 }
 
 // updateLoad is the fan-out's load: warm-up updates of f-00, then writes paced unconditional
@@ -593,9 +594,7 @@ func updateLoad(s *peerServer, tmpl []map[string]any, runID string, rate, writes
 				_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
 			}
 		},
-		write: func(ctx context.Context) (time.Time, int, int, time.Time) {
-			return peerWrite(ctx, s, tmpl, runID, rate, writes)
-		},
+		write: func(ctx context.Context) paced { return peerWrite(ctx, s, tmpl, runID, rate, writes) },
 	}
 }
 
@@ -698,7 +697,9 @@ func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args
 	for k, pid := range procs {
 		cpu0[k] = benchProcCPU(pid)
 	}
-	t0, acked, errs, end := load.write(ctx)
+	w := load.write(ctx)
+	t0, acked, errs, end := w.t0, w.acked, w.errs, w.end
+	r.ack = w.ack
 	r.acked, r.errs = acked, errs
 	r.writeRate = float64(acked+errs) / end.Sub(t0).Seconds()
 	if errs > 0 {
@@ -743,7 +744,7 @@ func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args
 
 // peerWrite sends writes unconditional updates paced at rate (peerPaced). Each write stamps
 // its pod with its run, number and send time.
-func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) (t0 time.Time, acked, errs int, end time.Time) {
+func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) paced {
 	return peerPaced(ctx, rate, writes, func(ctx context.Context, k int) error {
 		i := k % len(tmpl)
 		body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.Itoa(k),
@@ -756,13 +757,22 @@ func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID 
 	})
 }
 
+// paced is what peerPaced did: writes due from t0, the last answered at end, and each
+// acknowledged write's request latency (send -> answer).
+type paced struct {
+	t0, end     time.Time
+	acked, errs int
+	ack         peerLat
+}
+
 // peerPaced calls write(k) for k in [0, writes) paced at rate from peerWriters goroutines:
 // write k is due at t0 + k/rate, and a writer that fell behind catches up without waiting.
 // Each call gets 10 s.
-func peerPaced(ctx context.Context, rate, writes int, write func(ctx context.Context, k int) error) (t0 time.Time, acked, errs int, end time.Time) {
+func peerPaced(ctx context.Context, rate, writes int, write func(ctx context.Context, k int) error) paced {
 	interval := time.Second / time.Duration(rate)
-	t0 = time.Now().Add(2 * time.Millisecond)
+	t0 := time.Now().Add(2 * time.Millisecond)
 	var next, ok, failed atomic.Int64
+	ack := make(peerLat, writes) // by write; only write k's goroutine sets ack[k]
 	var wg sync.WaitGroup
 	for range peerWriters {
 		wg.Add(1)
@@ -777,18 +787,22 @@ func peerPaced(ctx context.Context, rate, writes int, write func(ctx context.Con
 					time.Sleep(d)
 				}
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				sent := time.Now()
 				err := write(cctx, int(k))
 				cancel()
 				if err != nil {
 					failed.Add(1)
 				} else {
+					ack[k] = int64(time.Since(sent))
 					ok.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return t0, int(ok.Load()), int(failed.Load()), time.Now()
+	end := time.Now()
+	return paced{t0: t0, end: end, acked: int(ok.Load()), errs: int(failed.Load()),
+		ack: slices.DeleteFunc(ack, func(d int64) bool { return d == 0 })}
 }
 
 // peerReport prints the tables and one line per goal.
