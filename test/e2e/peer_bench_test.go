@@ -675,7 +675,8 @@ func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args
 		}
 	}
 	ctx := context.Background()
-	if _, err := waitLine("synced", 5*time.Minute, nil); err != nil {
+	// Long enough for the node agents' -sync-timeout; the fan-out readers give up after 3 min.
+	if _, err := waitLine("synced", 16*time.Minute, nil); err != nil {
 		r.err = err
 		return r
 	}

@@ -102,14 +102,15 @@ func main() {
 	run := flag.String("run", "run", "the run ID written by the benchmark (annotation bench/run)")
 	maxWrites := flag.Int("max-writes", 10000, "latency slots per informer")
 	nodeAgents := flag.Int("node-agents", 0, "run this many node agents (agent i follows node-%04d) instead of -informers")
+	syncTimeout := flag.Duration("sync-timeout", 3*time.Minute, "how long the informers may take to list")
 	flag.Parse()
-	if err := serve(*grpcAddr, *natsURL, *n, *nodeAgents, *conns, *run, *maxWrites); err != nil {
+	if err := serve(*grpcAddr, *natsURL, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff-reader:", err)
 		os.Exit(1)
 	}
 }
 
-func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWrites int) error {
+func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -173,10 +174,10 @@ func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWr
 			go func() { defer wg.Done(); _ = inf.Run(ctx) }()
 		}
 	}
-	syncCtx, syncCancel := context.WithTimeout(ctx, 3*time.Minute)
+	syncCtx, syncCancel := context.WithTimeout(ctx, syncTimeout)
 	defer syncCancel()
 	if !informer.WaitForCacheSync(syncCtx, infs...) {
-		return fmt.Errorf("informers did not sync within 3 minutes")
+		return fmt.Errorf("informers did not sync within %s", syncTimeout)
 	}
 	fmt.Println("synced")
 	for {

@@ -104,14 +104,15 @@ func main() {
 	run := flag.String("run", "run", "the run ID written by the benchmark (annotation bench/run)")
 	maxWrites := flag.Int("max-writes", 10000, "latency slots per informer")
 	nodeAgents := flag.Int("node-agents", 0, "run this many node agents (agent i watches node-%04d) instead of -informers")
+	syncTimeout := flag.Duration("sync-timeout", 3*time.Minute, "how long the informers may take to list")
 	flag.Parse()
-	if err := serve(*server, *token, *n, *nodeAgents, *conns, *run, *maxWrites); err != nil {
+	if err := serve(*server, *token, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout); err != nil {
 		fmt.Fprintln(os.Stderr, "kube-reader:", err)
 		os.Exit(1)
 	}
 }
 
-func serve(server, token string, n, nodeAgents, conns int, run string, maxWrites int) error {
+func serve(server, token string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clients := make([]kubernetes.Interface, conns)
@@ -159,10 +160,10 @@ func serve(server, token string, n, nodeAgents, conns int, run string, maxWrites
 	for i, inf := range infs {
 		syncs[i] = inf.HasSynced
 	}
-	syncCtx, syncCancel := context.WithTimeout(ctx, 3*time.Minute)
+	syncCtx, syncCancel := context.WithTimeout(ctx, syncTimeout)
 	defer syncCancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), syncs...) {
-		return fmt.Errorf("informers did not sync within 3 minutes")
+		return fmt.Errorf("informers did not sync within %s", syncTimeout)
 	}
 	fmt.Println("synced")
 	for {
