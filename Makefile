@@ -175,7 +175,8 @@ test-compose: images
 ## bench-peer: Skiff side by side with a real kube-apiserver (built from k8s.io/kubernetes in the
 ## separate module test/peer/kube, once, cached in ~/.cache/skiff-peer; the first build took
 ## 79 minutes on this loaded 2-core machine) on the same etcd: request path (create/get/update/list of 1,000 vs raw etcd) and
-## informer fan-out at 1 and 100 informers x 1,000 writes/s, CPU and memory, goal lines.
+## informer fan-out at 1 and 100 informers x 1,000 writes/s, node-scoped fan-out (1,000 node agents,
+## 10,000 binds at 1,000/s), CPU and memory, goal lines. SKIFF_PEER_PARTS=request,fanout,nodefan,sched picks parts.
 ## SKIFF_PEER_QUICK=1: a short run; SKIFF_PEER_WIDE=1 adds 1,000 informers x 100 writes/s
 bench-peer:
 	hack/build-peer.sh >/dev/null

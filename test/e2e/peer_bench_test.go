@@ -10,6 +10,8 @@ package e2e
 //     writes/s; Skiff's informers (pkg/informer over the bus) in one reader process
 //     (cmd/skiff-reader), client-go's informers in one reader process (kube-reader), so both
 //     sides have the same shape; CPU and memory of etcd, each apiserver and NATS from /proc;
+//   - node-scoped fan-out: bind -> node agent latency for 1,000 agents each following only its
+//     node's pods, 10,000 pods bound at 1,000/s (peer_nodefan_bench_test.go);
 //   - scheduler: pods/s binding basic pods on 1,000 Node objects, Skiff's scheduler on Skiff vs
 //     kube-scheduler on kube-apiserver (peer_sched_bench_test.go).
 //
@@ -67,7 +69,7 @@ const (
 func peerQuick() bool { return os.Getenv("SKIFF_PEER_QUICK") != "" }
 
 // peerPart says whether a part of the benchmark runs: SKIFF_PEER_PARTS lists them
-// (request,fanout,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
+// (request,fanout,nodefan,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
 func peerPart(name string) bool {
 	if name == "sched" && os.Getenv("SKIFF_PEER_NOSCHED") != "" {
 		return false
@@ -321,7 +323,7 @@ func BenchmarkPeer(b *testing.B) {
 
 	ctx := context.Background()
 	for _, s := range []*peerServer{skiff, kube} {
-		for _, ns := range []string{peerNS, peerFanoutNS} {
+		for _, ns := range []string{peerNS, peerFanoutNS, peerNodeNS} {
 			if err := s.createNamespace(ctx, ns); err != nil {
 				b.Fatal(err)
 			}
@@ -341,7 +343,12 @@ func BenchmarkPeer(b *testing.B) {
 	if peerPart("fanout") {
 		fo = peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
 	}
+	var nf []fanoutRun
+	if peerPart("nodefan") {
+		nf = peerNodeFan(b, c, skiff, kube, skiffReader, kubeReader)
+	}
 	peerReport(rp, fo)
+	peerNodeFanReport(nf)
 	peerSchedReport(sr)
 }
 
@@ -461,6 +468,7 @@ type fanoutRun struct {
 	cpu           map[string]time.Duration
 	rss           map[string]int64
 	live          time.Duration
+	ack           peerLat // each acknowledged write's request latency
 	err           error
 	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
 	perEventMicro float64       // controlPlane per delivered event, µs
@@ -472,6 +480,8 @@ type readerResult struct {
 	P99       int64  `json:"p99_ns"`
 	Max       int64  `json:"max_ns"`
 	Last      int64  `json:"last_unix_ns"`
+	Foreign   int64  `json:"foreign,omitempty"` // node agents: deliveries of pods bound to another node
+	Dups      int64  `json:"dups,omitempty"`    // node agents: a pod delivered twice to its agent
 	Error     string `json:"error,omitempty"`
 }
 
@@ -528,7 +538,7 @@ func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffRea
 			args := append(slices.Clone(sd.args), "-informers", strconv.Itoa(shape.informers), "-conns", strconv.Itoa(peerConns),
 				"-run", runID, "-max-writes", strconv.Itoa(writes))
 			procs := map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": skiff.pid(), "kube-apiserver": kube.pid()}
-			r := peerFanoutRun(b, sd.server, tmpls[sd.server.name], sd.bin, args, runID, shape, writes, procs, sd.cp)
+			r := peerFanoutRun(b, sd.server, updateLoad(sd.server, tmpls[sd.server.name], runID, shape.rate, writes), sd.bin, args, runID, shape, procs, sd.cp)
 			r.side = sd.name
 			fmt.Printf("  %-8s %4d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
 				r.side, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
@@ -561,12 +571,45 @@ func createFanoutPods(tb testing.TB, s *peerServer) []map[string]any {
 	return tmpls
 }
 
-// peerFanoutRun starts a reader process, warms it up, writes, and collects its result and the
-// processes' CPU.
+// peerLoad is what a reader measures: the warm-up that makes it say "live", and the paced
+// writes it times.
+type peerLoad struct {
+	writes int
+	// perWrite is the deliveries each acknowledged write makes: one per informer for the
+	// fan-out, one in all for node agents (a pod is bound to one node).
+	perWrite int
+	// warm is called every 100 ms (tick 1, 2, ...) until the reader is live.
+	warm func(ctx context.Context, tick int)
+	// write sends the writes, paced (peerPaced).
+	write func(ctx context.Context) paced
+}
+
+// updateLoad is the fan-out's load: warm-up updates of f-00, then writes paced unconditional
+// updates of the fan-out pods.
+func updateLoad(s *peerServer, tmpl []map[string]any, runID string, rate, writes int) peerLoad {
+	return peerLoad{
+		writes: writes,
+		warm: func(ctx context.Context, tick int) {
+			body, err := withAnnotations(tmpl[0], map[string]string{annRun: runID + "-warm", annSent: strconv.Itoa(tick)})
+			if err == nil {
+				_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
+			}
+		},
+		write: func(ctx context.Context) paced { return peerWrite(ctx, s, tmpl, runID, rate, writes) },
+	}
+}
+
+// peerFanoutRun starts a reader process, warms it up, writes load, and collects its result
+// and the processes' CPU.
 // procs are the processes whose CPU and memory are read (the reader is added as "reader");
 // controlPlane names those whose CPU is the side's control plane.
-func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin string, args []string,
-	runID string, shape peerFanoutShape, writes int, procs map[string]int, controlPlane []string) (r fanoutRun) {
+func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args []string,
+	runID string, shape peerFanoutShape, procs map[string]int, controlPlane []string) (r fanoutRun) {
+	writes := load.writes
+	perWrite := int64(load.perWrite)
+	if perWrite == 0 {
+		perWrite = int64(shape.informers)
+	}
 	r = fanoutRun{side: s.name, informers: shape.informers, rate: shape.rate, writes: writes}
 	logPath := filepath.Join(tb.TempDir(), "reader.log")
 	logf, err := os.Create(logPath)
@@ -633,7 +676,8 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 		}
 	}
 	ctx := context.Background()
-	if _, err := waitLine("synced", 5*time.Minute, nil); err != nil {
+	// Long enough for the node agents' -sync-timeout; the fan-out readers give up after 3 min.
+	if _, err := waitLine("synced", 16*time.Minute, nil); err != nil {
 		r.err = err
 		return r
 	}
@@ -641,10 +685,7 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	warm := 0
 	if _, err := waitLine("live", 3*time.Minute, func() {
 		warm++
-		body, err := withAnnotations(tmpl[0], map[string]string{annRun: runID + "-warm", annSent: strconv.Itoa(warm)})
-		if err == nil {
-			_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
-		}
+		load.warm(ctx, warm)
 	}); err != nil {
 		r.err = err
 		return r
@@ -658,7 +699,9 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	for k, pid := range procs {
 		cpu0[k] = benchProcCPU(pid)
 	}
-	t0, acked, errs, end := peerWrite(ctx, s, tmpl, runID, shape.rate, writes)
+	w := load.write(ctx)
+	t0, acked, errs, end := w.t0, w.acked, w.errs, w.end
+	r.ack = w.ack
 	r.acked, r.errs = acked, errs
 	r.writeRate = float64(acked+errs) / end.Sub(t0).Seconds()
 	if errs > 0 {
@@ -685,8 +728,13 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	if r.res.Error != "" && r.err == nil {
 		r.err = fmt.Errorf("reader: %s", r.res.Error)
 	}
-	if r.res.Delivered > int64(acked)*int64(shape.informers) {
-		r.err = fmt.Errorf("%d deliveries for %d expected: duplicates", r.res.Delivered, int64(acked)*int64(shape.informers))
+	// A write that failed on the client (a 10 s timeout) may still have been applied: only
+	// deliveries beyond every write sent are duplicates (the failure is reported above).
+	if r.res.Delivered > int64(acked+errs)*perWrite {
+		r.err = fmt.Errorf("%d deliveries for %d expected: duplicates", r.res.Delivered, int64(acked)*perWrite)
+	}
+	if r.res.Foreign > 0 || r.res.Dups > 0 {
+		r.err = fmt.Errorf("%d deliveries to another node's agent, %d pods delivered twice to an agent", r.res.Foreign, r.res.Dups)
 	}
 	r.elapsed = time.Unix(0, r.res.Last).Sub(t0)
 	for _, p := range controlPlane {
@@ -698,13 +746,37 @@ func peerFanoutRun(tb testing.TB, s *peerServer, tmpl []map[string]any, bin stri
 	return r
 }
 
-// peerWrite sends writes unconditional updates paced at rate from peerWriters goroutines: write
-// k is due at t0 + k/rate, and a writer that fell behind catches up without waiting. Each write
-// stamps its pod with its run, number and send time.
-func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) (t0 time.Time, acked, errs int, end time.Time) {
+// peerWrite sends writes unconditional updates paced at rate (peerPaced). Each write stamps
+// its pod with its run, number and send time.
+func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) paced {
+	return peerPaced(ctx, rate, writes, func(ctx context.Context, k int) error {
+		i := k % len(tmpl)
+		body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.Itoa(k),
+			annSent: strconv.FormatInt(time.Now().UnixNano(), 10)})
+		if err != nil {
+			return err
+		}
+		_, err = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, fmt.Sprintf("f-%02d", i)), body, http.StatusOK)
+		return err
+	})
+}
+
+// paced is what peerPaced did: writes due from t0, the last answered at end, and each
+// acknowledged write's request latency (send -> answer).
+type paced struct {
+	t0, end     time.Time
+	acked, errs int
+	ack         peerLat
+}
+
+// peerPaced calls write(k) for k in [0, writes) paced at rate from peerWriters goroutines:
+// write k is due at t0 + k/rate, and a writer that fell behind catches up without waiting.
+// Each call gets 10 s.
+func peerPaced(ctx context.Context, rate, writes int, write func(ctx context.Context, k int) error) paced {
 	interval := time.Second / time.Duration(rate)
-	t0 = time.Now().Add(2 * time.Millisecond)
+	t0 := time.Now().Add(2 * time.Millisecond)
 	var next, ok, failed atomic.Int64
+	ack := make(peerLat, writes) // by write; only write k's goroutine sets ack[k]
 	var wg sync.WaitGroup
 	for range peerWriters {
 		wg.Add(1)
@@ -718,24 +790,23 @@ func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID 
 				if d := time.Until(t0.Add(time.Duration(k) * interval)); d > 0 {
 					time.Sleep(d)
 				}
-				i := k % int64(len(tmpl))
-				body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.FormatInt(k, 10),
-					annSent: strconv.FormatInt(time.Now().UnixNano(), 10)})
-				if err == nil {
-					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					_, err = s.do(cctx, http.MethodPut, podsPath(peerFanoutNS, fmt.Sprintf("f-%02d", i)), body, http.StatusOK)
-					cancel()
-				}
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				sent := time.Now()
+				err := write(cctx, int(k))
+				cancel()
 				if err != nil {
 					failed.Add(1)
 				} else {
+					ack[k] = int64(time.Since(sent))
 					ok.Add(1)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return t0, int(ok.Load()), int(failed.Load()), time.Now()
+	end := time.Now()
+	return paced{t0: t0, end: end, acked: int(ok.Load()), errs: int(failed.Load()),
+		ack: slices.DeleteFunc(ack, func(d int64) bool { return d == 0 })}
 }
 
 // peerReport prints the tables and one line per goal.

@@ -23,8 +23,8 @@ func TestPeerFanoutSkiffReader(t *testing.T) {
 	}
 	tmpl := createFanoutPods(t, s)
 	const informers, writes = 3, 200
-	r := peerFanoutRun(t, s, tmpl, bin, []string{"-grpc", c.grpcAddr, "-nats", c.natsURL, "-informers", "3",
-		"-conns", "2", "-run", "test", "-max-writes", "200"}, "test", peerFanoutShape{informers, 200}, writes,
+	r := peerFanoutRun(t, s, updateLoad(s, tmpl, "test", 200, writes), bin, []string{"-grpc", c.grpcAddr, "-nats", c.natsURL, "-informers", "3",
+		"-conns", "2", "-run", "test", "-max-writes", "200"}, "test", peerFanoutShape{informers, 200},
 		map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": c.apiserver.Pid()},
 		[]string{"etcd", "skiff-apiserver", "nats"})
 	t.Logf("live after %s; %d writes at %.0f/s; delivered %d, p50 %dµs p99 %dµs", r.live, r.acked, r.writeRate,
@@ -127,5 +127,53 @@ func TestPeerSchedulerSkiff(t *testing.T) {
 		if sc.kind == "anti-affinity" && len(perNode) != sc.pods {
 			t.Errorf("anti-affinity pods on %d nodes; want %d, one per node", len(perNode), sc.pods)
 		}
+	}
+}
+
+// TestPeerNodeFanSkiffReader runs the peer benchmark's node-scoped fan-out small against a
+// real cluster: 20 node agents in Skiff's reader process, 200 pods bound round-robin to their
+// nodes; every agent must get exactly its own node's pods, each once, and no other node's.
+func TestPeerNodeFanSkiffReader(t *testing.T) {
+	c := startCluster(t)
+	bin := buildSkiffReader(t)
+	s := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
+	if err := s.createNamespace(context.Background(), peerNodeNS); err != nil {
+		t.Fatal(err)
+	}
+	shape := peerNodeFanShape{agents: 20, pods: 200, rate: 200}
+	createNodeFanPods(t, s, peerNodeNS, shape.agents, shape.pods)
+	args := append([]string{"-grpc", c.grpcAddr, "-nats", c.natsURL}, nodeFanArgs("test", shape, 2)...)
+	r := peerFanoutRun(t, s, nodeFanLoad(s, peerNodeNS, "test", shape), bin, args, "test",
+		peerFanoutShape{informers: shape.agents, rate: shape.rate},
+		map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": c.apiserver.Pid()},
+		[]string{"etcd", "skiff-apiserver", "nats"})
+	t.Logf("live after %s; %d binds at %.0f/s; delivered %d (foreign %d, twice %d), p50 %dµs p99 %dµs", r.live, r.acked,
+		r.writeRate, r.res.Delivered, r.res.Foreign, r.res.Dups, r.res.P50/1000, r.res.P99/1000)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// Each delivery was of a pod bound to the agent's own node, none twice to an agent, and
+	// there were as many as bindings: so every agent got exactly its node's pods.
+	if r.acked != shape.pods || r.res.Delivered != int64(shape.pods) || r.res.Foreign != 0 || r.res.Dups != 0 {
+		t.Fatalf("acked %d binds; delivered %d, %d to another node's agent, %d twice; want %d, 0, 0",
+			r.acked, r.res.Delivered, r.res.Foreign, r.res.Dups, shape.pods)
+	}
+	if r.res.P50 <= 0 || r.res.P99 < r.res.P50 || r.res.Max < r.res.P99 || r.controlPlane <= 0 {
+		t.Fatalf("latencies p50 %d p99 %d max %d ns, control-plane CPU %s: not measured", r.res.P50, r.res.P99, r.res.Max, r.controlPlane)
+	}
+	// The bindings really bound the pods, with the benchmark's annotations.
+	out, err := s.do(context.Background(), http.MethodGet, podsPath(peerNodeNS, "n-00021"), nil, http.StatusOK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod struct {
+		Metadata struct{ Annotations map[string]string }
+		Spec     struct{ NodeName string }
+	}
+	if err := json.Unmarshal(out, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.NodeName != "node-0001" || pod.Metadata.Annotations[annRun] != "test" {
+		t.Fatalf("n-00021 after the binds: node %q, annotations %v", pod.Spec.NodeName, pod.Metadata.Annotations)
 	}
 }

@@ -1,12 +1,15 @@
 // Command skiff-reader runs N pod informers (pkg/informer, over the event bus) against a Skiff
 // apiserver and measures write -> handler latency for the peer benchmark (make bench-peer).
+// With -node-agents N it runs N node agents instead, agent i following only the pods bound to
+// node-%04d (Factory.ForNode: the node's bus subjects), and measures bind -> handler latency:
+// each measured pod must reach its own node's agent once and no other agent.
 // It speaks the same line protocol as the peer's reader (test/peer/kube/cmd/kube-reader), so
 // both sides have the same shape, one reader process each:
 //
 //	stdout "synced"            every informer has listed
 //	stdout "live"              every informer has seen the warm-up write (annotation bench/run = RUN-warm)
 //	stdin  "expect K"          K writes of run RUN were acknowledged
-//	stdout "result {json}"     once each informer has K deliveries, or deliveries stalled;
+//	stdout "result {json}"     once each informer has K deliveries (node agents: K in all), or deliveries stalled;
 //	                           then it waits for stdin to close
 package main
 
@@ -28,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	corev1 "github.com/skiff-project/skiff/pkg/apis/core/v1"
 	"github.com/skiff-project/skiff/pkg/apis/scheme"
 	"github.com/skiff-project/skiff/pkg/client"
 	"github.com/skiff-project/skiff/pkg/informer"
@@ -38,13 +42,18 @@ const (
 	annRun  = "bench/run"
 )
 
-// sink is one informer's record; only that informer's handler goroutine writes lat.
+// sink is one informer's record; only that informer's handler goroutine writes lat and seen.
 type sink struct {
 	run, warm string
-	lat       []int64
-	n         atomic.Int64
-	last      atomic.Int64
-	warmed    atomic.Bool
+	// node, for a node agent: a pod of the run bound elsewhere is counted foreign, and one
+	// seen twice a duplicate (a pod is bound once, so its agent sees the run's annotation once).
+	node          string
+	seen          map[string]bool
+	lat           []int64
+	n             atomic.Int64
+	last          atomic.Int64
+	warmed        atomic.Bool
+	foreign, dups atomic.Int64
 }
 
 func (s *sink) observe(obj scheme.Object) {
@@ -52,6 +61,16 @@ func (s *sink) observe(obj scheme.Object) {
 	switch a[annRun] {
 	case s.run:
 		now := time.Now().UnixNano()
+		if s.node != "" {
+			if pod, ok := obj.(*corev1.Pod); !ok || pod.GetSpec().GetNodeName() != s.node {
+				s.foreign.Add(1)
+			}
+			key := obj.GetMetadata().GetNamespace() + "/" + obj.GetMetadata().GetName()
+			if s.seen[key] {
+				s.dups.Add(1)
+			}
+			s.seen[key] = true
+		}
 		sent, _ := strconv.ParseInt(a[annSent], 10, 64)
 		i := s.n.Load()
 		if i < int64(len(s.lat)) {
@@ -70,6 +89,8 @@ type result struct {
 	P99       int64  `json:"p99_ns"`
 	Max       int64  `json:"max_ns"`
 	Last      int64  `json:"last_unix_ns"`
+	Foreign   int64  `json:"foreign,omitempty"` // node agents: deliveries of pods bound to another node
+	Dups      int64  `json:"dups,omitempty"`    // node agents: a pod delivered twice to its agent
 	Error     string `json:"error,omitempty"`
 }
 
@@ -80,14 +101,16 @@ func main() {
 	conns := flag.Int("conns", 10, "apiserver and NATS connections the informers are spread over")
 	run := flag.String("run", "run", "the run ID written by the benchmark (annotation bench/run)")
 	maxWrites := flag.Int("max-writes", 10000, "latency slots per informer")
+	nodeAgents := flag.Int("node-agents", 0, "run this many node agents (agent i follows node-%04d) instead of -informers")
+	syncTimeout := flag.Duration("sync-timeout", 3*time.Minute, "how long the informers may take to list")
 	flag.Parse()
-	if err := serve(*grpcAddr, *natsURL, *n, *conns, *run, *maxWrites); err != nil {
+	if err := serve(*grpcAddr, *natsURL, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff-reader:", err)
 		os.Exit(1)
 	}
 }
 
-func serve(grpcAddr, natsURL string, n, conns int, run string, maxWrites int) error {
+func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -113,21 +136,48 @@ func serve(grpcAddr, natsURL string, n, conns int, run string, maxWrites int) er
 		}
 		clients[i], jss[i] = c, js
 	}
-	sinks := make([]*sink, n)
-	infs := make([]*informer.Informer, n)
-	for i := range sinks {
-		s := &sink{run: run, warm: run + "-warm", lat: make([]int64, maxWrites)}
-		sinks[i] = s
-		inf := informer.New(informer.Config{Client: clients[i%conns], JetStream: jss[i%conns], Kind: pods, Logger: logger})
-		inf.AddEventHandler(informer.HandlerFuncs{UpdateFunc: func(_, obj scheme.Object) { s.observe(obj) }})
-		infs[i] = inf
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = inf.Run(ctx) }()
+	perWrite := int64(n) // deliveries per acknowledged write
+	var sinks []*sink
+	var infs []*informer.Informer
+	if nodeAgents > 0 {
+		// Node agents as kubelets in one process would have them: informers of one Factory per
+		// connection (so the agents share its bus.Live), each following one node's subjects; a
+		// pod's binding reaches its node's agent as ADDED. Spread over conns connections like
+		// the fan-out informers and kube-reader's agents.
+		factories := make([]*informer.Factory, conns)
+		for i := range factories {
+			factories[i] = informer.NewFactory(clients[i], jss[i], logger)
+		}
+		for i := range nodeAgents {
+			node := fmt.Sprintf("node-%04d", i)
+			s := &sink{run: run, warm: run + "-warm", node: node, seen: map[string]bool{}, lat: make([]int64, maxWrites)}
+			inf := factories[i%conns].ForNode(pods, node)
+			inf.AddEventHandler(informer.HandlerFuncs{
+				AddFunc:    s.observe,
+				UpdateFunc: func(_, obj scheme.Object) { s.observe(obj) },
+			})
+			sinks, infs = append(sinks, s), append(infs, inf)
+		}
+		for _, f := range factories {
+			f.Start(ctx)
+			wg.Add(1)
+			go func() { defer wg.Done(); <-ctx.Done(); f.Shutdown() }()
+		}
+		n, perWrite = nodeAgents, 1 // each bind reaches one agent
+	} else {
+		for i := range n {
+			s := &sink{run: run, warm: run + "-warm", lat: make([]int64, maxWrites)}
+			inf := informer.New(informer.Config{Client: clients[i%conns], JetStream: jss[i%conns], Kind: pods, Logger: logger})
+			inf.AddEventHandler(informer.HandlerFuncs{UpdateFunc: func(_, obj scheme.Object) { s.observe(obj) }})
+			sinks, infs = append(sinks, s), append(infs, inf)
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = inf.Run(ctx) }()
+		}
 	}
-	syncCtx, syncCancel := context.WithTimeout(ctx, 3*time.Minute)
+	syncCtx, syncCancel := context.WithTimeout(ctx, syncTimeout)
 	defer syncCancel()
 	if !informer.WaitForCacheSync(syncCtx, infs...) {
-		return fmt.Errorf("informers did not sync within 3 minutes")
+		return fmt.Errorf("informers did not sync within %s", syncTimeout)
 	}
 	fmt.Println("synced")
 	for {
@@ -154,7 +204,7 @@ func serve(grpcAddr, natsURL string, n, conns int, run string, maxWrites int) er
 		if err != nil {
 			return fmt.Errorf("bad command %q", in.Text())
 		}
-		out, err := json.Marshal(collect(sinks, k*int64(n)))
+		out, err := json.Marshal(collect(sinks, k*perWrite))
 		if err != nil {
 			return err
 		}
@@ -193,6 +243,8 @@ func collect(sinks []*sink, expected int64) result {
 	all := make([]int64, 0, total)
 	for _, s := range sinks {
 		r.Last = max(r.Last, s.last.Load())
+		r.Foreign += s.foreign.Load()
+		r.Dups += s.dups.Load()
 		all = append(all, s.lat[:min(s.n.Load(), int64(len(s.lat)))]...)
 	}
 	slices.Sort(all)

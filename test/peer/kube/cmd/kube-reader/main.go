@@ -1,11 +1,14 @@
 // Command kube-reader runs N client-go pod informers against a kube-apiserver and measures
 // write -> handler latency for the peer benchmark (make bench-peer). It speaks the same line
-// protocol as Skiff's reader (test/e2e/cmd/skiff-reader), so both sides have the same shape:
+// protocol as Skiff's reader (test/e2e/cmd/skiff-reader), so both sides have the same shape.
+// With -node-agents N it runs N node agents instead, agent i watching only the pods bound to
+// node-%04d (a spec.nodeName field selector, as a kubelet does), and measures bind -> handler
+// latency: each measured pod must reach its own node's agent once and no other agent.
 //
 //	stdout "synced"            every informer has listed
 //	stdout "live"              every informer has seen the warm-up write (annotation bench/run = RUN-warm)
 //	stdin  "expect K"          K writes of run RUN were acknowledged
-//	stdout "result {json}"     once each informer has K deliveries, or deliveries stalled;
+//	stdout "result {json}"     once each informer has K deliveries (node agents: K in all), or deliveries stalled;
 //	                           then it waits for stdin to close
 package main
 
@@ -37,13 +40,18 @@ const (
 	annRun  = "bench/run"
 )
 
-// sink is one informer's record; only that informer's handler goroutine writes lat.
+// sink is one informer's record; only that informer's handler goroutine writes lat and seen.
 type sink struct {
 	run, warm string
-	lat       []int64
-	n         atomic.Int64
-	last      atomic.Int64
-	warmed    atomic.Bool
+	// node, for a node agent: a pod of the run bound elsewhere is counted foreign, and one
+	// seen twice a duplicate (a pod is bound once, so its agent sees the run's annotation once).
+	node          string
+	seen          map[string]bool
+	lat           []int64
+	n             atomic.Int64
+	last          atomic.Int64
+	warmed        atomic.Bool
+	foreign, dups atomic.Int64
 }
 
 func (s *sink) observe(obj any) {
@@ -55,6 +63,16 @@ func (s *sink) observe(obj any) {
 	switch a[annRun] {
 	case s.run:
 		now := time.Now().UnixNano()
+		if s.node != "" {
+			if pod, ok := obj.(*corev1.Pod); !ok || pod.Spec.NodeName != s.node {
+				s.foreign.Add(1)
+			}
+			key := m.GetNamespace() + "/" + m.GetName()
+			if s.seen[key] {
+				s.dups.Add(1)
+			}
+			s.seen[key] = true
+		}
 		sent, _ := strconv.ParseInt(a[annSent], 10, 64)
 		i := s.n.Load()
 		if i < int64(len(s.lat)) {
@@ -73,6 +91,8 @@ type result struct {
 	P99       int64  `json:"p99_ns"`
 	Max       int64  `json:"max_ns"`
 	Last      int64  `json:"last_unix_ns"`
+	Foreign   int64  `json:"foreign,omitempty"` // node agents: deliveries of pods bound to another node
+	Dups      int64  `json:"dups,omitempty"`    // node agents: a pod delivered twice to its agent
 	Error     string `json:"error,omitempty"`
 }
 
@@ -83,14 +103,16 @@ func main() {
 	conns := flag.Int("conns", 10, "client connections the informers are spread over")
 	run := flag.String("run", "run", "the run ID written by the benchmark (annotation bench/run)")
 	maxWrites := flag.Int("max-writes", 10000, "latency slots per informer")
+	nodeAgents := flag.Int("node-agents", 0, "run this many node agents (agent i watches node-%04d) instead of -informers")
+	syncTimeout := flag.Duration("sync-timeout", 3*time.Minute, "how long the informers may take to list")
 	flag.Parse()
-	if err := serve(*server, *token, *n, *conns, *run, *maxWrites); err != nil {
+	if err := serve(*server, *token, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout); err != nil {
 		fmt.Fprintln(os.Stderr, "kube-reader:", err)
 		os.Exit(1)
 	}
 }
 
-func serve(server, token string, n, conns int, run string, maxWrites int) error {
+func serve(server, token string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	clients := make([]kubernetes.Interface, conns)
@@ -107,14 +129,28 @@ func serve(server, token string, n, conns int, run string, maxWrites int) error 
 		}
 		clients[i] = c
 	}
+	perWrite := int64(n) // deliveries per acknowledged write
+	if nodeAgents > 0 {
+		n, perWrite = nodeAgents, 1 // each bind reaches one agent
+	}
 	sinks := make([]*sink, n)
 	infs := make([]cache.SharedIndexInformer, n)
 	for i := range sinks {
 		s := &sink{run: run, warm: run + "-warm", lat: make([]int64, maxWrites)}
 		sinks[i] = s
-		lw := cache.NewListWatchFromClient(clients[i%conns].CoreV1().RESTClient(), "pods", metav1.NamespaceAll, fields.Everything())
+		rc := clients[i%conns].CoreV1().RESTClient()
+		lw := cache.NewListWatchFromClient(rc, "pods", metav1.NamespaceAll, fields.Everything())
+		h := cache.ResourceEventHandlerFuncs{UpdateFunc: func(_, obj any) { s.observe(obj) }}
+		if nodeAgents > 0 {
+			// A kubelet's watch: its node's pods only. A binding makes the pod match the
+			// selector, which the watch reports as ADDED.
+			s.node, s.seen = fmt.Sprintf("node-%04d", i), map[string]bool{}
+			sel := fields.OneTermEqualSelector("spec.nodeName", s.node).String()
+			lw = cache.NewFilteredListWatchFromClient(rc, "pods", metav1.NamespaceAll, func(o *metav1.ListOptions) { o.FieldSelector = sel })
+			h.AddFunc = s.observe
+		}
 		inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(_, obj any) { s.observe(obj) }}); err != nil {
+		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
 		}
 		infs[i] = inf
@@ -124,10 +160,10 @@ func serve(server, token string, n, conns int, run string, maxWrites int) error 
 	for i, inf := range infs {
 		syncs[i] = inf.HasSynced
 	}
-	syncCtx, syncCancel := context.WithTimeout(ctx, 3*time.Minute)
+	syncCtx, syncCancel := context.WithTimeout(ctx, syncTimeout)
 	defer syncCancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), syncs...) {
-		return fmt.Errorf("informers did not sync within 3 minutes")
+		return fmt.Errorf("informers did not sync within %s", syncTimeout)
 	}
 	fmt.Println("synced")
 	for {
@@ -154,7 +190,7 @@ func serve(server, token string, n, conns int, run string, maxWrites int) error 
 		if err != nil {
 			return fmt.Errorf("bad command %q", in.Text())
 		}
-		out, _ := json.Marshal(collect(sinks, k*int64(n)))
+		out, _ := json.Marshal(collect(sinks, k*perWrite))
 		fmt.Println("result " + string(out))
 		// Stay until stdin closes (or the harness kills us): the harness reads this
 		// process's CPU and memory after the result.
@@ -190,6 +226,8 @@ func collect(sinks []*sink, expected int64) result {
 	all := make([]int64, 0, total)
 	for _, s := range sinks {
 		r.Last = max(r.Last, s.last.Load())
+		r.Foreign += s.foreign.Load()
+		r.Dups += s.dups.Load()
 		all = append(all, s.lat[:min(s.n.Load(), int64(len(s.lat)))]...)
 	}
 	slices.Sort(all)
