@@ -52,7 +52,15 @@ func (m *metrics) watchObjectCache(r *registry.Registry) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "skiff_apiserver_list_cache_misses_total",
 			Help: "Listed objects encoded (or decoded) anew: a new version, or evicted.",
-		}, func() float64 { _, m := r.ObjectCacheStats(); return float64(m) }))
+		}, func() float64 { _, m := r.ObjectCacheStats(); return float64(m) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_list_reads_total",
+			Help: "Whole-collection etcd reads made for lists.",
+		}, func() float64 { n, _ := r.RangeStats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_list_reads_shared_total",
+			Help: "Lists that shared a read with lists of the same collection that arrived together.",
+		}, func() float64 { _, n := r.RangeStats(); return float64(n) }))
 }
 
 // watchLiveFeeds exports what the watches' shared live feeds did: many watches of one kind

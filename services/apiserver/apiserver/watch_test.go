@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -709,4 +710,67 @@ func TestNodeWatchReadsOnlyItsNode(t *testing.T) {
 		}
 	}
 	t.Fatal("/metrics lacks skiff_apiserver_watch_live_decodes_total")
+}
+
+// TestConcurrentNodeListsShareReads: node agents starting together each list their node's
+// pods; the lists share etcd reads of the pods and each still gets exactly its node's pods.
+func TestConcurrentNodeListsShareReads(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	c, pods := env.Client, kind(t, "pods")
+	for i := range 20 {
+		name := fmt.Sprintf("np-%02d", i)
+		if _, err := c.Create(ctx, newPod(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Bind(ctx, "default", name, fmt.Sprintf("node-%d", i%4)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	metric := func(name string) int {
+		resp, err := http.Get(env.HTTPURL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return int(n)
+			}
+		}
+		t.Fatalf("/metrics lacks %s", name)
+		return 0
+	}
+	shared0 := metric("skiff_apiserver_list_reads_shared_total")
+	const agents = 40
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range agents {
+		wg.Go(func() {
+			<-start
+			node := fmt.Sprintf("node-%d", i%4)
+			l, err := c.List(ctx, pods, "", client.ListOptions{FieldSelector: "spec.nodeName=" + node})
+			if err != nil {
+				t.Errorf("list %s: %v", node, err)
+				return
+			}
+			var names []string
+			for _, p := range l.Items {
+				if p.(*corev1.Pod).GetSpec().GetNodeName() != node {
+					t.Errorf("list of %s holds %s on %s", node, p.GetMetadata().GetName(), p.(*corev1.Pod).GetSpec().GetNodeName())
+				}
+				names = append(names, p.GetMetadata().GetName())
+			}
+			if len(names) != 5 {
+				t.Errorf("list of %s: %v; want its 5 pods", node, names)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if shared := metric("skiff_apiserver_list_reads_shared_total") - shared0; shared == 0 {
+		t.Errorf("%d concurrent node lists shared no read", agents)
+	}
 }

@@ -89,7 +89,16 @@ func (r *Registry) list(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 	var matched int64
 	next := ""
 	for {
-		page, err := r.store.Range(ctx, start, end, rev, opts.Limit, ro)
+		var page *storage.Page
+		var err error
+		if rev == 0 && opts.Limit == 0 && opts.Continue == "" {
+			// A whole collection at its latest: lists arriving together share one read.
+			page, err = r.ranges.read(ctx, start+"\x00"+end, func(ctx context.Context) (*storage.Page, error) {
+				return r.store.Range(ctx, start, end, 0, 0, storage.ReadOptions{})
+			})
+		} else {
+			page, err = r.store.Range(ctx, start, end, rev, opts.Limit, ro)
+		}
 		if err != nil {
 			return nil, r.listError(k, ns, opts, rev, err)
 		}

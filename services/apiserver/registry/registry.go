@@ -57,6 +57,8 @@ type Registry struct {
 	serviceIPs *ipalloc.Allocator
 	// cache keeps listed objects' encodings by mod revision (rawlist.go); nil when off.
 	cache *objectCache
+	// ranges batches the full reads of lists that arrive together (rangebatch.go).
+	ranges rangeBatches
 }
 
 // New returns a registry storing into store.
