@@ -333,7 +333,7 @@ func (f *feed) follow0() error {
 	if err := f.l.nc.FlushTimeout(attemptTimeout); err != nil {
 		return fmt.Errorf("subscribe %s: %w", f.filters[0], err)
 	}
-	if err := f.repair(ctx, msgPos{}); err != nil {
+	if err := f.start(ctx); err != nil {
 		return err
 	}
 	// A message published before the subscription took effect may reach the stream only after
@@ -377,6 +377,40 @@ func (f *feed) follow0() error {
 			nextCheck = time.Now().Add(idle + rand.N(idle/2+1))
 		}
 	}
+}
+
+// start reads from the stream what the family published after the feed's start revision,
+// before it takes messages live. Most feeds start from a fresh list with nothing to read: a
+// look at the stream's state (shared by the Live's feeds) and at the family's last message
+// says so without a consumer, which matters when a thousand node agents start at once.
+// Anything else, or a look that fails, is a repair.
+func (f *feed) start(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	st, err := f.l.sub.readState(cctx, time.Now().Add(-stateMaxAge))
+	if err != nil {
+		return f.repair(ctx, msgPos{})
+	}
+	if err := f.sameStream(st.info.Created); err != nil {
+		return err
+	}
+	switch err := covers(cctx, f.l.sub.js, st.stream, st, f.pos.rev); {
+	case errors.Is(err, ErrTooOld):
+		return err
+	case err != nil:
+		return f.repair(ctx, msgPos{})
+	}
+	m, err := st.stream.GetLastMsgForSubject(cctx, f.filters[0])
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil // the family published nothing since: the stream covers the start
+	case err != nil:
+		return f.repair(ctx, msgPos{})
+	}
+	if id, ok := parseID(m.Header); ok && !f.pos.less(id) {
+		return nil // its last message is at or before the start
+	}
+	return f.repair(ctx, msgPos{})
 }
 
 // drain takes the live messages already queued, without waiting for more.

@@ -402,3 +402,31 @@ func TestLiveAwaitsMessageTheStreamTakesLate(t *testing.T) {
 		t.Fatalf("after the stream took c: event %d (%v); want revision 12 within 10s", ev.Revision, ok)
 	}
 }
+
+// A feed that starts from a revision after which its family published nothing reads nothing
+// from the stream (no repair, no consumer: a thousand node agents start so), and one whose
+// family did publish since still delivers those messages first (a repair).
+func TestLiveStartsWithoutAConsumerWhenNothingFollows(t *testing.T) {
+	e := newLiveEnv(t)
+	e.write("a")
+	fresh := e.revision()
+	e.reader(bus.NodeFilter("node-quiet"), fresh, nil)
+	e.reader(bus.KindFilter(e.pods, "elsewhere"), fresh, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.live.Stats().Feeds < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // both feeds past their start
+	if s := e.live.Stats(); s.Feeds != 2 || s.Repairs != 0 {
+		t.Errorf("two feeds starting with nothing after their revision: %+v; want 2 feeds and no repair", s)
+	}
+	// A feed of pods in default starting before "b" was written reads it from the stream.
+	before := e.revision()
+	b := e.write("b")
+	late := e.reader(bus.KindFilter(e.pods, "default"), before, nil)
+	late.waitFor(t, b)
+	assertExactly(t, "late reader", late.got(), []int64{b})
+	if s := e.live.Stats(); s.Repairs == 0 {
+		t.Errorf("a feed starting before a message of its family: %+v; want a repair that read it", s)
+	}
+}

@@ -575,32 +575,34 @@ func StartSequence(ctx context.Context, js jetstream.JetStream, stream jetstream
 	return startSequence(ctx, js, stream, st, after)
 }
 
-func startSequence(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, state *streamState, after int64) (uint64, error) {
+// covers returns ErrTooOld unless the stream still holds every message after revision
+// after: nothing aged out or was lost to a compaction gap since.
+func covers(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, state *streamState, after int64) error {
 	st := state.info.State
 	if st.Msgs == 0 {
 		if st.LastSeq == 0 {
-			return 1, nil // nothing was ever published: everything after `after` is still to come
+			return nil // nothing was ever published: everything after `after` is still to come
 		}
 		marks, err := js.KeyValue(ctx, WatermarkBucket)
 		if err != nil {
-			return 0, ErrTooOld
+			return ErrTooOld
 		}
 		e, err := marks.Get(ctx, WatermarkKey)
 		if err != nil {
-			return 0, ErrTooOld
+			return ErrTooOld
 		}
 		if w, _ := strconv.ParseInt(string(e.Value()), 10, 64); after < w {
-			return 0, ErrTooOld
+			return ErrTooOld
 		}
-		return st.LastSeq + 1, nil
+		return nil
 	}
 	// A gap marker anywhere in the stream lost the changes before its end.
 	if g := state.gap; g != nil && g.lost() && after < g.rev-1 {
-		return 0, ErrTooOld
+		return ErrTooOld
 	}
 	first, err := stream.GetMsg(ctx, st.FirstSeq)
 	if err != nil {
-		return 0, fmt.Errorf("read first message: %w", err)
+		return fmt.Errorf("read first message: %w", err)
 	}
 	// The first message names its predecessor: what came after it has aged out.
 	prev, _ := strconv.ParseInt(first.Header.Get(HeaderPrevRevision), 10, 64)
@@ -610,7 +612,18 @@ func startSequence(ctx context.Context, js jetstream.JetStream, stream jetstream
 		}
 	}
 	if after < prev {
-		return 0, ErrTooOld
+		return ErrTooOld
+	}
+	return nil
+}
+
+func startSequence(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, state *streamState, after int64) (uint64, error) {
+	if err := covers(ctx, js, stream, state, after); err != nil {
+		return 0, err
+	}
+	st := state.info.State
+	if st.Msgs == 0 {
+		return st.LastSeq + 1, nil // 1 when nothing was ever published
 	}
 	revisionAt := func(seq uint64) (int64, error) {
 		m, err := stream.GetMsg(ctx, seq)
