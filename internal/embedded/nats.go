@@ -51,6 +51,11 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if l, err := net.Listen("tcp", addr); err != nil {
+		// The server would only log it and never become ready: say so now.
+		return nil, fmt.Errorf("nats address %s: %w", addr, err)
+	} else {
+		_ = l.Close()
 	}
 	maxPayload := cfg.MaxPayload
 	if maxPayload == 0 {

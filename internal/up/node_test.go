@@ -41,8 +41,8 @@ func TestUpRunsLocalNode(t *testing.T) {
 	dir := nodetest.ShortTempDir(t)
 	node := "up-" + filepath.Base(dir)[2:]
 	var banner bytes.Buffer
-	o := Options{DataDir: filepath.Join(dir, "d"), HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), EtcdAddr: freeAddr(t),
-		NATSAddr: freeAddr(t), Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	o := Options{DataDir: filepath.Join(dir, "d"), HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), EtcdAddr: "127.0.0.1:0",
+		NATSAddr: "127.0.0.1:0", Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Out: &banner, LocalNode: true, NodeName: node, PodCIDR: nodetest.PodCIDR(t)}
 	t.Cleanup(func() { _ = cni.RemoveBridge(cni.BridgeNameFor(node)) })
 	ctx, cancel := context.WithCancel(context.Background())

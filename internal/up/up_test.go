@@ -35,8 +35,8 @@ func freeAddr(t *testing.T) string {
 // clean exit.
 func start(t *testing.T, dir string) (string, func()) {
 	t.Helper()
-	opts := Options{DataDir: dir, HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), EtcdAddr: freeAddr(t),
-		NATSAddr: freeAddr(t), Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	opts := Options{DataDir: dir, HTTPAddr: freeAddr(t), GRPCAddr: freeAddr(t), EtcdAddr: "127.0.0.1:0",
+		NATSAddr: "127.0.0.1:0", Stream: bus.DefaultStreamConfig(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Controllers: manager.DefaultOptions()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
