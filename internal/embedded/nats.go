@@ -81,9 +81,9 @@ func StartNATS(cfg NATSConfig) (*NATS, error) {
 		ns.SetLoggerV2(natsLogger{cfg.Logger.With("component", "nats")}, false, false, false)
 	}
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("nats did not become ready in 10s")
+		return nil, fmt.Errorf("nats did not become ready in 30s")
 	}
 	return &NATS{server: ns, URL: ns.ClientURL()}, nil
 }
