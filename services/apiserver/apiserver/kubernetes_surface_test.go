@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -459,20 +458,7 @@ func TestWatchListsShareTheirInitialState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	metric := func(name string) int {
-		code, _, body := httpDo(t, "GET", env.HTTPURL+"/metrics", "", "", "")
-		if code != 200 {
-			t.Fatalf("/metrics: %d", code)
-		}
-		for _, line := range strings.Split(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				n, _ := strconv.ParseFloat(v, 64)
-				return int(n)
-			}
-		}
-		t.Fatalf("/metrics lacks %s", name)
-		return 0
-	}
+	metric := func(name string) int { return metricValue(t, env, name) }
 	initial := func() []string {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

@@ -583,22 +583,7 @@ func TestWatchesShareOneLiveFeed(t *testing.T) {
 			t.Errorf("a watch got %s; want %s", got, strings.Join(want, ","))
 		}
 	}
-	resp, err := http.Get(env.HTTPURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	value := func(name string) int {
-		for _, line := range strings.Split(string(metrics), "\n") {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				n, _ := strconv.ParseFloat(v, 64)
-				return int(n)
-			}
-		}
-		t.Fatalf("/metrics lacks %s", name)
-		return 0
-	}
+	value := func(name string) int { return metricValue(t, env, name) }
 	if feeds := value("skiff_apiserver_watch_feeds_started_total"); feeds != 1 {
 		t.Errorf("%d watches of pods in default started %d live feeds; want 1 shared", watches, feeds)
 	}
@@ -694,22 +679,10 @@ func TestNodeWatchReadsOnlyItsNode(t *testing.T) {
 	if g, want := <-inDefault, "ADDED default/a,MODIFIED default/a,DELETED default/a"; g != want {
 		t.Errorf("node-a watch of default got %s; want %s", g, want)
 	}
-	resp, err := http.Get(env.HTTPURL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// node-a's messages: the sync, two binds, the update, the delete (at most, once each).
+	if n := metricValue(t, env, "skiff_apiserver_watch_live_decodes_total"); n > 5 {
+		t.Errorf("the node-a watches cost %d live decodes; want at most node-a's 5 changes (not node-b's 20 too)", n)
 	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, line := range strings.Split(string(metrics), "\n") {
-		if v, ok := strings.CutPrefix(line, "skiff_apiserver_watch_live_decodes_total "); ok {
-			// node-a's messages: the sync, two binds, the update, the delete (at most, once each).
-			if n, _ := strconv.ParseFloat(v, 64); n > 5 {
-				t.Errorf("the node-a watches cost %v live decodes; want at most node-a's 5 changes (not node-b's 20 too)", n)
-			}
-			return
-		}
-	}
-	t.Fatal("/metrics lacks skiff_apiserver_watch_live_decodes_total")
 }
 
 // TestConcurrentNodeListsShareReads: node agents starting together each list their node's
@@ -727,22 +700,7 @@ func TestConcurrentNodeListsShareReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	metric := func(name string) int {
-		resp, err := http.Get(env.HTTPURL + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		for _, line := range strings.Split(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				n, _ := strconv.ParseFloat(v, 64)
-				return int(n)
-			}
-		}
-		t.Fatalf("/metrics lacks %s", name)
-		return 0
-	}
+	metric := func(name string) int { return metricValue(t, env, name) }
 	shared0 := metric("skiff_apiserver_list_reads_shared_total")
 	const agents = 40
 	var wg sync.WaitGroup
@@ -773,4 +731,21 @@ func TestConcurrentNodeListsShareReads(t *testing.T) {
 	if shared := metric("skiff_apiserver_list_reads_shared_total") - shared0; shared == 0 {
 		t.Errorf("%d concurrent node lists shared no read", agents)
 	}
+}
+
+// metricValue reads one unlabelled series from the apiserver's /metrics.
+func metricValue(t *testing.T, env *testenv.Env, name string) int {
+	t.Helper()
+	code, _, body := httpDo(t, "GET", env.HTTPURL+"/metrics", "", "", "")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return int(n)
+		}
+	}
+	t.Fatalf("/metrics lacks %s", name)
+	return 0
 }
