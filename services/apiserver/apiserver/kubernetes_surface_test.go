@@ -488,8 +488,10 @@ func TestWatchListsShareTheirInitialState(t *testing.T) {
 			t.Fatalf("watch-list %d: initial %v; want the 5 pods", i, got)
 		}
 	}
-	if r, s := metric("skiff_apiserver_watch_initial_lists_read_total")-reads0, metric("skiff_apiserver_watch_initial_lists_shared_total")-shares0; r != 1 || s != 9 {
-		t.Errorf("ten watch-lists in a row: %d reads, %d shared; want 1 read shared 9 times", r, s)
+	// A shared state is kept for sharedListTTL (1 s): on a quiet machine the ten share one
+	// read; a loaded one may need a few.
+	if r, s := metric("skiff_apiserver_watch_initial_lists_read_total")-reads0, metric("skiff_apiserver_watch_initial_lists_shared_total")-shares0; r+s != 10 || s < 5 {
+		t.Errorf("ten watch-lists in a row: %d reads, %d shared; want most of them shared (1 read shared 9 times when quiet)", r, s)
 	}
 	if _, err := env.Client.Create(ctx, newPod("wl-new")); err != nil {
 		t.Fatal(err)

@@ -30,7 +30,6 @@ type sharedList struct {
 	items []scheme.Object
 	rev   int64
 	err   error
-	at    time.Time
 }
 
 func (l *sharedList) ready() bool {
@@ -48,7 +47,6 @@ func (s *sharedLists) get(ctx context.Context, key string, needRev int64, load f
 	waited := false
 	for {
 		s.mu.Lock()
-		s.sweepLocked()
 		l := s.lists[key]
 		if l != nil && !l.ready() && !waited {
 			s.mu.Unlock()
@@ -74,18 +72,22 @@ func (s *sharedLists) get(ctx context.Context, key string, needRev int64, load f
 		s.reads++
 		s.mu.Unlock()
 		l.items, l.rev, l.err = load()
-		l.at = time.Now()
 		close(l.done)
-		return l.items, l.rev, l.err
-	}
-}
-
-// sweepLocked forgets lists older than sharedListTTL, so that their items can be freed.
-func (s *sharedLists) sweepLocked() {
-	for k, l := range s.lists {
-		if l.ready() && (l.err != nil || time.Since(l.at) > sharedListTTL) {
-			delete(s.lists, k)
+		// Forget it once it is too old to share (or at once if it failed), so that its items
+		// can be freed even if no other watch of the selection comes.
+		forget := func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.lists[key] == l {
+				delete(s.lists, key)
+			}
 		}
+		if l.err != nil {
+			forget()
+		} else {
+			time.AfterFunc(sharedListTTL, forget)
+		}
+		return l.items, l.rev, l.err
 	}
 }
 
