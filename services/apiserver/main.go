@@ -32,6 +32,7 @@ func main() {
 		"tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to every pod that has none")
 	unreachable := flag.Int64("default-unreachable-toleration-seconds", admission.DefaultTolerationSecondsDefault,
 		"tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to every pod that has none")
+	profiling := flag.Bool("profiling", false, "serve Go's profiles under /debug/pprof/ on --http-addr (not behind authorization)")
 	flag.Parse()
 
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -51,6 +52,7 @@ func main() {
 
 		DefaultNotReadyTolerationSeconds:    notReady,
 		DefaultUnreachableTolerationSeconds: unreachable,
+		Profiling:                           *profiling,
 	})
 	if err != nil {
 		log.Error("apiserver failed to start", "error", err)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -78,6 +79,9 @@ type Config struct {
 	// --default-unreachable-toleration-seconds).
 	DefaultNotReadyTolerationSeconds    *int64
 	DefaultUnreachableTolerationSeconds *int64
+	// Profiling serves Go's profiles under /debug/pprof/ on the HTTP address (as
+	// kube-apiserver's --profiling); off by default: they are not behind authorization.
+	Profiling bool
 }
 
 // admissionChain is the built-in plugins followed by the configured ones.
@@ -317,6 +321,12 @@ func (s *Server) listen(ctx context.Context) error {
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	if s.cfg.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	s.registerDiscovery(mux)
 	registerOpenAPI(mux, docs)
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.kubelets.serveLogs)

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,14 +104,27 @@ func main() {
 	maxWrites := flag.Int("max-writes", 10000, "latency slots per informer")
 	nodeAgents := flag.Int("node-agents", 0, "run this many node agents (agent i follows node-%04d) instead of -informers")
 	syncTimeout := flag.Duration("sync-timeout", 3*time.Minute, "how long the informers may take to list")
+	cpuProfile := flag.String("startup-cpuprofile", "", "write a CPU profile of the start (until every informer is live) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "skiff-reader:", err)
+			os.Exit(1)
+		}
+	}
 	if err := serve(*grpcAddr, *natsURL, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff-reader:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
 func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
+	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -180,6 +194,7 @@ func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWr
 		return fmt.Errorf("informers did not sync within %s", syncTimeout)
 	}
 	fmt.Println("synced")
+	logger.Warn("synced", "after", time.Since(began).Round(time.Millisecond).String())
 	for {
 		live := 0
 		for _, s := range sinks {
@@ -192,7 +207,9 @@ func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWr
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	pprof.StopCPUProfile() // -startup-cpuprofile: the start is over
 	fmt.Println("live")
+	logger.Warn("live", "after", time.Since(began).Round(time.Millisecond).String())
 
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
