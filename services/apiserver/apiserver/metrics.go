@@ -60,7 +60,15 @@ func (m *metrics) watchObjectCache(r *registry.Registry) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "skiff_apiserver_list_reads_shared_total",
 			Help: "Lists that shared a read with lists of the same collection that arrived together.",
-		}, func() float64 { _, n := r.RangeStats(); return float64(n) }))
+		}, func() float64 { _, n := r.RangeStats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_list_evaluated_objects_total",
+			Help: "Stored objects lists examined against their selectors.",
+		}, func() float64 { n, _ := r.ListStats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_list_returned_objects_total",
+			Help: "Objects lists returned.",
+		}, func() float64 { _, n := r.ListStats(); return float64(n) }))
 }
 
 // watchLiveFeeds exports what the watches' shared live feeds did: many watches of one kind

@@ -702,6 +702,7 @@ func TestConcurrentNodeListsShareReads(t *testing.T) {
 	}
 	metric := func(name string) int { return metricValue(t, env, name) }
 	shared0 := metric("skiff_apiserver_list_reads_shared_total")
+	evaluated0 := metric("skiff_apiserver_list_evaluated_objects_total")
 	const agents = 40
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -709,7 +710,8 @@ func TestConcurrentNodeListsShareReads(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			node := fmt.Sprintf("node-%d", i%4)
-			l, err := c.List(ctx, pods, "", client.ListOptions{FieldSelector: "spec.nodeName=" + node})
+			// With a limit, as informers list: a selective list shares the whole read too.
+			l, err := c.List(ctx, pods, "", client.ListOptions{FieldSelector: "spec.nodeName=" + node, Limit: 500})
 			if err != nil {
 				t.Errorf("list %s: %v", node, err)
 				return
@@ -730,6 +732,34 @@ func TestConcurrentNodeListsShareReads(t *testing.T) {
 	wg.Wait()
 	if shared := metric("skiff_apiserver_list_reads_shared_total") - shared0; shared == 0 {
 		t.Errorf("%d concurrent node lists shared no read", agents)
+	}
+	// Each list examined only its node's 5 pods (the read's node index), not all 20: a
+	// thousand kubelets starting together must not each filter every pod of the cluster.
+	if evaluated := metric("skiff_apiserver_list_evaluated_objects_total") - evaluated0; evaluated != agents*5 {
+		t.Errorf("%d node lists examined %d stored pods; want %d (5 each)", agents, evaluated, agents*5)
+	}
+	// A node's list in pages smaller than its pods: the first page from the index, the rest
+	// at its revision; every pod once, in order.
+	var paged []string
+	opts := client.ListOptions{FieldSelector: "spec.nodeName=node-1", Limit: 2}
+	for pages := 0; ; pages++ {
+		l, err := c.List(ctx, pods, "", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Items) > 2 || pages > 3 {
+			t.Fatalf("page %d of node-1's pods holds %d pods (limit 2)", pages, len(l.Items))
+		}
+		for _, p := range l.Items {
+			paged = append(paged, p.GetMetadata().GetName())
+		}
+		if l.Continue == "" {
+			break
+		}
+		opts.Continue = l.Continue
+	}
+	if want := []string{"np-01", "np-05", "np-09", "np-13", "np-17"}; !slices.Equal(paged, want) {
+		t.Errorf("node-1's pods in pages of 2: %v; want %v", paged, want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -90,24 +91,50 @@ func (r *Registry) list(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 	next := ""
 	for {
 		var page *storage.Page
-		var err error
-		if rev == 0 && opts.Limit == 0 && opts.Continue == "" {
-			// A whole collection at its latest: lists arriving together share one read.
-			page, err = r.ranges.read(ctx, start+"\x00"+end, func(ctx context.Context) (*storage.Page, error) {
+		var at []int // with indexed: the positions in page.KVs that can match (a node's pods)
+		indexed := false
+		if rev == 0 && opts.Continue == "" && (opts.Limit == 0 || !filter.Empty()) {
+			// The first page of a list at the latest revision: lists of the collection arriving
+			// together share one whole read. A selective list with a limit reads the whole
+			// collection too (it would page through all of it to find its few), so it shares
+			// the read and continues at its revision from where its limit stopped.
+			b, err := r.ranges.readBatch(ctx, start+"\x00"+end, func(ctx context.Context) (*storage.Page, error) {
 				return r.store.Range(ctx, start, end, 0, 0, storage.ReadOptions{})
 			})
+			if err != nil {
+				return nil, r.listError(k, ns, opts, rev, err)
+			}
+			page = b.page
+			if node, ok := filter.BoundTo(); ok {
+				// A node's pods (a kubelet's list): visit only those, from the read's index.
+				at, err = b.nodeIndex(node, func(kv storage.KeyValue) (string, error) { return r.nodeOf(k, kv) })
+				if err != nil {
+					return nil, err
+				}
+				indexed = true
+			}
 		} else {
+			var err error
 			page, err = r.store.Range(ctx, start, end, rev, opts.Limit, ro)
-		}
-		if err != nil {
-			return nil, r.listError(k, ns, opts, rev, err)
+			if err != nil {
+				return nil, r.listError(k, ns, opts, rev, err)
+			}
 		}
 		if minRev > page.Revision {
 			// The latest state etcd has is older than the version asked for.
 			return nil, apierrors.NewTooLargeResourceVersion(minRev, page.Revision)
 		}
 		rev = page.Revision
-		for i, kv := range page.KVs {
+		n := len(page.KVs)
+		if indexed {
+			n = len(at)
+		}
+		for j := range n {
+			kv := page.KVs[j]
+			if indexed {
+				kv = page.KVs[at[j]]
+			}
+			r.listEvaluated.Add(1)
 			ok, err := visit(kv, filter)
 			if err != nil {
 				return nil, err
@@ -115,9 +142,10 @@ func (r *Registry) list(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 			if !ok {
 				continue
 			}
+			r.listReturned.Add(1)
 			matched++
 			if opts.Limit > 0 && matched == opts.Limit {
-				if i < len(page.KVs)-1 || page.More {
+				if j < n-1 || page.More {
 					next = kv.Key + "\x00"
 				}
 				break
@@ -134,6 +162,20 @@ func (r *Registry) list(ctx context.Context, k *scheme.Kind, ns string, opts Lis
 		lm.Continue = encodeContinue(continueToken{Revision: rev, Start: next})
 	}
 	return lm, nil
+}
+
+// nodeOf returns the node a stored pod is bound to, decoding it through the object cache.
+func (r *Registry) nodeOf(k *scheme.Kind, kv storage.KeyValue) (string, error) {
+	c := r.cache.get(kv.Key, kv.ModRevision)
+	if c.obj == nil {
+		obj, err := decodeListed(k, kv)
+		if err != nil {
+			return "", err
+		}
+		c.obj = obj
+		r.cache.put(kv.Key, kv.ModRevision, c)
+	}
+	return fields.Value(c.obj.ProtoReflect(), "spec.nodeName")
 }
 
 // listError explains a failed range read of a list read at revision rev.
@@ -159,6 +201,9 @@ type Filter struct {
 	kind   *scheme.Kind
 	labels labels.Selector
 	fields fields.Selector
+	// named are the fields the selector names: a match reads only these, not every
+	// selectable field of the kind (a node agent's spec.nodeName over every pod of a list).
+	named []string
 }
 
 // NewFilter parses selectors for kind k; a bad one, or a field the kind does not let
@@ -172,13 +217,17 @@ func NewFilter(k *scheme.Kind, labelSelector, fieldSelector string) (*Filter, er
 	if err != nil {
 		return nil, apierrors.NewBadRequestField("fieldSelector", fmt.Sprintf("unable to parse fieldSelector: %v", err))
 	}
+	var named []string
 	for _, req := range fsel.Requirements() {
 		if !k.IsSelectable(req.Field) {
 			return nil, apierrors.NewBadRequestField("fieldSelector",
 				fmt.Sprintf("field label not supported: %s", req.Field))
 		}
+		if !slices.Contains(named, req.Field) {
+			named = append(named, req.Field)
+		}
 	}
-	return &Filter{kind: k, labels: lsel, fields: fsel}, nil
+	return &Filter{kind: k, labels: lsel, fields: fsel, named: named}, nil
 }
 
 // Empty reports whether the filter selects everything.
@@ -199,7 +248,15 @@ func (f *Filter) Matches(obj scheme.Object) bool {
 	if !f.labels.Empty() && !f.labels.Matches(obj.GetMetadata().GetLabels()) {
 		return false
 	}
-	return f.fields.Empty() || f.fields.Matches(f.kind.SelectableFieldSet(obj))
+	if f.fields.Empty() {
+		return true
+	}
+	m := obj.ProtoReflect()
+	set := make(fields.Fields, len(f.named))
+	for _, name := range f.named {
+		set[name], _ = fields.Value(m, name) // a selectable field: checked against the type by the scheme
+	}
+	return f.fields.Matches(set)
 }
 
 func encodeContinue(t continueToken) string {

@@ -31,6 +31,30 @@ type rangeBatch struct {
 	page    *storage.Page
 	err     error
 	started bool // under rangeBatches.mu
+
+	// byNode indexes a page of pods by spec.nodeName (positions in page.KVs, in key order),
+	// built once by the first node-pinned list of the batch: the node agents that share the
+	// read then each visit only their node's pods, not every pod of the cluster.
+	nodeOnce sync.Once
+	byNode   map[string][]int
+	nodeErr  error
+}
+
+// nodeIndex returns the positions of the page's objects bound to node, indexing the page by
+// nodeOf on the first call.
+func (b *rangeBatch) nodeIndex(node string, nodeOf func(storage.KeyValue) (string, error)) ([]int, error) {
+	b.nodeOnce.Do(func() {
+		b.byNode = map[string][]int{}
+		for i, kv := range b.page.KVs {
+			n, err := nodeOf(kv)
+			if err != nil {
+				b.nodeErr = err
+				return
+			}
+			b.byNode[n] = append(b.byNode[n], i)
+		}
+	})
+	return b.byNode[node], b.nodeErr
 }
 
 // rangeReadTimeout bounds a shared read: it serves several requests, so no one request's
@@ -40,6 +64,15 @@ const rangeReadTimeout = 30 * time.Second
 // read returns the collection's page for key from a read that started after this call, with
 // read doing the reading.
 func (rb *rangeBatches) read(ctx context.Context, key string, read func(ctx context.Context) (*storage.Page, error)) (*storage.Page, error) {
+	b, err := rb.readBatch(ctx, key, read)
+	if err != nil {
+		return nil, err
+	}
+	return b.page, nil
+}
+
+// readBatch is read, returning the batch whose read answered (its page and indexes).
+func (rb *rangeBatches) readBatch(ctx context.Context, key string, read func(ctx context.Context) (*storage.Page, error)) (*rangeBatch, error) {
 	rb.mu.Lock()
 	if rb.pending == nil {
 		rb.pending, rb.inflight = map[string]*rangeBatch{}, map[string]*rangeBatch{}
@@ -55,7 +88,7 @@ func (rb *rangeBatches) read(ctx context.Context, key string, read func(ctx cont
 			rb.shared.Add(1)
 			select {
 			case <-b.done:
-				return b.page, b.err
+				return b, b.err
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
@@ -74,7 +107,7 @@ func (rb *rangeBatches) read(ctx context.Context, key string, read func(ctx cont
 			delete(rb.inflight, key)
 			rb.mu.Unlock()
 			close(b.done)
-			return b.page, b.err
+			return b, b.err
 		}
 		// A read that may have started before this list asked: wait for the next one.
 		rb.mu.Unlock()
@@ -91,4 +124,10 @@ func (rb *rangeBatches) read(ctx context.Context, key string, read func(ctx cont
 // list's read instead.
 func (r *Registry) RangeStats() (reads, shared int64) {
 	return r.ranges.reads.Load(), r.ranges.shared.Load()
+}
+
+// ListStats counts the stored objects lists examined (decoded or matched against their
+// selectors) and those they returned: a node's list should examine its node's pods only.
+func (r *Registry) ListStats() (evaluated, returned int64) {
+	return r.listEvaluated.Load(), r.listReturned.Load()
 }

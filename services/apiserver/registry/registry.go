@@ -13,6 +13,7 @@ import (
 	"maps"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -59,6 +60,8 @@ type Registry struct {
 	cache *objectCache
 	// ranges batches the full reads of lists that arrive together (rangebatch.go).
 	ranges rangeBatches
+	// listEvaluated and listReturned count the objects lists examined and returned (ListStats).
+	listEvaluated, listReturned atomic.Int64
 }
 
 // New returns a registry storing into store.
