@@ -104,10 +104,11 @@ func main() {
 	maxWrites := flag.Int("max-writes", 10000, "latency slots per informer")
 	nodeAgents := flag.Int("node-agents", 0, "run this many node agents (agent i follows node-%04d) instead of -informers")
 	syncTimeout := flag.Duration("sync-timeout", 3*time.Minute, "how long the informers may take to list")
-	cpuProfile := flag.String("startup-cpuprofile", "", "write a CPU profile of the start (until every informer is live) to this file")
+	startProfile := flag.String("startup-cpuprofile", "", "write a CPU profile of the start (until every informer is live) to this file")
+	runProfile := flag.String("cpuprofile", "", "write a CPU profile of the measured run (from live until the result) to this file")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	if *startProfile != "" {
+		f, err := os.Create(*startProfile)
 		if err == nil {
 			err = pprof.StartCPUProfile(f)
 		}
@@ -116,14 +117,14 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	if err := serve(*grpcAddr, *natsURL, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout); err != nil {
+	if err := serve(*grpcAddr, *natsURL, *n, *nodeAgents, *conns, *run, *maxWrites, *syncTimeout, *runProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff-reader:", err)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
+func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration, runProfile string) error {
 	began := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -208,6 +209,15 @@ func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWr
 		time.Sleep(10 * time.Millisecond)
 	}
 	pprof.StopCPUProfile() // -startup-cpuprofile: the start is over
+	if runProfile != "" {
+		f, err := os.Create(runProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			return err
+		}
+	}
 	fmt.Println("live")
 	logger.Warn("live", "after", time.Since(began).Round(time.Millisecond).String())
 
@@ -221,7 +231,9 @@ func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWr
 		if err != nil {
 			return fmt.Errorf("bad command %q", in.Text())
 		}
-		out, err := json.Marshal(collect(sinks, k*perWrite))
+		res := collect(sinks, k*perWrite)
+		pprof.StopCPUProfile() // -cpuprofile: the run is over
+		out, err := json.Marshal(res)
 		if err != nil {
 			return err
 		}
