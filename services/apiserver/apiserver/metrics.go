@@ -100,3 +100,16 @@ func (m *metrics) watchInitialLists(l *sharedLists) {
 			Help: "Initial states of watches shared with another watch of the same selection (at least as new as needed)."},
 			func() float64 { _, s := l.stats(); return float64(s) }))
 }
+
+// watchEncodings exports how often REST watches reused an object's JSON another watch made.
+func (m *metrics) watchEncodings(e *watchEncodings) {
+	m.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_watch_encodes_total",
+			Help: "Objects REST watches encoded to JSON (once per object, whatever the number of watches).",
+		}, func() float64 { return float64(e.encodes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_watch_encodes_reused_total",
+			Help: "Objects REST watches sent with the JSON another watch had made.",
+		}, func() float64 { return float64(e.reuses.Load()) }))
+}

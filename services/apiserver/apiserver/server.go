@@ -121,6 +121,8 @@ type Server struct {
 	busLive *bus.Live
 	// initialLists shares the initial state among watches that start with it.
 	initialLists sharedLists
+	// watchEncodings shares REST watches' JSON of the objects they send (watchencode.go).
+	watchEncodings *watchEncodings
 
 	// stopping is cancelled when shutdown begins, to end long-running watches that would
 	// otherwise hold a graceful stop until its deadline.
@@ -139,7 +141,7 @@ type Server struct {
 // New connects to etcd, makes sure the built-in namespaces exist and opens the listeners. Call
 // Serve to answer requests.
 func New(ctx context.Context, cfg Config) (*Server, error) {
-	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(), bookmarkInterval: cfg.BookmarkInterval,
+	s := &Server{cfg: cfg, log: cfg.Logger, authorizer: cfg.Authorizer, metrics: newMetrics(), watchEncodings: newWatchEncodings(watchEncodingsKept), bookmarkInterval: cfg.BookmarkInterval,
 		inproc: map[string]func(context.Context, proto.Message) (proto.Message, error){}}
 	s.stopping, s.stopStreams = context.WithCancel(context.Background())
 	if s.log == nil {
@@ -236,6 +238,7 @@ func (s *Server) connectBus(ctx context.Context) error {
 	s.busLive = bus.NewLive(js, s.registry.Scheme())
 	s.metrics.watchLiveFeeds(s.busLive)
 	s.metrics.watchInitialLists(&s.initialLists)
+	s.metrics.watchEncodings(s.watchEncodings)
 	return nil
 }
 

@@ -527,6 +527,8 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 			if t, err = s.toTable(obj, tr); err == nil {
 				body, err = json.Marshal(t)
 			}
+		} else if o, ok := obj.(scheme.Object); ok && typ != "ERROR" && typ != bookmarkEvent {
+			body, err = s.watchEncodings.json(o) // shared events: one encoding for every watch
 		} else {
 			body, err = codec.Marshal(obj)
 		}

@@ -590,6 +590,12 @@ func TestWatchesShareOneLiveFeed(t *testing.T) {
 	if decodes := value("skiff_apiserver_watch_live_decodes_total"); decodes > changes {
 		t.Errorf("%d changes seen by %d watches were decoded %d times; want at most once each", changes, watches, decodes)
 	}
+	// The REST half sends each change as JSON encoded once for all of them.
+	encodes, reused := value("skiff_apiserver_watch_encodes_total"), value("skiff_apiserver_watch_encodes_reused_total")
+	if rest := watches / 2; encodes > changes || encodes+reused != rest*changes {
+		t.Errorf("%d REST watches sent %d changes with %d encodings and %d reused; want at most %d encodings, %d sends",
+			rest, changes, encodes, reused, changes, rest*changes)
+	}
 }
 
 // TestNodeWatchReadsOnlyItsNode: a pod watch with fieldSelector spec.nodeName=NODE (a
