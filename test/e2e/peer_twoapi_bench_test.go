@@ -1,0 +1,197 @@
+package e2e
+
+// The two-apiserver part of the peer benchmark (SKIFF_PEER_PARTS=twoapi): the fan-out's 100
+// informers x 1,000 writes/s with the readers and the writers split across two apiserver
+// replicas per side. Skiff's second apiserver runs on the same etcd and NATS and stands by in
+// the publisher election (one publisher, so one etcd watch, whatever the number of
+// apiservers); the second kube-apiserver runs on the same etcd and prefix with its own watch
+// cache, so its own etcd watch per resource. Each side is first measured on one apiserver,
+// before the second ones start (a replica's etcd watches would otherwise be in the baseline),
+// then on two; the second apiservers stop at the end, so later parts run on one per side.
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiff-project/skiff/test/e2e/internal/proc"
+)
+
+// The two-apiserver part's shape: the fan-out's 100 informers x 1,000 writes/s.
+const peerTwoAPIInformers, peerTwoAPIRate = 100, 1000
+
+// startSkiffReplica starts another Skiff apiserver process on etcdURL and natsURL, with its
+// own ports and its own identity in the publisher election, and waits for /readyz.
+func startSkiffReplica(tb testing.TB, etcdURL, natsURL, identity string) (httpURL, grpcAddr string, p *proc.Process) {
+	tb.Helper()
+	ports := freePorts(tb, 2)
+	grpcAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+	httpAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
+	name := "apiserver-" + identity
+	p = proc.New(name, buildBinaries(tb).apiserver, filepath.Join(tb.TempDir(), name+".log"),
+		"--etcd-endpoints", etcdURL, "--nats-url", natsURL, "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+		"--identity", identity)
+	tb.Cleanup(func() { // before NATS and etcd stop (LIFO)
+		p.Stop()
+		if tb.Failed() {
+			tb.Logf("----- last lines of %s (%s) -----\n%s", name, p.LogPath, p.Tail(40))
+		}
+	})
+	if err := p.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.WaitReady(ctx, func(ctx context.Context) error { return readyz(ctx, "http://"+httpAddr) }); err != nil {
+		tb.Fatalf("%s not ready: %v", name, err)
+	}
+	return "http://" + httpAddr, grpcAddr, p
+}
+
+// peerBases is the servers' URLs, comma-separated (the readers' -server).
+func peerBases(servers []*peerServer) string {
+	var out []string
+	for _, s := range servers {
+		out = append(out, s.base)
+	}
+	return strings.Join(out, ",")
+}
+
+// peerTwoAPI measures the fan-out on one apiserver per side, then starts a second one per side
+// and measures it again with the readers' connections and the writes split across both.
+// tmpls are the fan-out pods' update templates by side (createFanoutPods).
+func peerTwoAPI(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls map[string][]map[string]any,
+	skiffReader, kubeReader, kubeBin string, auth kubeAuth) []fanoutRun {
+	b.Helper()
+	seconds := 3
+	if peerQuick() {
+		seconds = 1
+	}
+	shape := peerFanoutShape{peerTwoAPIInformers, peerTwoAPIRate}
+	writes := shape.rate * seconds
+	procs := map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": skiff.pid(), "kube-apiserver": kube.pid()}
+	var runs []fanoutRun
+	// measure runs the three sides of the fan-out (peerFanout) on the given apiservers.
+	measure := func(skiffs, kubes []*peerServer, grpcs []string) {
+		apis := len(skiffs)
+		cp := func(api string) []string {
+			out := []string{"etcd", api}
+			if apis > 1 {
+				out = append(out, api+"-2")
+			}
+			return out
+		}
+		sides := []struct {
+			name    string
+			servers []*peerServer
+			bin     string
+			args    []string
+			cp      []string
+		}{
+			{"skiff", skiffs, skiffReader, []string{"-grpc", strings.Join(grpcs, ","), "-nats", c.natsURL}, append(cp("skiff-apiserver"), "nats")},
+			{"kube", kubes, kubeReader, []string{"-server", peerBases(kubes), "-token", peerKubeToken}, cp("kube-apiserver")},
+			{"skiff-cg", skiffs, kubeReader, []string{"-server", peerBases(skiffs)}, append(cp("skiff-apiserver"), "nats")},
+		}
+		for _, sd := range sides {
+			runID := fmt.Sprintf("two-%s-%d", sd.name, apis)
+			args := append(slices.Clone(sd.args), "-informers", strconv.Itoa(shape.informers), "-conns", strconv.Itoa(peerConns),
+				"-run", runID, "-max-writes", strconv.Itoa(writes))
+			// The pods are the same on every apiserver of a side (one store): the first's templates.
+			load := splitUpdateLoad(sd.servers, tmpls[sd.servers[0].name], runID, shape.rate, writes)
+			r := peerFanoutRun(b, sd.servers[0], load, sd.bin, args, runID, shape, procs, sd.cp)
+			r.side, r.apis = sd.name, apis
+			fmt.Printf("  %-8s %d apiserver(s), %d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
+				r.side, apis, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
+				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
+			if r.err != nil {
+				b.Errorf("%s on %d apiservers: %v", r.side, apis, r.err)
+			}
+			runs = append(runs, r)
+		}
+	}
+	measure([]*peerServer{skiff}, []*peerServer{kube}, []string{c.grpcAddr})
+
+	skiffURL2, grpc2, sp := startSkiffReplica(b, c.etcdURL, c.natsURL, "bench-2")
+	defer sp.Stop()
+	skiff2 := &peerServer{name: "skiff-2", base: skiffURL2, http: newPeerHTTPClient(), pid: sp.Pid}
+	kube2, kp := startKubeAPIServer(b, kubeBin, c.etcdURL, "kube-apiserver-2", auth)
+	defer kp.Stop()
+	kube2.name = "kube-2"
+	procs["skiff-apiserver-2"], procs["kube-apiserver-2"] = sp.Pid(), kp.Pid()
+	measure([]*peerServer{skiff, skiff2}, []*peerServer{kube, kube2}, []string{c.grpcAddr, grpc2})
+	return runs
+}
+
+// peerTwoAPIReport prints the two-apiserver table and its goals.
+func peerTwoAPIReport(runs []fanoutRun) {
+	if len(runs) == 0 {
+		return
+	}
+	fmt.Printf("\nTwo apiservers: %d pod informers (all namespaces) in one reader process per side, its %d connections split across the side's apiservers;\n",
+		peerTwoAPIInformers, peerConns)
+	fmt.Printf("paced unconditional updates (REST JSON, %d writers) of %d pods, split across them too\n", peerWriters, peerFanPods)
+	fmt.Printf("%-8s %4s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
+		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api1 CPU", "api2 CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd RSS", "api1 RSS", "api2 RSS")
+	for _, r := range runs {
+		api, nats := "skiff-apiserver", benchCPU(r.cpu["nats"])
+		if r.side == "kube" {
+			api, nats = "kube-apiserver", "-"
+		}
+		api2, api2RSS := "-", "-"
+		if r.apis > 1 {
+			api2, api2RSS = benchCPU(r.cpu[api+"-2"]), benchMiB(r.rss[api+"-2"])
+		}
+		fmt.Printf("%-8s %4d %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f | %8s %8s %8s\n", r.side, r.apis, r.informers, r.writeRate,
+			benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)), benchDur(time.Duration(r.res.Max)),
+			r.res.Delivered, r.deliveriesPerSec(), benchCPU(r.cpu["etcd"]), benchCPU(r.cpu[api]), api2, nats, benchCPU(r.cpu["reader"]),
+			r.perEventMicro, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
+	}
+	fmt.Println("  apis: apiservers per side (1: before the second started). api1, api2: the side's first and second apiserver")
+	fmt.Println("  (Skiff's first is the publisher, its second stands by in the election). CPU: from the first write until the")
+	fmt.Println("  reader had every delivery. cp µs/evt = control-plane CPU (etcd + the apiservers, + NATS for Skiff) per")
+	fmt.Println("  delivered event. RSS after the run. Sides as in the fan-out table.")
+	for _, r := range runs {
+		if r.err != nil {
+			fmt.Printf("incomplete: %s on %d apiservers: %v\n", r.side, r.apis, r.err)
+		}
+	}
+
+	fmt.Println()
+	get := func(side string, apis int) *fanoutRun {
+		for i := range runs {
+			if runs[i].side == side && runs[i].apis == apis {
+				return &runs[i]
+			}
+		}
+		return nil
+	}
+	ok := func(r *fanoutRun) bool { return r != nil && r.err == nil && r.res.P99 > 0 }
+	if s, k := get("skiff", 2), get("kube", 2); s != nil && k != nil {
+		fmt.Printf("goal: fan-out p99 with two apiservers (100 informers x 1,000 writes/s) at most 0.5x two kube-apiservers': %.2fx (%s vs %s) %s\n",
+			peerRatio(time.Duration(s.res.P99), time.Duration(k.res.P99)), benchDur(time.Duration(s.res.P99)), benchDur(time.Duration(k.res.P99)),
+			peerVerdict(ok(s) && ok(k) && s.res.P99*2 <= k.res.P99))
+		fmt.Printf("goal: control-plane CPU per delivered event with two apiservers below two kube-apiservers': %.1fµs vs %.1fµs (%.2fx) %s\n",
+			s.perEventMicro, k.perEventMicro, s.perEventMicro/max(k.perEventMicro, 1e-9), peerVerdict(ok(s) && ok(k) && s.perEventMicro < k.perEventMicro))
+	}
+	if s1, s2 := get("skiff", 1), get("skiff", 2); s1 != nil && s2 != nil {
+		// Flat: Skiff's second apiserver adds no etcd watch (one publisher); kube-apiserver's adds
+		// one per resource. 1.2x leaves room for etcd's run-to-run noise.
+		rt := peerRatio(s2.cpu["etcd"], s1.cpu["etcd"])
+		kr, kFrom, kTo := 0.0, "-", "-"
+		if k1, k2 := get("kube", 1), get("kube", 2); k1 != nil && k2 != nil {
+			kr, kFrom, kTo = peerRatio(k2.cpu["etcd"], k1.cpu["etcd"]), benchCPU(k1.cpu["etcd"]), benchCPU(k2.cpu["etcd"])
+		}
+		fmt.Printf("goal: etcd CPU with two apiservers at most 1.2x one apiserver's (100 informers x 1,000 writes/s): %.2fx (%s -> %s; kube-apiserver %.2fx, %s -> %s) %s\n",
+			rt, benchCPU(s1.cpu["etcd"]), benchCPU(s2.cpu["etcd"]), kr, kFrom, kTo, peerVerdict(ok(s1) && ok(s2) && rt <= 1.2))
+	}
+	if s, k := get("skiff-cg", 2), get("kube", 2); s != nil && k != nil {
+		fmt.Printf("goal: client-go fan-out p99 on two Skiff apiservers' watch API at most two kube-apiservers' (100 informers x 1,000 writes/s): %.2fx (%s vs %s) %s\n",
+			peerRatio(time.Duration(s.res.P99), time.Duration(k.res.P99)), benchDur(time.Duration(s.res.P99)), benchDur(time.Duration(k.res.P99)),
+			peerVerdict(ok(s) && ok(k) && s.res.P99 <= k.res.P99))
+	}
+}
