@@ -329,8 +329,8 @@ func BenchmarkPeer(b *testing.B) {
 	b.Setenv("SKIFF_BENCH_APISERVER", "process") // its CPU on its own, as kube-apiserver's
 	c := startBenchCluster(b)
 	skiff := &peerServer{name: "skiff", base: "http://" + c.httpAddr, http: newPeerHTTPClient(), pid: c.api.Pid}
-	kubeAuth := newKubeAuth(b)
-	kube, _ := startKubeAPIServer(b, kubeBin, c.etcdURL, "kube-apiserver", kubeAuth)
+	auth := newKubeAuth(b) // shared by the second kube-apiserver (twoapi)
+	kube, _ := startKubeAPIServer(b, kubeBin, c.etcdURL, "kube-apiserver", auth)
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("machine: %d cores, load average %s before the run (both sides share it: compare ratios)\n",
 		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
@@ -367,7 +367,7 @@ func BenchmarkPeer(b *testing.B) {
 	// Before the node-scoped fan-out: its 10,000 pods would be in every informer's list. It
 	// stops the second apiservers it starts, so that the later parts run on one per side.
 	if peerPart("twoapi") {
-		two = peerTwoAPI(b, c, skiff, kube, tmpls, skiffReader, kubeReader, kubeBin, kubeAuth)
+		two = peerTwoAPI(b, c, skiff, kube, tmpls, skiffReader, kubeReader, kubeBin, auth)
 	}
 	var nf []fanoutRun
 	if peerPart("nodefan") {
