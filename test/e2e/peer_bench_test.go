@@ -500,6 +500,8 @@ type fanoutRun struct {
 	err           error
 	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
 	perEventMicro float64       // controlPlane per delivered event, µs
+	// etcdEventsPerWrite: watch events etcd sent per acknowledged write (the twoapi part).
+	etcdEventsPerWrite float64
 }
 
 type readerResult struct {

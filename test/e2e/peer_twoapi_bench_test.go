@@ -12,6 +12,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -51,6 +53,31 @@ func startSkiffReplica(tb testing.TB, etcdURL, natsURL, identity string) (httpUR
 		tb.Fatalf("%s not ready: %v", name, err)
 	}
 	return "http://" + httpAddr, grpcAddr, p
+}
+
+// etcdEventsSent is how many watch events etcd has sent to its watchers so far (its
+// etcd_debugging_mvcc_events_total): one per change per watcher of its key, so per write the
+// number of apiservers watching that resource in etcd.
+func etcdEventsSent(ctx context.Context, etcdURL string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, etcdURL+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "etcd_debugging_mvcc_events_total "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("etcd's /metrics has no etcd_debugging_mvcc_events_total")
 }
 
 // peerBases is the servers' URLs, comma-separated (the readers' -server).
@@ -103,8 +130,12 @@ func peerTwoAPI(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls ma
 				"-run", runID, "-max-writes", strconv.Itoa(writes))
 			// The pods are the same on every apiserver of a side (one store): the first's templates.
 			load := splitUpdateLoad(sd.servers, tmpls[sd.servers[0].name], runID, shape.rate, writes)
+			ev0, err0 := etcdEventsSent(context.Background(), c.etcdURL)
 			r := peerFanoutRun(b, sd.servers[0], load, sd.bin, args, runID, shape, procs, sd.cp)
 			r.side, r.apis = sd.name, apis
+			if ev1, err1 := etcdEventsSent(context.Background(), c.etcdURL); err0 == nil && err1 == nil && r.acked > 0 {
+				r.etcdEventsPerWrite = (ev1 - ev0) / float64(r.acked)
+			}
 			fmt.Printf("  %-8s %d apiserver(s), %d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
 				r.side, apis, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
 				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
@@ -135,8 +166,9 @@ func peerTwoAPIReport(runs []fanoutRun) {
 	fmt.Printf("\nTwo apiservers: %d pod informers (all namespaces) in one reader process per side, its %d connections split across the side's apiservers;\n",
 		peerTwoAPIInformers, peerConns)
 	fmt.Printf("paced unconditional updates (REST JSON, %d writers) of %d pods, split across them too\n", peerWriters, peerFanPods)
-	fmt.Printf("%-8s %4s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
-		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api1 CPU", "api2 CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd RSS", "api1 RSS", "api2 RSS")
+	fmt.Printf("%-8s %4s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s %9s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
+		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api1 CPU", "api2 CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd ev/w",
+		"etcd RSS", "api1 RSS", "api2 RSS")
 	for _, r := range runs {
 		api, nats := "skiff-apiserver", benchCPU(r.cpu["nats"])
 		if r.side == "kube" {
@@ -146,22 +178,16 @@ func peerTwoAPIReport(runs []fanoutRun) {
 		if r.apis > 1 {
 			api2, api2RSS = benchCPU(r.cpu[api+"-2"]), benchMiB(r.rss[api+"-2"])
 		}
-		fmt.Printf("%-8s %4d %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f | %8s %8s %8s\n", r.side, r.apis, r.informers, r.writeRate,
+		fmt.Printf("%-8s %4d %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f %9.2f | %8s %8s %8s\n", r.side, r.apis, r.informers, r.writeRate,
 			benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)), benchDur(time.Duration(r.res.Max)),
 			r.res.Delivered, r.deliveriesPerSec(), benchCPU(r.cpu["etcd"]), benchCPU(r.cpu[api]), api2, nats, benchCPU(r.cpu["reader"]),
-			r.perEventMicro, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
+			r.perEventMicro, r.etcdEventsPerWrite, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
 	}
 	fmt.Println("  apis: apiservers per side (1: before the second started). api1, api2: the side's first and second apiserver")
 	fmt.Println("  (Skiff's first is the publisher, its second stands by in the election). CPU: from the first write until the")
 	fmt.Println("  reader had every delivery. cp µs/evt = control-plane CPU (etcd + the apiservers, + NATS for Skiff) per")
-	fmt.Println("  delivered event. RSS after the run. Sides as in the fan-out table.")
-	for _, r := range runs {
-		if r.err != nil {
-			fmt.Printf("incomplete: %s on %d apiservers: %v\n", r.side, r.apis, r.err)
-		}
-	}
-
-	fmt.Println()
+	fmt.Println("  delivered event. etcd ev/w: watch events etcd sent per acknowledged write (etcd_debugging_mvcc_events_total,")
+	fmt.Println("  warm-up writes included): one per apiserver watching pods in etcd. RSS after the run. Sides as in the fan-out table.")
 	get := func(side string, apis int) *fanoutRun {
 		for i := range runs {
 			if runs[i].side == side && runs[i].apis == apis {
@@ -170,6 +196,22 @@ func peerTwoAPIReport(runs []fanoutRun) {
 		}
 		return nil
 	}
+	var evs []string
+	for _, side := range []string{"skiff", "kube", "skiff-cg"} {
+		if r1, r2 := get(side, 1), get(side, 2); r1 != nil && r2 != nil {
+			evs = append(evs, fmt.Sprintf("%s %.2f -> %.2f", side, r1.etcdEventsPerWrite, r2.etcdEventsPerWrite))
+		}
+	}
+	if len(evs) > 0 {
+		fmt.Printf("  etcd watch events per write, one -> two apiservers: %s\n", strings.Join(evs, ", "))
+	}
+	for _, r := range runs {
+		if r.err != nil {
+			fmt.Printf("incomplete: %s on %d apiservers: %v\n", r.side, r.apis, r.err)
+		}
+	}
+
+	fmt.Println()
 	ok := func(r *fanoutRun) bool { return r != nil && r.err == nil && r.res.P99 > 0 }
 	if s, k := get("skiff", 2), get("kube", 2); s != nil && k != nil {
 		fmt.Printf("goal: fan-out p99 with two apiservers (100 informers x 1,000 writes/s) at most 0.5x two kube-apiservers': %.2fx (%s vs %s) %s\n",
