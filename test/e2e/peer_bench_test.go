@@ -270,18 +270,18 @@ func newKubeAuth(b *testing.B) kubeAuth {
 // every replica). ServiceAccount admission is off, so that both servers store the same pods
 // (no injected token volume) and no controller is needed for the default ServiceAccount;
 // TaintNodesByCondition too, so that a new Node is not tainted not-ready until a node
-// lifecycle controller (not running here) clears it.
-func startKubeAPIServer(b *testing.B, bin, etcdURL, name string, auth kubeAuth) (*peerServer, *proc.Process) {
+// lifecycle controller (not running here) clears it. extra are further flags.
+func startKubeAPIServer(b *testing.B, bin, etcdURL, name string, auth kubeAuth, extra ...string) (*peerServer, *proc.Process) {
 	b.Helper()
 	dir := b.TempDir()
 	port := freePorts(b, 1)[0]
-	p := proc.New(name, bin, filepath.Join(dir, name+".log"),
+	p := proc.New(name, bin, filepath.Join(dir, name+".log"), append([]string{
 		"--etcd-servers", etcdURL, "--etcd-prefix", "/kube",
 		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(port), "--cert-dir", filepath.Join(dir, "certs"),
 		"--authorization-mode", "AlwaysAllow", "--token-auth-file", auth.tokenFile,
 		"--service-account-key-file", auth.keyFile, "--service-account-signing-key-file", auth.keyFile,
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-cluster-ip-range", "10.96.0.0/16",
-		"--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition", "-v", "0")
+		"--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition", "-v", "0"}, extra...)...)
 	b.Cleanup(func() {
 		p.Stop()
 		if b.Failed() {
