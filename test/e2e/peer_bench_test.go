@@ -485,7 +485,8 @@ func peerRequestPath(b *testing.B, c *benchCluster, skiff, kube *peerServer) *re
 // fanoutRun is one fan-out measurement: one side, n informers, rate writes/s.
 type fanoutRun struct {
 	side          string
-	apis          int // apiservers the readers and writers were split across (the twoapi part)
+	apis          int  // apiservers the readers and writers were split across (the twoapi part)
+	again         bool // the twoapi part: on one apiserver again, after the second stopped
 	informers     int
 	rate          int
 	writes        int
