@@ -501,8 +501,9 @@ type fanoutRun struct {
 	err           error
 	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
 	perEventMicro float64       // controlPlane per delivered event, µs
-	// etcdEventsPerWrite: watch events etcd sent per acknowledged write (the twoapi part).
-	etcdEventsPerWrite float64
+	// etcdEventsPerWrite and etcdFsyncsPerWrite: watch events etcd sent and its WAL fsyncs per
+	// acknowledged write (the twoapi part).
+	etcdEventsPerWrite, etcdFsyncsPerWrite float64
 }
 
 type readerResult struct {

@@ -57,29 +57,44 @@ func startSkiffReplica(tb testing.TB, etcdURL, natsURL, identity string) (httpUR
 	return "http://" + httpAddr, grpcAddr, p
 }
 
-// etcdEventsSent is how many watch events etcd has sent to its watchers so far (its
-// etcd_debugging_mvcc_events_total): one per change per watcher of its key, so per write the
-// number of apiservers watching that resource in etcd.
-func etcdEventsSent(ctx context.Context, etcdURL string) (float64, error) {
+// etcdCounts are two of etcd's counters: the watch events it has sent to its watchers
+// (etcd_debugging_mvcc_events_total: one per change per watcher of its key, so per write the
+// number of apiservers watching that resource in etcd) and its WAL fsyncs (one per batch of
+// writes it commits).
+type etcdCounts struct{ events, fsyncs float64 }
+
+// etcdCounters reads etcdCounts from etcd's /metrics.
+func etcdCounters(ctx context.Context, etcdURL string) (etcdCounts, error) {
+	var c etcdCounts
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, etcdURL+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return c, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return c, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return c, err
 	}
+	found := 0
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "etcd_debugging_mvcc_events_total "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		for name, to := range map[string]*float64{"etcd_debugging_mvcc_events_total": &c.events,
+			"etcd_disk_wal_fsync_duration_seconds_count": &c.fsyncs} {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				if *to, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+					return c, fmt.Errorf("etcd's %s: %w", name, err)
+				}
+				found++
+			}
 		}
 	}
-	return 0, fmt.Errorf("etcd's /metrics has no etcd_debugging_mvcc_events_total")
+	if found != 2 {
+		return c, fmt.Errorf("etcd's /metrics lacks etcd_debugging_mvcc_events_total or etcd_disk_wal_fsync_duration_seconds_count")
+	}
+	return c, nil
 }
 
 // peerBases is the servers' URLs, comma-separated (the readers' -server).
@@ -139,11 +154,12 @@ func peerTwoAPI(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls ma
 				"-run", runID, "-max-writes", strconv.Itoa(writes))
 			// The pods are the same on every apiserver of a side (one store): the first's templates.
 			load := splitUpdateLoad(sd.servers, tmpls[sd.servers[0].name], runID, shape.rate, writes)
-			ev0, err0 := etcdEventsSent(context.Background(), c.etcdURL)
+			e0, err0 := etcdCounters(context.Background(), c.etcdURL)
 			r := peerFanoutRun(b, sd.servers[0], load, sd.bin, args, runID, shape, procs, sd.cp)
 			r.side, r.apis, r.again = sd.name, apis, again
-			if ev1, err1 := etcdEventsSent(context.Background(), c.etcdURL); err0 == nil && err1 == nil && r.acked > 0 {
-				r.etcdEventsPerWrite = (ev1 - ev0) / float64(r.acked)
+			if e1, err1 := etcdCounters(context.Background(), c.etcdURL); err0 == nil && err1 == nil && r.acked > 0 {
+				r.etcdEventsPerWrite = (e1.events - e0.events) / float64(r.acked)
+				r.etcdFsyncsPerWrite = (e1.fsyncs - e0.fsyncs) / float64(r.acked)
 			}
 			fmt.Printf("  %-8s %s apiserver(s), %d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
 				r.side, r.apisLabel(), r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
@@ -194,9 +210,9 @@ func peerTwoAPIReport(runs []fanoutRun) {
 	fmt.Printf("\nTwo apiservers: %d pod informers (all namespaces) in one reader process per side, its %d connections split across the side's apiservers;\n",
 		peerTwoAPIInformers, peerConns)
 	fmt.Printf("paced unconditional updates (REST JSON, %d writers) of %d pods, split across them too\n", peerWriters, peerFanPods)
-	fmt.Printf("%-8s %7s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s %9s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
+	fmt.Printf("%-8s %7s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s %9s %7s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
 		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api1 CPU", "api2 CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd ev/w",
-		"etcd RSS", "api1 RSS", "api2 RSS")
+		"fsync/w", "etcd RSS", "api1 RSS", "api2 RSS")
 	for _, r := range runs {
 		api, nats := "skiff-apiserver", benchCPU(r.cpu["nats"])
 		if r.side == "kube" {
@@ -206,16 +222,17 @@ func peerTwoAPIReport(runs []fanoutRun) {
 		if r.apis > 1 {
 			api2, api2RSS = benchCPU(r.cpu[api+"-2"]), benchMiB(r.rss[api+"-2"])
 		}
-		fmt.Printf("%-8s %7s %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f %9.2f | %8s %8s %8s\n", r.side, r.apisLabel(), r.informers, r.writeRate,
+		fmt.Printf("%-8s %7s %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f %9.2f %7.2f | %8s %8s %8s\n", r.side, r.apisLabel(), r.informers, r.writeRate,
 			benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)), benchDur(time.Duration(r.res.Max)),
 			r.res.Delivered, r.deliveriesPerSec(), benchCPU(r.cpu["etcd"]), benchCPU(r.cpu[api]), api2, nats, benchCPU(r.cpu["reader"]),
-			r.perEventMicro, r.etcdEventsPerWrite, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
+			r.perEventMicro, r.etcdEventsPerWrite, r.etcdFsyncsPerWrite, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
 	}
 	fmt.Println("  apis: apiservers per side (1: before the second started; 1 again: after it stopped). api1, api2: the side's first and second apiserver")
 	fmt.Println("  (Skiff's first is the publisher, its second stands by in the election). CPU: from the first write until the")
 	fmt.Println("  reader had every delivery. cp µs/evt = control-plane CPU (etcd + the apiservers, + NATS for Skiff) per")
 	fmt.Println("  delivered event. etcd ev/w: watch events etcd sent per acknowledged write (etcd_debugging_mvcc_events_total,")
-	fmt.Println("  warm-up writes included): one per apiserver watching pods in etcd. RSS after the run. Sides as in the fan-out table.")
+	fmt.Println("  warm-up writes included): one per apiserver watching pods in etcd. fsync/w: etcd's WAL fsyncs per write (how")
+	fmt.Println("  well it batched the writes). RSS after the run. Sides as in the fan-out table.")
 	get := func(side string, apis int) *fanoutRun {
 		for i := range runs {
 			if runs[i].side == side && runs[i].apis == apis && !runs[i].again {
