@@ -13,7 +13,9 @@ package e2e
 //   - node-scoped fan-out: bind -> node agent latency for 1,000 agents each following only its
 //     node's pods, 10,000 pods bound at 1,000/s (peer_nodefan_bench_test.go);
 //   - scheduler: pods/s binding basic pods on 1,000 Node objects, Skiff's scheduler on Skiff vs
-//     kube-scheduler on kube-apiserver (peer_sched_bench_test.go).
+//     kube-scheduler on kube-apiserver (peer_sched_bench_test.go);
+//   - two apiservers: the fan-out with the readers and writers split across two apiserver
+//     replicas per side (peer_twoapi_bench_test.go).
 //
 // Every figure is from this run; the goals compare ratios, which survive a loaded machine.
 // SKIFF_PEER_QUICK=1 shortens it (fewer writes and repetitions); SKIFF_PEER_WIDE=1 adds 1,000
@@ -71,7 +73,7 @@ const (
 func peerQuick() bool { return os.Getenv("SKIFF_PEER_QUICK") != "" }
 
 // peerPart says whether a part of the benchmark runs: SKIFF_PEER_PARTS lists them
-// (request,fanout,nodefan,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
+// (request,fanout,twoapi,nodefan,sched; default all), SKIFF_PEER_NOSCHED=1 drops the scheduler.
 func peerPart(name string) bool {
 	if name == "sched" && os.Getenv("SKIFF_PEER_NOSCHED") != "" {
 		return false
@@ -242,39 +244,50 @@ func withAnnotations(tmpl map[string]any, ann map[string]string) ([]byte, error)
 	return json.Marshal(m)
 }
 
-// kubeAPIServer is a real kube-apiserver on loopback: the stock etcd shared with Skiff (under
-// its own prefix /kube), authorization AlwaysAllow, a bearer token for the benchmark, and a
-// service-account key made here. ServiceAccount admission is off, so that both servers store
-// the same pods (no injected token volume) and no controller is needed for the default
-// ServiceAccount; TaintNodesByCondition too, so that a new Node is not tainted not-ready until
-// a node lifecycle controller (not running here) clears it.
-func startKubeAPIServer(b *testing.B, bin, etcdURL string) (*peerServer, *proc.Process) {
+// kubeAuth is what every kube-apiserver of a run shares: the service-account key (tokens one
+// replica signs, another verifies) and the bearer-token file.
+type kubeAuth struct{ keyFile, tokenFile string }
+
+// newKubeAuth makes the service-account key and the token file.
+func newKubeAuth(b *testing.B) kubeAuth {
 	b.Helper()
 	dir := b.TempDir()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		b.Fatal(err)
 	}
-	keyFile := filepath.Join(dir, "sa.key")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+	a := kubeAuth{keyFile: filepath.Join(dir, "sa.key"), tokenFile: filepath.Join(dir, "tokens.csv")}
+	if err := os.WriteFile(a.keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	tokenFile := filepath.Join(dir, "tokens.csv")
-	if err := os.WriteFile(tokenFile, []byte(peerKubeToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(a.tokenFile, []byte(peerKubeToken+`,admin,admin,"system:masters"`+"\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	return a
+}
+
+// startKubeAPIServer starts a real kube-apiserver (called name, for its log) on loopback: the
+// stock etcd shared with Skiff (under its own prefix /kube), authorization AlwaysAllow, a
+// bearer token for the benchmark, and a service-account key made here (auth: the same for
+// every replica). ServiceAccount admission is off, so that both servers store the same pods
+// (no injected token volume) and no controller is needed for the default ServiceAccount;
+// TaintNodesByCondition too, so that a new Node is not tainted not-ready until a node
+// lifecycle controller (not running here) clears it. extra are further flags.
+func startKubeAPIServer(b *testing.B, bin, etcdURL, name string, auth kubeAuth, extra ...string) (*peerServer, *proc.Process) {
+	b.Helper()
+	dir := b.TempDir()
 	port := freePorts(b, 1)[0]
-	p := proc.New("kube-apiserver", bin, filepath.Join(dir, "kube-apiserver.log"),
+	p := proc.New(name, bin, filepath.Join(dir, name+".log"), append([]string{
 		"--etcd-servers", etcdURL, "--etcd-prefix", "/kube",
 		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(port), "--cert-dir", filepath.Join(dir, "certs"),
-		"--authorization-mode", "AlwaysAllow", "--token-auth-file", tokenFile,
-		"--service-account-key-file", keyFile, "--service-account-signing-key-file", keyFile,
+		"--authorization-mode", "AlwaysAllow", "--token-auth-file", auth.tokenFile,
+		"--service-account-key-file", auth.keyFile, "--service-account-signing-key-file", auth.keyFile,
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-cluster-ip-range", "10.96.0.0/16",
-		"--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition", "-v", "0")
+		"--disable-admission-plugins", "ServiceAccount,TaintNodesByCondition", "-v", "0"}, extra...)...)
 	b.Cleanup(func() {
 		p.Stop()
 		if b.Failed() {
-			b.Logf("----- last lines of kube-apiserver (%s) -----\n%s", p.LogPath, p.Tail(40))
+			b.Logf("----- last lines of %s (%s) -----\n%s", name, p.LogPath, p.Tail(40))
 		}
 	})
 	if err := p.Start(); err != nil {
@@ -288,7 +301,7 @@ func startKubeAPIServer(b *testing.B, bin, etcdURL string) (*peerServer, *proc.P
 		_, err := s.do(ctx, http.MethodGet, "/readyz", nil, http.StatusOK)
 		return err
 	}); err != nil {
-		b.Fatalf("kube-apiserver not ready: %v", err)
+		b.Fatalf("%s not ready: %v", name, err)
 	}
 	return s, p
 }
@@ -318,7 +331,8 @@ func BenchmarkPeer(b *testing.B) {
 	b.Setenv("SKIFF_BENCH_APISERVER", "process") // its CPU on its own, as kube-apiserver's
 	c := startBenchCluster(b)
 	skiff := &peerServer{name: "skiff", base: "http://" + c.httpAddr, http: newPeerHTTPClient(), pid: c.api.Pid}
-	kube, _ := startKubeAPIServer(b, kubeBin, c.etcdURL)
+	auth := newKubeAuth(b) // shared by the second kube-apiserver (twoapi)
+	kube, _ := startKubeAPIServer(b, kubeBin, c.etcdURL, "kube-apiserver", auth)
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("machine: %d cores, load average %s before the run (both sides share it: compare ratios)\n",
 		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
@@ -338,18 +352,31 @@ func BenchmarkPeer(b *testing.B) {
 		sr = peerScheduler(b, c, skiff, kube, bins["kube-scheduler"])
 	}
 	var rp *requestPathResult
-	var fo []fanoutRun
+	var fo, two []fanoutRun
 	if peerPart("request") {
 		rp = peerRequestPath(b, c, skiff, kube)
 	}
+	// The pods both fan-out parts update, created once.
+	tmpls := map[string][]map[string]any{}
+	if peerPart("fanout") || peerPart("twoapi") {
+		for _, s := range []*peerServer{skiff, kube} {
+			tmpls[s.name] = createFanoutPods(b, s)
+		}
+	}
 	if peerPart("fanout") {
-		fo = peerFanout(b, c, skiff, kube, skiffReader, kubeReader)
+		fo = peerFanout(b, c, skiff, kube, tmpls, skiffReader, kubeReader)
+	}
+	// Before the node-scoped fan-out: its 10,000 pods would be in every informer's list. It
+	// stops the second apiservers it starts, so that the later parts run on one per side.
+	if peerPart("twoapi") {
+		two = peerTwoAPI(b, c, skiff, kube, tmpls, skiffReader, kubeReader, kubeBin, auth)
 	}
 	var nf []fanoutRun
 	if peerPart("nodefan") {
 		nf = peerNodeFan(b, c, skiff, kube, skiffReader, kubeReader)
 	}
 	peerReport(rp, fo)
+	peerTwoAPIReport(two)
 	peerNodeFanReport(nf)
 	peerSchedReport(sr)
 }
@@ -474,6 +501,8 @@ func peerRequestPath(b *testing.B, c *benchCluster, skiff, kube *peerServer) *re
 // fanoutRun is one fan-out measurement: one side, n informers, rate writes/s.
 type fanoutRun struct {
 	side          string
+	apis          int  // apiservers the readers and writers were split across (the twoapi part)
+	again         bool // the twoapi part: on one apiserver again, after the second stopped
 	informers     int
 	rate          int
 	writes        int
@@ -488,6 +517,9 @@ type fanoutRun struct {
 	err           error
 	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
 	perEventMicro float64       // controlPlane per delivered event, µs
+	// etcdEventsPerWrite and etcdFsyncsPerWrite: watch events etcd sent and its WAL fsyncs per
+	// acknowledged write (the twoapi part).
+	etcdEventsPerWrite, etcdFsyncsPerWrite float64
 }
 
 type readerResult struct {
@@ -520,12 +552,9 @@ func peerFanoutShapes() []peerFanoutShape {
 }
 
 // peerFanout measures write -> informer delivery on both sides for each shape.
-func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffReader, kubeReader string) []fanoutRun {
+// tmpls are the fan-out pods' update templates by side (createFanoutPods).
+func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls map[string][]map[string]any, skiffReader, kubeReader string) []fanoutRun {
 	b.Helper()
-	tmpls := map[string][]map[string]any{}
-	for _, s := range []*peerServer{skiff, kube} {
-		tmpls[s.name] = createFanoutPods(b, s)
-	}
 	seconds := 3
 	if peerQuick() {
 		seconds = 1
@@ -603,6 +632,13 @@ type peerLoad struct {
 // updateLoad is the fan-out's load: warm-up updates of f-00, then writes paced unconditional
 // updates of the fan-out pods.
 func updateLoad(s *peerServer, tmpl []map[string]any, runID string, rate, writes int) peerLoad {
+	return splitUpdateLoad([]*peerServer{s}, tmpl, runID, rate, writes)
+}
+
+// splitUpdateLoad is updateLoad with the writes split round-robin across servers, replicas
+// of one API on one store (the warm-up goes to the first).
+func splitUpdateLoad(servers []*peerServer, tmpl []map[string]any, runID string, rate, writes int) peerLoad {
+	s := servers[0]
 	return peerLoad{
 		writes: writes,
 		warm: func(ctx context.Context, tick int) {
@@ -611,7 +647,7 @@ func updateLoad(s *peerServer, tmpl []map[string]any, runID string, rate, writes
 				_, _ = s.do(ctx, http.MethodPut, podsPath(peerFanoutNS, "f-00"), body, http.StatusOK)
 			}
 		},
-		write: func(ctx context.Context) paced { return peerWrite(ctx, s, tmpl, runID, rate, writes) },
+		write: func(ctx context.Context) paced { return peerWrite(ctx, servers, tmpl, runID, rate, writes) },
 	}
 }
 
@@ -762,10 +798,11 @@ func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args
 	return r
 }
 
-// peerWrite sends writes unconditional updates paced at rate (peerPaced). Each write stamps
-// its pod with its run, number and send time.
-func peerWrite(ctx context.Context, s *peerServer, tmpl []map[string]any, runID string, rate, writes int) paced {
+// peerWrite sends writes unconditional updates paced at rate (peerPaced), write k to
+// servers[k % len(servers)]. Each write stamps its pod with its run, number and send time.
+func peerWrite(ctx context.Context, servers []*peerServer, tmpl []map[string]any, runID string, rate, writes int) paced {
 	return peerPaced(ctx, rate, writes, func(ctx context.Context, k int) error {
+		s := servers[k%len(servers)]
 		i := k % len(tmpl)
 		body, err := withAnnotations(tmpl[i], map[string]string{annRun: runID, annSeq: strconv.Itoa(k),
 			annSent: strconv.FormatInt(time.Now().UnixNano(), 10)})

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -176,4 +179,85 @@ func TestPeerNodeFanSkiffReader(t *testing.T) {
 	if pod.Spec.NodeName != "node-0001" || pod.Metadata.Annotations[annRun] != "test" {
 		t.Fatalf("n-00021 after the binds: node %q, annotations %v", pod.Spec.NodeName, pod.Metadata.Annotations)
 	}
+}
+
+// TestPeerTwoAPIServersSkiffReader runs the peer benchmark's two-apiserver fan-out small on
+// two Skiff apiservers over one etcd and NATS: the writes are split evenly across them, the
+// reader's informers list from both, and every informer still gets every write once.
+func TestPeerTwoAPIServersSkiffReader(t *testing.T) {
+	c := startCluster(t)
+	bin := buildSkiffReader(t)
+	url2, grpc2, p2 := startSkiffReplica(t, c.etcdURL, c.natsURL, "test-2")
+	s1 := &peerServer{name: "skiff", base: c.httpURL, http: newPeerHTTPClient(), pid: c.apiserver.Pid}
+	s2 := &peerServer{name: "skiff-2", base: url2, http: newPeerHTTPClient(), pid: p2.Pid}
+	if err := s1.createNamespace(context.Background(), peerFanoutNS); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := createFanoutPods(t, s1)
+	count := func(s *peerServer, verb string) int {
+		n, err := podRequests(context.Background(), s.base, verb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	updates1, updates2, lists1, lists2 := count(s1, "update"), count(s2, "update"), count(s1, "list"), count(s2, "list")
+	const informers, writes = 4, 200
+	r := peerFanoutRun(t, s1, splitUpdateLoad([]*peerServer{s1, s2}, tmpl, "test", 200, writes), bin,
+		[]string{"-grpc", c.grpcAddr + "," + grpc2, "-nats", c.natsURL, "-informers", strconv.Itoa(informers),
+			"-conns", "2", "-run", "test", "-max-writes", strconv.Itoa(writes)}, "test", peerFanoutShape{informers, 200},
+		map[string]int{"etcd": c.etcd.Pid(), "nats": c.nats.Pid(), "skiff-apiserver": c.apiserver.Pid(), "skiff-apiserver-2": p2.Pid()},
+		[]string{"etcd", "skiff-apiserver", "skiff-apiserver-2", "nats"})
+	t.Logf("live after %s; %d writes at %.0f/s; delivered %d, p50 %dµs p99 %dµs", r.live, r.acked, r.writeRate,
+		r.res.Delivered, r.res.P50/1000, r.res.P99/1000)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.acked != writes || r.res.Delivered != informers*writes {
+		t.Fatalf("acked %d writes, delivered %d; want %d and %d", r.acked, r.res.Delivered, writes, informers*writes)
+	}
+	// Half the measured writes went to the second apiserver (the warm-up ones go to the first).
+	updates1, updates2 = count(s1, "update")-updates1, count(s2, "update")-updates2
+	if updates2 != writes/2 || updates1 < writes/2 {
+		t.Errorf("pod updates: %d on the first apiserver, %d on the second; want at least %d and exactly %d", updates1, updates2, writes/2, writes/2)
+	}
+	// Each of the reader's two connections listed from its own apiserver (two informers each).
+	if lists1, lists2 = count(s1, "list")-lists1, count(s2, "list")-lists2; lists1 < 2 || lists2 < 2 {
+		t.Errorf("pod lists: %d on the first apiserver, %d on the second; want at least 2 on each", lists1, lists2)
+	}
+	if r.cpu["skiff-apiserver-2"] <= 0 {
+		t.Errorf("CPU %v: the second apiserver's not measured", r.cpu)
+	}
+}
+
+// podRequests sums the pod requests of one verb (every code) an apiserver at base has served,
+// from its /metrics.
+func podRequests(ctx context.Context, base, verb string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(series, "skiff_apiserver_requests_total{") ||
+			!strings.Contains(series, `resource="pods"`) || !strings.Contains(series, `verb="`+verb+`"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %q: %w", line, err)
+		}
+		n += int(v)
+	}
+	return n, nil
 }

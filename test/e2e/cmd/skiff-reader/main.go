@@ -3,6 +3,9 @@
 // With -node-agents N it runs N node agents instead, agent i following only the pods bound to
 // node-%04d (Factory.ForNode: the node's bus subjects), and measures bind -> handler latency:
 // each measured pod must reach its own node's agent once and no other agent.
+// -grpc may list several apiservers (comma-separated): the connections, and so the informers'
+// lists, are spread over them round-robin (their events come from the bus whichever apiserver
+// they list from).
 // It speaks the same line protocol as the peer's reader (test/peer/kube/cmd/kube-reader), so
 // both sides have the same shape, one reader process each:
 //
@@ -96,7 +99,7 @@ type result struct {
 }
 
 func main() {
-	grpcAddr := flag.String("grpc", "", "the apiserver's gRPC address (lists)")
+	grpcAddr := flag.String("grpc", "", "the apiserver's gRPC address (lists); several, comma-separated, share the connections round-robin")
 	natsURL := flag.String("nats", "", "the bus's NATS URL")
 	n := flag.Int("informers", 1, "pod informers")
 	conns := flag.Int("conns", 10, "apiserver and NATS connections the informers are spread over")
@@ -134,8 +137,9 @@ func serve(grpcAddr, natsURL string, n, nodeAgents, conns int, run string, maxWr
 	pods, _ := scheme.Default().ForName("pods")
 	clients := make([]client.Interface, conns)
 	jss := make([]jetstream.JetStream, conns)
+	addrs := strings.Split(grpcAddr, ",")
 	for i := range clients {
-		c, err := client.NewGRPC(grpcAddr)
+		c, err := client.NewGRPC(addrs[i%len(addrs)])
 		if err != nil {
 			return err
 		}

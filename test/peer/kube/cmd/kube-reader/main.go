@@ -4,6 +4,9 @@
 // With -node-agents N it runs N node agents instead, agent i watching only the pods bound to
 // node-%04d (a spec.nodeName field selector, as a kubelet does), and measures bind -> handler
 // latency: each measured pod must reach its own node's agent once and no other agent.
+// -server may list several apiservers (comma-separated): the connections, and so the
+// informers, are spread over them round-robin (two apiserver replicas, each with its own
+// watch cache).
 //
 //	stdout "synced"            every informer has listed
 //	stdout "live"              every informer has seen the warm-up write (annotation bench/run = RUN-warm)
@@ -97,7 +100,7 @@ type result struct {
 }
 
 func main() {
-	server := flag.String("server", "", "kube-apiserver URL (https://127.0.0.1:PORT)")
+	server := flag.String("server", "", "kube-apiserver URL (https://127.0.0.1:PORT); several, comma-separated, share the connections round-robin")
 	token := flag.String("token", "", "bearer token")
 	n := flag.Int("informers", 1, "pod informers, each with its own list and watch")
 	conns := flag.Int("conns", 10, "client connections the informers are spread over")
@@ -115,9 +118,10 @@ func main() {
 func serve(server, token string, n, nodeAgents, conns int, run string, maxWrites int, syncTimeout time.Duration) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	servers := strings.Split(server, ",")
 	clients := make([]kubernetes.Interface, conns)
 	for i := range clients {
-		cfg := &rest.Config{Host: server, BearerToken: token, QPS: -1,
+		cfg := &rest.Config{Host: servers[i%len(servers)], BearerToken: token, QPS: -1,
 			TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 		// A dial function of its own keeps client-go from sharing one cached transport (one
 		// connection) among all clients.
