@@ -517,9 +517,9 @@ type fanoutRun struct {
 	err           error
 	controlPlane  time.Duration // CPU of etcd + the apiserver + NATS (Skiff)
 	perEventMicro float64       // controlPlane per delivered event, µs
-	// etcdEventsPerWrite and etcdFsyncsPerWrite: watch events etcd sent and its WAL fsyncs per
-	// acknowledged write (the twoapi part).
-	etcdEventsPerWrite, etcdFsyncsPerWrite float64
+	// etcdEventsPerWrite, etcdFsyncsPerWrite and etcdProposalsPerWrite: watch events etcd sent,
+	// its WAL fsyncs and its committed raft proposals per acknowledged write (the twoapi part).
+	etcdEventsPerWrite, etcdFsyncsPerWrite, etcdProposalsPerWrite float64
 }
 
 type readerResult struct {

@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -57,11 +58,13 @@ func startSkiffReplica(tb testing.TB, etcdURL, natsURL, identity string) (httpUR
 	return "http://" + httpAddr, grpcAddr, p
 }
 
-// etcdCounts are two of etcd's counters: the watch events it has sent to its watchers
+// etcdCounts are three of etcd's counters: the watch events it has sent to its watchers
 // (etcd_debugging_mvcc_events_total: one per change per watcher of its key, so per write the
-// number of apiservers watching that resource in etcd) and its WAL fsyncs (one per batch of
-// writes it commits).
-type etcdCounts struct{ events, fsyncs float64 }
+// number of apiservers watching that resource in etcd), its WAL fsyncs (one per batch of
+// writes it commits) and the raft proposals it committed (etcd_server_proposals_committed_total:
+// one per write transaction, including those whose compare failed, so per write 1 plus the
+// apiservers' conflict retries).
+type etcdCounts struct{ events, fsyncs, proposals float64 }
 
 // etcdCounters reads etcdCounts from etcd's /metrics.
 func etcdCounters(ctx context.Context, etcdURL string) (etcdCounts, error) {
@@ -79,10 +82,11 @@ func etcdCounters(ctx context.Context, etcdURL string) (etcdCounts, error) {
 	if err != nil {
 		return c, err
 	}
+	want := map[string]*float64{"etcd_debugging_mvcc_events_total": &c.events,
+		"etcd_disk_wal_fsync_duration_seconds_count": &c.fsyncs, "etcd_server_proposals_committed_total": &c.proposals}
 	found := 0
 	for _, line := range strings.Split(string(body), "\n") {
-		for name, to := range map[string]*float64{"etcd_debugging_mvcc_events_total": &c.events,
-			"etcd_disk_wal_fsync_duration_seconds_count": &c.fsyncs} {
+		for name, to := range want {
 			if v, ok := strings.CutPrefix(line, name+" "); ok {
 				if *to, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
 					return c, fmt.Errorf("etcd's %s: %w", name, err)
@@ -91,8 +95,8 @@ func etcdCounters(ctx context.Context, etcdURL string) (etcdCounts, error) {
 			}
 		}
 	}
-	if found != 2 {
-		return c, fmt.Errorf("etcd's /metrics lacks etcd_debugging_mvcc_events_total or etcd_disk_wal_fsync_duration_seconds_count")
+	if found != len(want) {
+		return c, fmt.Errorf("etcd's /metrics lacks one of %v", slices.Collect(maps.Keys(want)))
 	}
 	return c, nil
 }
@@ -160,6 +164,7 @@ func peerTwoAPI(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls ma
 			if e1, err1 := etcdCounters(context.Background(), c.etcdURL); err0 == nil && err1 == nil && r.acked > 0 {
 				r.etcdEventsPerWrite = (e1.events - e0.events) / float64(r.acked)
 				r.etcdFsyncsPerWrite = (e1.fsyncs - e0.fsyncs) / float64(r.acked)
+				r.etcdProposalsPerWrite = (e1.proposals - e0.proposals) / float64(r.acked)
 			}
 			fmt.Printf("  %-8s %s apiserver(s), %d informers at %d/s: live in %s; %d writes at %.0f/s; delivered %d/%d, p50 %s p99 %s\n",
 				r.side, r.apisLabel(), r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
@@ -210,9 +215,9 @@ func peerTwoAPIReport(runs []fanoutRun) {
 	fmt.Printf("\nTwo apiservers: %d pod informers (all namespaces) in one reader process per side, its %d connections split across the side's apiservers;\n",
 		peerTwoAPIInformers, peerConns)
 	fmt.Printf("paced unconditional updates (REST JSON, %d writers) of %d pods, split across them too\n", peerWriters, peerFanPods)
-	fmt.Printf("%-8s %7s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s %9s %7s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
+	fmt.Printf("%-8s %7s %5s %7s | %8s %8s %8s %9s %9s | %8s %8s %8s %8s %8s %10s %9s %7s %7s | %8s %8s %8s\n", "side", "apis", "infs", "writes/s",
 		"p50", "p99", "max", "delivered", "deliv/s", "etcd CPU", "api1 CPU", "api2 CPU", "NATS CPU", "rdr CPU", "cp µs/evt", "etcd ev/w",
-		"fsync/w", "etcd RSS", "api1 RSS", "api2 RSS")
+		"fsync/w", "prop/w", "etcd RSS", "api1 RSS", "api2 RSS")
 	for _, r := range runs {
 		api, nats := "skiff-apiserver", benchCPU(r.cpu["nats"])
 		if r.side == "kube" {
@@ -222,17 +227,18 @@ func peerTwoAPIReport(runs []fanoutRun) {
 		if r.apis > 1 {
 			api2, api2RSS = benchCPU(r.cpu[api+"-2"]), benchMiB(r.rss[api+"-2"])
 		}
-		fmt.Printf("%-8s %7s %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f %9.2f %7.2f | %8s %8s %8s\n", r.side, r.apisLabel(), r.informers, r.writeRate,
+		fmt.Printf("%-8s %7s %5d %7.0f | %8s %8s %8s %9d %9.0f | %8s %8s %8s %8s %8s %10.1f %9.2f %7.2f %7.2f | %8s %8s %8s\n", r.side, r.apisLabel(), r.informers, r.writeRate,
 			benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)), benchDur(time.Duration(r.res.Max)),
 			r.res.Delivered, r.deliveriesPerSec(), benchCPU(r.cpu["etcd"]), benchCPU(r.cpu[api]), api2, nats, benchCPU(r.cpu["reader"]),
-			r.perEventMicro, r.etcdEventsPerWrite, r.etcdFsyncsPerWrite, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
+			r.perEventMicro, r.etcdEventsPerWrite, r.etcdFsyncsPerWrite, r.etcdProposalsPerWrite, benchMiB(r.rss["etcd"]), benchMiB(r.rss[api]), api2RSS)
 	}
 	fmt.Println("  apis: apiservers per side (1: before the second started; 1 again: after it stopped). api1, api2: the side's first and second apiserver")
 	fmt.Println("  (Skiff's first is the publisher, its second stands by in the election). CPU: from the first write until the")
 	fmt.Println("  reader had every delivery. cp µs/evt = control-plane CPU (etcd + the apiservers, + NATS for Skiff) per")
 	fmt.Println("  delivered event. etcd ev/w: watch events etcd sent per acknowledged write (etcd_debugging_mvcc_events_total,")
 	fmt.Println("  warm-up writes included): one per apiserver watching pods in etcd. fsync/w: etcd's WAL fsyncs per write (how")
-	fmt.Println("  well it batched the writes). RSS after the run. Sides as in the fan-out table.")
+	fmt.Println("  well it batched the writes). prop/w: raft proposals etcd committed per write (1 + the apiservers' conflict")
+	fmt.Println("  retries: a write transaction whose compare failed is committed too). RSS after the run. Sides as in the fan-out table.")
 	get := func(side string, apis int) *fanoutRun {
 		for i := range runs {
 			if runs[i].side == side && runs[i].apis == apis && !runs[i].again {

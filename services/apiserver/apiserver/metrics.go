@@ -68,7 +68,11 @@ func (m *metrics) watchObjectCache(r *registry.Registry) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "skiff_apiserver_list_returned_objects_total",
 			Help: "Objects lists returned.",
-		}, func() float64 { _, n := r.ListStats(); return float64(n) }))
+		}, func() float64 { _, n := r.ListStats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "skiff_apiserver_write_conflicts_total",
+			Help: "Write attempts that lost to a concurrent writer (retried, or 409 for a conditional write).",
+		}, func() float64 { return float64(r.WriteConflicts()) }))
 }
 
 // watchLiveFeeds exports what the watches' shared live feeds did: many watches of one kind

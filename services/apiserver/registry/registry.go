@@ -62,6 +62,9 @@ type Registry struct {
 	ranges rangeBatches
 	// listEvaluated and listReturned count the objects lists examined and returned (ListStats).
 	listEvaluated, listReturned atomic.Int64
+	// writeConflicts counts writes that lost to a concurrent writer and were retried or
+	// refused (WriteConflicts).
+	writeConflicts atomic.Int64
 }
 
 // New returns a registry storing into store.

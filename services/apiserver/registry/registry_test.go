@@ -88,6 +88,9 @@ func TestUnconditionalWritesOutlastContention(t *testing.T) {
 	if n := il.attempts.Load(); n != 41 {
 		t.Errorf("update made %d attempts; want 41 (40 conflicts, then success)", n)
 	}
+	if n := r.WriteConflicts(); n != 40 {
+		t.Errorf("WriteConflicts after the update = %d; want 40", n)
+	}
 
 	il.attempts.Store(0)
 	if err := r.Bind(ctx, "default", "web", binding("node-1"), registry.WriteOptions{}); err != nil {
@@ -96,6 +99,9 @@ func TestUnconditionalWritesOutlastContention(t *testing.T) {
 	got, _ := r.Get(ctx, pods, "default", "web", registry.GetOptions{})
 	if got.(*corev1.Pod).Spec.NodeName != "node-1" || got.GetMetadata().Labels["v"] != "2" {
 		t.Errorf("after the contended writes: node %q labels %v", got.(*corev1.Pod).Spec.NodeName, got.GetMetadata().Labels)
+	}
+	if n := r.WriteConflicts(); n != 80 {
+		t.Errorf("WriteConflicts after the bind = %d; want 80", n)
 	}
 }
 

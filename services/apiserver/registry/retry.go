@@ -39,6 +39,7 @@ func (r *Registry) readModifyWrite(ctx context.Context, k *scheme.Kind, ns, name
 			}
 			return r.storageError(k, ns, name, err)
 		}
+		r.writeConflicts.Add(1)
 		if !retry {
 			return conflict(k, name)
 		}
@@ -57,6 +58,10 @@ func (r *Registry) readModifyWrite(ctx context.Context, k *scheme.Kind, ns, name
 		pause = min(2*pause, maxConflictPause)
 	}
 }
+
+// WriteConflicts counts the writes that lost to a concurrent writer (each attempt that did:
+// etcd still commits the failed transaction through raft, so they cost it as much as a write).
+func (r *Registry) WriteConflicts() int64 { return r.writeConflicts.Load() }
 
 // gaveUp is the answer of a write whose request ended while concurrent writers kept getting
 // in first: 409, which a client may retry, as after any conflict.
