@@ -670,6 +670,10 @@ func peerFanoutRun(tb testing.TB, s *peerServer, load peerLoad, bin string, args
 		return r
 	}
 	defer logf.Close()
+	if dir := os.Getenv("SKIFF_PEER_PROFILE_DIR"); dir != "" && filepath.Base(bin) == "skiff-reader" {
+		// A CPU profile of Skiff's reader process over the measured run, named after the run.
+		args = append(slices.Clone(args), "-cpuprofile", filepath.Join(dir, runID+".reader.pprof"))
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = logf
 	stdin, err := cmd.StdinPipe()
