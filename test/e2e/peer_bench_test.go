@@ -589,7 +589,7 @@ func peerFanout(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls ma
 				r.side, r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
 				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
 			if r.err != nil {
-				b.Errorf("%s %d informers: %v", r.side, r.informers, r.err)
+				peerRunFailed(b, r.side, fmt.Sprintf("%s %d informers", r.side, r.informers), r.err)
 			}
 			runs = append(runs, r)
 		}
@@ -864,6 +864,18 @@ func peerPaced(ctx context.Context, rate, writes int, write func(ctx context.Con
 	end := time.Now()
 	return paced{t0: t0, end: end, acked: int(ok.Load()), errs: int(failed.Load()),
 		ack: slices.DeleteFunc(ack, func(d int64) bool { return d == 0 })}
+}
+
+// peerRunFailed reports a run that did not complete. Skiff's fails the benchmark. The peer's
+// (kube) is printed as incomplete and its goal lines say NOT met, but it does not fail the
+// command: client-go informers under this load sometimes miss updates after "very short
+// watch" relists, which is the peer's behaviour, not a broken harness.
+func peerRunFailed(tb testing.TB, side, what string, err error) {
+	if side == "kube" {
+		tb.Logf("the peer's run is incomplete: %s: %v", what, err)
+		return
+	}
+	tb.Errorf("%s: %v", what, err)
 }
 
 // peerReport prints the tables and one line per goal.

@@ -132,7 +132,7 @@ func peerNodeFan(b *testing.B, c *benchCluster, skiff, kube *peerServer, skiffRe
 			r.side, shape.agents, shape.pods, shape.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
 			r.acked, benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
 		if r.err != nil {
-			b.Errorf("%s node agents: %v", r.side, r.err)
+			peerRunFailed(b, r.side, r.side+" node agents", r.err)
 		}
 		runs = append(runs, r)
 	}

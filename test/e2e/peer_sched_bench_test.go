@@ -283,7 +283,7 @@ func peerScheduler(b *testing.B, c *benchCluster, skiff, kube *peerServer, kubeS
 			fmt.Printf("  %-5s scheduler: %d nodes, %d %s pods: first binding after %s, %d bound at %.0f pods/s\n",
 				r.side, sc.nodes, sc.pods, sc.kind, r.firstBind.Round(time.Millisecond), r.bound, r.podsPerSec)
 			if r.err != nil {
-				b.Errorf("%s scheduler: %v", r.side, r.err)
+				peerRunFailed(b, r.side, r.side+" scheduler", r.err)
 			}
 			out = append(out, r)
 		}

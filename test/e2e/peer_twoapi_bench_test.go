@@ -170,7 +170,7 @@ func peerTwoAPI(b *testing.B, c *benchCluster, skiff, kube *peerServer, tmpls ma
 				r.side, r.apisLabel(), r.informers, r.rate, r.live.Round(time.Millisecond), r.acked, r.writeRate, r.res.Delivered,
 				int64(r.acked)*int64(r.informers), benchDur(time.Duration(r.res.P50)), benchDur(time.Duration(r.res.P99)))
 			if r.err != nil {
-				b.Errorf("%s on %s apiservers: %v", r.side, r.apisLabel(), r.err)
+				peerRunFailed(b, r.side, fmt.Sprintf("%s on %s apiservers", r.side, r.apisLabel()), r.err)
 			}
 			runs = append(runs, r)
 		}
